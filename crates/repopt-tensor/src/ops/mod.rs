@@ -1,0 +1,52 @@
+//! Differentiable ops. Each public function checks shapes, launches its forward kernel and
+//! records the backward closure that launches the backward kernels: one hop from the Rust
+//! call to its WGSL entry point.
+
+pub mod batchnorm;
+pub mod conv;
+pub mod elementwise;
+pub mod linear;
+pub mod loss;
+pub mod pool;
+
+pub use batchnorm::{BatchNormStats, batch_norm2d};
+pub use conv::{Conv2dConfig, conv2d};
+pub use linear::{linear, matmul};
+pub use loss::cross_entropy;
+pub use pool::global_avg_pool;
+
+use crate::error::{Error, Result};
+use crate::tensor::{DType, Tensor};
+
+/// Checks that `t` is an f32 tensor of rank `rank`.
+pub(crate) fn expect_rank(op: &'static str, what: &str, t: &Tensor, rank: usize) -> Result<()> {
+    t.expect_dtype(op, DType::F32)?;
+    if t.shape().len() != rank {
+        return Err(Error::shape(
+            op,
+            format!("{what} must have {rank} dimensions, got shape {:?}", t.shape()),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that two tensors have the same shape and device.
+pub(crate) fn expect_same_shape(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
+    a.same_gpu(op, b)?;
+    if a.shape() != b.shape() {
+        return Err(Error::shape(
+            op,
+            format!("operands differ in shape: {:?} vs {:?}", a.shape(), b.shape()),
+        ));
+    }
+    Ok(())
+}
+
+/// Number of workgroups of `size` invocations covering `n` items.
+pub(crate) fn groups(n: usize, size: usize) -> u32 {
+    n.div_ceil(size) as u32
+}
+
+pub(crate) fn as_u32(op: &'static str, what: &str, v: usize) -> Result<u32> {
+    u32::try_from(v).map_err(|_| Error::shape(op, format!("{what} = {v} does not fit in 32 bits")))
+}

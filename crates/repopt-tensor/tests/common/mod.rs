@@ -1,0 +1,110 @@
+//! Shared test helpers: the device, deterministic data and tolerant comparisons.
+
+#![allow(dead_code)]
+
+use repopt_tensor::{Gpu, Result, Tensor, no_grad};
+
+/// The device every test runs on. Fails loudly (never skips) when no adapter exists.
+pub fn gpu() -> Gpu {
+    use std::sync::OnceLock;
+    static GPU: OnceLock<Gpu> = OnceLock::new();
+    GPU.get_or_init(|| {
+        Gpu::from_env().unwrap_or_else(|e| {
+            panic!("these tests need a GPU adapter (software Vulkan is enough): {e}")
+        })
+    })
+    .clone()
+}
+
+/// Deterministic pseudo-random values in [-1, 1) (xorshift), different per `seed`.
+pub fn data(len: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+pub fn f64s(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| x as f64).collect()
+}
+
+/// Asserts `got` matches `want` element-wise within `atol + rtol * |want|`.
+pub fn assert_close(what: &str, got: &[f32], want: &[f64], atol: f64, rtol: f64) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let mut worst = (0usize, 0.0f64);
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let err = (g as f64 - w).abs();
+        let excess = err - (atol + rtol * w.abs());
+        if excess > worst.1 {
+            worst = (i, excess);
+        }
+        assert!(g.is_finite(), "{what}: element {i} is {g}");
+    }
+    if worst.1 > 0.0 {
+        let i = worst.0;
+        panic!(
+            "{what}: element {i} is {} but the reference says {} (atol {atol}, rtol {rtol})",
+            got[i], want[i]
+        );
+    }
+}
+
+/// Finite-difference check of the gradients autograd computes for `f` at `inputs`.
+///
+/// The scalar checked is `sum(f(inputs) * r)` for a fixed random `r`, so every output
+/// element contributes. For each input, `checks` elements are perturbed by `+-h` and the
+/// central difference is compared to the gradient.
+pub fn gradcheck(
+    name: &str,
+    inputs: &[(Vec<f32>, Vec<usize>)],
+    f: impl Fn(&[Tensor]) -> Result<Tensor>,
+    checks: usize,
+    h: f32,
+    tol: f64,
+) {
+    let gpu = gpu();
+    let params: Vec<Tensor> = inputs
+        .iter()
+        .map(|(d, s)| Tensor::parameter(&gpu, d, s).unwrap())
+        .collect();
+    let out = f(&params).unwrap();
+    let r = Tensor::from_slice(&gpu, &data(out.numel(), 777), out.shape()).unwrap();
+    let loss = out.mul(&r).unwrap().sum().unwrap();
+    loss.backward().unwrap();
+    let eval = |vals: &[Vec<f32>]| -> f64 {
+        no_grad(|| {
+            let ts: Vec<Tensor> = vals
+                .iter()
+                .zip(inputs)
+                .map(|(d, (_, s))| Tensor::from_slice(&gpu, d, s).unwrap())
+                .collect();
+            f(&ts).unwrap().mul(&r).unwrap().sum().unwrap().item().unwrap() as f64
+        })
+    };
+    for (which, (d, _)) in inputs.iter().enumerate() {
+        let grad = match params[which].grad() {
+            Some(g) => g.to_vec().unwrap(),
+            None => panic!("{name}: input {which} got no gradient"),
+        };
+        let picks = data(checks, 31 + which as u64);
+        for (t, p) in picks.iter().enumerate() {
+            let i = (((p + 1.0) / 2.0) * d.len() as f32) as usize % d.len();
+            let i = if t == 0 { 0 } else if t == 1 { d.len() - 1 } else { i };
+            let mut plus: Vec<Vec<f32>> = inputs.iter().map(|(d, _)| d.clone()).collect();
+            let mut minus = plus.clone();
+            plus[which][i] += h;
+            minus[which][i] -= h;
+            let fd = (eval(&plus) - eval(&minus)) / (2.0 * h as f64);
+            let g = grad[i] as f64;
+            assert!(
+                (fd - g).abs() <= tol * (1.0 + g.abs().max(fd.abs())),
+                "{name}: d/d input{which}[{i}]: autograd {g}, finite difference {fd}"
+            );
+        }
+    }
+}

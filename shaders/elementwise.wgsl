@@ -1,0 +1,162 @@
+// Element-wise kernels: one element per invocation, 256 invocations per workgroup, the
+// workgroup grid folded over x and y so large tensors fit the per-dimension limit.
+//
+// Buffers are bound at 1, 2, 3 in the order the host lists them; `p.n` is the element
+// count and every kernel guards its tail.
+
+struct Params {
+    n: u32,      // elements
+    c: u32,      // channels (for per-channel broadcasts)
+    hw: u32,     // spatial size per channel (for per-channel broadcasts)
+    _pad: u32,
+    alpha: f32,
+    beta: f32,
+    _pad1: f32,
+    _pad2: f32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+
+fn linear_id(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
+    return (wg.x + wg.y * nwg.x) * 256u + lid;
+}
+
+// ---- out = f(a) -------------------------------------------------------------------------
+
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out2: array<f32>;
+
+@group(0) @binding(1) var<storage, read_write> fill_dst: array<f32>;
+
+// fill_dst = alpha
+@compute @workgroup_size(256)
+fn fill(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let i = linear_id(wg, nwg, lid);
+    if i < p.n { fill_dst[i] = p.alpha; }
+}
+
+// out = alpha * a
+@compute @workgroup_size(256)
+fn scale(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+         @builtin(local_invocation_index) lid: u32) {
+    let i = linear_id(wg, nwg, lid);
+    if i < p.n { out2[i] = p.alpha * a[i]; }
+}
+
+@compute @workgroup_size(256)
+fn relu_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    let i = linear_id(wg, nwg, lid);
+    if i < p.n { out2[i] = max(a[i], 0.0); }
+}
+
+@compute @workgroup_size(256)
+fn sigmoid_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_index) lid: u32) {
+    let i = linear_id(wg, nwg, lid);
+    if i < p.n { out2[i] = 1.0 / (1.0 + exp(-a[i])); }
+}
+
+// Global average pool backward: a is the [N*C] gradient, out the [N*C*HW] input gradient.
+@compute @workgroup_size(256)
+fn avgpool_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32) {
+    let i = linear_id(wg, nwg, lid);
+    if i < p.n { out2[i] = a[i / p.hw] * p.alpha; }
+}
+
+// ---- out = f(a, b) ----------------------------------------------------------------------
+
+@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out3: array<f32>;
+
+// out = alpha * a + beta * b
+@compute @workgroup_size(256)
+fn add_scaled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    let i = linear_id(wg, nwg, lid);
+    if i < p.n { out3[i] = p.alpha * a[i] + p.beta * b[i]; }
+}
+
+@compute @workgroup_size(256)
+fn mul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+       @builtin(local_invocation_index) lid: u32) {
+    let i = linear_id(wg, nwg, lid);
+    if i < p.n { out3[i] = a[i] * b[i]; }
+}
+
+// a is y = relu(x), b the output gradient.
+@compute @workgroup_size(256)
+fn relu_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_index) lid: u32) {
+    let i = linear_id(wg, nwg, lid);
+    if i < p.n { out3[i] = select(0.0, b[i], a[i] > 0.0); }
+}
+
+// a is y = sigmoid(x), b the output gradient.
+@compute @workgroup_size(256)
+fn sigmoid_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32) {
+    let i = linear_id(wg, nwg, lid);
+    if i < p.n { let y = a[i]; out3[i] = b[i] * y * (1.0 - y); }
+}
+
+// out[n,c,hw] = a[n,c,hw] * b[c]  (channel-wise scale; also its input gradient)
+@compute @workgroup_size(256)
+fn scale_channels(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32) {
+    let i = linear_id(wg, nwg, lid);
+    if i < p.n { out3[i] = a[i] * b[(i / p.hw) % p.c]; }
+}
+
+// out[n,c,hw] = a[n,c,hw] * b[n,c]  (per-sample channel gate, as in squeeze-excitation)
+@compute @workgroup_size(256)
+fn scale_planes(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    let i = linear_id(wg, nwg, lid);
+    if i < p.n { out3[i] = a[i] * b[i / p.hw]; }
+}
+
+// out = a * b[0]: scales by a scalar that lives on the device (a loss gradient).
+@compute @workgroup_size(256)
+fn scale_by_device_scalar(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                          @builtin(local_invocation_index) lid: u32) {
+    let i = linear_id(wg, nwg, lid);
+    if i < p.n { out3[i] = a[i] * b[0]; }
+}
+
+// ---- in place: acc = alpha * acc + beta * b ----------------------------------------------
+
+@group(0) @binding(1) var<storage, read_write> acc: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> b4: array<vec4<f32>>;
+
+// p.n counts vec4s; buffers are allocated in 16-byte multiples, so the tail is in bounds.
+@compute @workgroup_size(256)
+fn axpby_inplace(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_index) lid: u32) {
+    let i = linear_id(wg, nwg, lid);
+    if i < p.n { acc[i] = p.alpha * acc[i] + p.beta * b4[i]; }
+}
+
+// ---- plain copy, the bandwidth reference for the update benchmarks ----------------------
+
+@group(0) @binding(1) var<storage, read> src4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> dst4: array<vec4<f32>>;
+
+@compute @workgroup_size(256)
+fn copy_vec4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) lid: u32) {
+    let i = linear_id(wg, nwg, lid);
+    if i < p.n { dst4[i] = src4[i]; }
+}
+
+// ---- gradient clipping: a[0] is the sum of squared gradients ------------------------------
+// out2[0] = the norm, out3[0] = min(1, max_norm / (norm + 1e-6)) as torch.nn.utils.clip_grad_norm_.
+
+@compute @workgroup_size(1)
+fn clip_coefficient() {
+    let norm = sqrt(a[0]);
+    out2[0] = norm;
+    out3[0] = min(1.0, p.alpha / (norm + 1e-6));
+}

@@ -1,0 +1,77 @@
+// C[M, N] = A[M, K] B[K, N] (+ bias[N]), with arbitrary element strides for A and B so
+// transposed operands need no copy.
+//
+// A workgroup owns 4 rows of C; each invocation owns 4 columns of those rows (16 results in
+// four vec4 registers). The A values are read at addresses uniform across the workgroup (one
+// load serves every invocation), the B values at addresses that step with the invocation.
+
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    has_bias: u32,
+    sam: u32,   // A stride between rows
+    sak: u32,   // A stride along k
+    sbk: u32,   // B stride along k
+    sbn: u32,   // B stride between columns
+    accumulate: u32,  // 1: C += A B (C is read first)
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<storage, read_write> c: array<f32>;
+
+const WG: u32 = 64u;
+
+fn store_row(m: u32, n0: u32, v: vec4<f32>) {
+    if m >= p.m { return; }
+    let vals = array<f32, 4>(v.x, v.y, v.z, v.w);
+    for (var j = 0u; j < 4u; j++) {
+        let n = n0 + j;
+        if n < p.n {
+            var out = vals[j];
+            if p.has_bias == 1u { out += bias[n]; }
+            if p.accumulate == 1u { out += c[m * p.n + n]; }
+            c[m * p.n + n] = out;
+        }
+    }
+}
+
+// Grid: x = column blocks of 256, y = row blocks of 4.
+@compute @workgroup_size(64)
+fn matmul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let m0 = wg.y * 4u;
+    let n0 = wg.x * (WG * 4u) + lid * 4u;
+    // Clamped indices keep every load in range; clamped results are never stored.
+    let mlast = p.m - 1u;
+    let nlast = p.n - 1u;
+    let ra0 = min(m0, mlast) * p.sam;
+    let ra1 = min(m0 + 1u, mlast) * p.sam;
+    let ra2 = min(m0 + 2u, mlast) * p.sam;
+    let ra3 = min(m0 + 3u, mlast) * p.sam;
+    let cb = vec4<u32>(min(n0, nlast), min(n0 + 1u, nlast), min(n0 + 2u, nlast), min(n0 + 3u, nlast)) * p.sbn;
+    var c0 = vec4<f32>(0.0);
+    var c1 = vec4<f32>(0.0);
+    var c2 = vec4<f32>(0.0);
+    var c3 = vec4<f32>(0.0);
+    var ak = 0u;
+    var bk = 0u;
+    for (var k = 0u; k < p.k; k++) {
+        let bv = vec4<f32>(b[bk + cb.x], b[bk + cb.y], b[bk + cb.z], b[bk + cb.w]);
+        c0 = fma(vec4<f32>(a[ra0 + ak]), bv, c0);
+        c1 = fma(vec4<f32>(a[ra1 + ak]), bv, c1);
+        c2 = fma(vec4<f32>(a[ra2 + ak]), bv, c2);
+        c3 = fma(vec4<f32>(a[ra3 + ak]), bv, c3);
+        ak += p.sak;
+        bk += p.sbk;
+    }
+    store_row(m0, n0, c0);
+    store_row(m0 + 1u, n0, c1);
+    store_row(m0 + 2u, n0, c2);
+    store_row(m0 + 3u, n0, c3);
+}
