@@ -105,6 +105,10 @@ pub struct AdapterSummary {
     pub shader_f16: bool,
     /// Whether the adapter supports subgroup operations.
     pub subgroups: bool,
+    /// Smallest subgroup size the adapter may use (0 if unknown).
+    pub subgroup_min_size: u32,
+    /// Largest subgroup size the adapter may use (0 if unknown).
+    pub subgroup_max_size: u32,
 }
 
 /// The subset of adapter limits that bounds what the engine can run.
@@ -152,7 +156,15 @@ impl AdapterSummary {
             timestamp_query: features.contains(wgpu::Features::TIMESTAMP_QUERY),
             shader_f16: features.contains(wgpu::Features::SHADER_F16),
             subgroups: features.contains(wgpu::Features::SUBGROUP),
+            subgroup_min_size: info.subgroup_min_size,
+            subgroup_max_size: info.subgroup_max_size,
         }
+    }
+
+    /// Whether the subgroup kernels can run here: they share values within groups of 8
+    /// invocations, so subgroups must exist and hold at least 8.
+    pub fn supports_subgroup_kernels(&self) -> bool {
+        self.subgroups && self.subgroup_min_size >= 8
     }
 
     /// True for software rasterisers such as lavapipe / llvmpipe / WARP.
@@ -244,7 +256,13 @@ fn choose(summaries: &[AdapterSummary], selector: &AdapterSelector) -> Result<us
         summaries
             .iter()
             .filter(|s| pred(s))
-            .min_by_key(|s| (preference(s.device_type), backend_preference(s.backend), s.index))
+            .min_by_key(|s| {
+                (
+                    preference(s.device_type),
+                    backend_preference(s.backend),
+                    s.index,
+                )
+            })
             .map(|s| s.index)
     };
     let found = match selector {
@@ -274,6 +292,9 @@ pub struct GpuOptions {
     pub adapter: AdapterSelector,
     /// Refuse allocations that would take live device memory above this many bytes.
     pub memory_limit: Option<u64>,
+    /// Use the plain kernels even where subgroup kernels could run (also set by
+    /// `REPOPT_SUBGROUPS=0`); tests use it to check both families.
+    pub disable_subgroup_kernels: bool,
 }
 
 pub(crate) struct GpuInner {
@@ -282,6 +303,7 @@ pub(crate) struct GpuInner {
     pub(crate) summary: AdapterSummary,
     pub(crate) limits: wgpu::Limits,
     pub(crate) features: wgpu::Features,
+    pub(crate) subgroup_kernels: bool,
     pub(crate) pipelines: PipelineCache,
     pub(crate) pool: Mutex<BufferPool>,
     pub(crate) batch: Mutex<Batch>,
@@ -342,15 +364,21 @@ impl Gpu {
             memory_hints: wgpu::MemoryHints::Performance,
             trace: wgpu::Trace::Off,
         };
-        let (device, queue) =
-            pollster::block_on(adapter.request_device(&desc)).map_err(|e| Error::DeviceRequest {
+        let (device, queue) = pollster::block_on(adapter.request_device(&desc)).map_err(|e| {
+            Error::DeviceRequest {
                 adapter: summary.name.clone(),
                 message: e.to_string(),
-            })?;
+            }
+        })?;
         let uniform_align = limits.min_uniform_buffer_offset_alignment as u64;
         let batch = Batch::new(&device, uniform_align);
         let mut pool = BufferPool::default();
         pool.limit = options.memory_limit;
+        let env_off = std::env::var("REPOPT_SUBGROUPS").is_ok_and(|v| v == "0");
+        let subgroup_kernels = summary.supports_subgroup_kernels()
+            && features.contains(wgpu::Features::SUBGROUP)
+            && !options.disable_subgroup_kernels
+            && !env_off;
         Ok(Gpu {
             inner: Arc::new(GpuInner {
                 device,
@@ -358,6 +386,7 @@ impl Gpu {
                 summary,
                 limits,
                 features,
+                subgroup_kernels,
                 pipelines: PipelineCache::default(),
                 pool: Mutex::new(pool),
                 batch: Mutex::new(batch),
@@ -369,7 +398,7 @@ impl Gpu {
     pub fn from_env() -> Result<Gpu> {
         Gpu::new(GpuOptions {
             adapter: AdapterSelector::from_env(),
-            memory_limit: None,
+            ..GpuOptions::default()
         })
     }
 
@@ -386,6 +415,12 @@ impl Gpu {
     /// The optional features the device was opened with.
     pub fn features(&self) -> wgpu::Features {
         self.inner.features
+    }
+
+    /// Whether convolutions and matrix products run the subgroup kernels (see
+    /// `shaders/conv_subgroup.wgsl`) rather than the plain ones.
+    pub fn uses_subgroup_kernels(&self) -> bool {
+        self.inner.subgroup_kernels
     }
 
     /// The raw wgpu device, for embedding applications that add their own kernels.
@@ -450,6 +485,8 @@ mod tests {
             timestamp_query: false,
             shader_f16: false,
             subgroups: false,
+            subgroup_min_size: 0,
+            subgroup_max_size: 0,
         }
     }
 
@@ -472,7 +509,10 @@ mod tests {
         let list = vec![summary(0, "llvmpipe", wgpu::DeviceType::Cpu)];
         let err = choose(&list, &"radeon".parse().unwrap()).unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("radeon") && text.contains("llvmpipe"), "{text}");
+        assert!(
+            text.contains("radeon") && text.contains("llvmpipe"),
+            "{text}"
+        );
         assert!(matches!(
             choose(&[], &AdapterSelector::Auto),
             Err(Error::NoAdapter)

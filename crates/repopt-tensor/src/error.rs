@@ -42,7 +42,9 @@ pub enum Error {
         limit: u64,
     },
     /// An allocation would exceed the memory limit set with `Gpu::set_memory_limit`.
-    #[error("out of device memory: {requested} more bytes with {live} live exceeds the limit of {limit} bytes")]
+    #[error(
+        "out of device memory: {requested} more bytes with {live} live exceeds the limit of {limit} bytes"
+    )]
     OutOfMemory {
         /// Bytes asked for.
         requested: u64,

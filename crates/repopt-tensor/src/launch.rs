@@ -42,6 +42,7 @@ pub mod shaders {
     use super::Shader;
     shader!(ELEMENTWISE, "elementwise.wgsl", false);
     shader!(CONV, "conv.wgsl", true);
+    shader!(CONV_SUBGROUP, "conv_subgroup.wgsl", true);
     shader!(MATMUL, "matmul.wgsl", true);
     shader!(BATCHNORM, "batchnorm.wgsl", false);
     shader!(REDUCE, "reduce.wgsl", false);
@@ -53,6 +54,7 @@ pub mod shaders {
     pub const ALL: &[&Shader] = &[
         &ELEMENTWISE,
         &CONV,
+        &CONV_SUBGROUP,
         &MATMUL,
         &BATCHNORM,
         &REDUCE,
@@ -81,6 +83,17 @@ fn checks_forced() -> bool {
     std::env::var("REPOPT_SHADER_CHECKS").is_ok_and(|v| v != "0")
 }
 
+/// Kernel developers can point `REPOPT_SHADER_DIR` at a copy of `shaders/` to try kernel
+/// changes without rebuilding; files missing there fall back to the embedded source.
+fn source_of(shader: &Shader) -> std::borrow::Cow<'static, str> {
+    if let Some(dir) = std::env::var_os("REPOPT_SHADER_DIR") {
+        if let Ok(text) = std::fs::read_to_string(std::path::Path::new(&dir).join(shader.name)) {
+            return text.into();
+        }
+    }
+    shader.source.into()
+}
+
 impl PipelineCache {
     fn module(&self, device: &wgpu::Device, shader: &Shader) -> Arc<wgpu::ShaderModule> {
         let mut modules = self.modules.lock().expect("module cache lock");
@@ -89,13 +102,16 @@ impl PipelineCache {
             .or_insert_with(|| {
                 let desc = wgpu::ShaderModuleDescriptor {
                     label: Some(shader.name),
-                    source: wgpu::ShaderSource::Wgsl(shader.source.into()),
+                    source: wgpu::ShaderSource::Wgsl(source_of(shader)),
                 };
                 let module = if shader.trusted && !checks_forced() {
                     // SAFETY: kernels marked trusted clamp or prove every index against the
                     // shapes in their uniform block; the kernel tests cover the edge shapes.
                     unsafe {
-                        device.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked())
+                        device.create_shader_module_trusted(
+                            desc,
+                            wgpu::ShaderRuntimeChecks::unchecked(),
+                        )
                     }
                 } else {
                     device.create_shader_module(desc)
@@ -105,8 +121,18 @@ impl PipelineCache {
             .clone()
     }
 
-    pub(crate) fn get(&self, device: &wgpu::Device, shader: &Shader, entry: &'static str) -> Arc<Pipeline> {
-        if let Some(p) = self.pipelines.lock().expect("pipeline cache lock").get(&(shader.name, entry)) {
+    pub(crate) fn get(
+        &self,
+        device: &wgpu::Device,
+        shader: &Shader,
+        entry: &'static str,
+    ) -> Arc<Pipeline> {
+        if let Some(p) = self
+            .pipelines
+            .lock()
+            .expect("pipeline cache lock")
+            .get(&(shader.name, entry))
+        {
             return p.clone();
         }
         let module = self.module(device, shader);
@@ -166,8 +192,9 @@ impl Batch {
     }
 
     fn encoder(&mut self, device: &wgpu::Device) -> &mut wgpu::CommandEncoder {
-        self.encoder
-            .get_or_insert_with(|| device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None }))
+        self.encoder.get_or_insert_with(|| {
+            device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None })
+        })
     }
 
     fn submit(&mut self, queue: &wgpu::Queue) {
@@ -211,7 +238,10 @@ impl Gpu {
         buffers: &[&wgpu::Buffer],
         workgroups: [u32; 3],
     ) {
-        assert!(params.len() <= MAX_PARAMS && params.len() % 4 == 0, "{entry}: bad uniform block size");
+        assert!(
+            params.len() <= MAX_PARAMS && params.len() % 4 == 0,
+            "{entry}: bad uniform block size"
+        );
         let inner = &*self.inner;
         let pipeline = inner.pipelines.get(&inner.device, shader, entry);
         let mut batch = inner.batch.lock().expect("batch lock");
@@ -258,7 +288,10 @@ impl Gpu {
 
     /// Workgroup grid for `groups` linear workgroups.
     pub(crate) fn grid(&self, groups: u32) -> [u32; 3] {
-        grid(groups, self.inner.limits.max_compute_workgroups_per_dimension)
+        grid(
+            groups,
+            self.inner.limits.max_compute_workgroups_per_dimension,
+        )
     }
 
     /// Records a copy of host data into `dst` (ordered with the recorded dispatches).
@@ -267,11 +300,13 @@ impl Gpu {
             return;
         }
         let inner = &*self.inner;
-        let staging = inner.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("upload"),
-            contents: data,
-            usage: wgpu::BufferUsages::COPY_SRC,
-        });
+        let staging = inner
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("upload"),
+                contents: data,
+                usage: wgpu::BufferUsages::COPY_SRC,
+            });
         let mut batch = inner.batch.lock().expect("batch lock");
         let len = (data.len() as u64).next_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT);
         batch
@@ -284,7 +319,9 @@ impl Gpu {
         let inner = &*self.inner;
         let mut batch = inner.batch.lock().expect("batch lock");
         let len = bytes.next_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT);
-        batch.encoder(&inner.device).copy_buffer_to_buffer(src, 0, dst, 0, len);
+        batch
+            .encoder(&inner.device)
+            .copy_buffer_to_buffer(src, 0, dst, 0, len);
     }
 
     /// Records a fill of `dst` with zeros.
@@ -306,7 +343,9 @@ impl Gpu {
         });
         {
             let mut batch = inner.batch.lock().expect("batch lock");
-            batch.encoder(&inner.device).copy_buffer_to_buffer(src, 0, &staging, 0, len);
+            batch
+                .encoder(&inner.device)
+                .copy_buffer_to_buffer(src, 0, &staging, 0, len);
             batch.submit(&inner.queue);
         }
         let (tx, rx) = std::sync::mpsc::channel();
@@ -321,7 +360,9 @@ impl Gpu {
             .map_err(|e| Error::Readback(e.to_string()))?
             .map_err(|e| Error::Readback(e.to_string()))?;
         let data = {
-            let view = staging.get_mapped_range(..).map_err(|e| Error::Readback(e.to_string()))?;
+            let view = staging
+                .get_mapped_range(..)
+                .map_err(|e| Error::Readback(e.to_string()))?;
             view[..bytes as usize].to_vec()
         };
         staging.unmap();
@@ -352,9 +393,12 @@ mod tests {
         for shader in shaders::ALL {
             let module = naga::front::wgsl::parse_str(shader.source)
                 .unwrap_or_else(|e| panic!("{}: {}", shader.name, e.emit_to_string(shader.source)));
-            naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
-                .validate(&module)
-                .unwrap_or_else(|e| panic!("{}: {e:?}", shader.name));
+            naga::valid::Validator::new(
+                naga::valid::ValidationFlags::all(),
+                naga::valid::Capabilities::all(),
+            )
+            .validate(&module)
+            .unwrap_or_else(|e| panic!("{}: {e:?}", shader.name));
             assert!(
                 !module.entry_points.is_empty(),
                 "{} has no entry points",

@@ -27,11 +27,14 @@ mod launch;
 pub mod ops;
 pub mod optim;
 mod pool;
+pub mod probe;
 pub mod reference;
 mod tensor;
 
 pub use autograd::{NoGradGuard, is_grad_enabled, no_grad};
-pub use device::{ADAPTER_ENV, AdapterSelector, AdapterSummary, Gpu, GpuOptions, KeyLimits, list_adapters};
+pub use device::{
+    ADAPTER_ENV, AdapterSelector, AdapterSummary, Gpu, GpuOptions, KeyLimits, list_adapters,
+};
 pub use error::{Error, Result};
 pub use launch::{Shader, shaders};
 pub use pool::MemoryStats;

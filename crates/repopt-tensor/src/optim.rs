@@ -40,7 +40,10 @@ impl ParamSpec {
 fn check_specs(what: &'static str, params: &[ParamSpec]) -> Result<()> {
     for (i, p) in params.iter().enumerate() {
         if !p.tensor.is_parameter() {
-            return Err(Error::invalid(what, format!("entry {i} is not a parameter (leaf requiring grad)")));
+            return Err(Error::invalid(
+                what,
+                format!("entry {i} is not a parameter (leaf requiring grad)"),
+            ));
         }
         if let Some(m) = &p.grad_mult {
             if m.shape() != p.tensor.shape() {
@@ -199,7 +202,14 @@ impl Sgd {
         );
     }
 
-    fn step_unfused(&self, p: &ParamSpec, g: &Tensor, buf: &Tensor, first: bool, lr: f32) -> Result<()> {
+    fn step_unfused(
+        &self,
+        p: &ParamSpec,
+        g: &Tensor,
+        buf: &Tensor,
+        first: bool,
+        lr: f32,
+    ) -> Result<()> {
         let w = &p.tensor;
         let c = &self.config;
         let d = match &p.grad_mult {
@@ -259,7 +269,10 @@ impl Optimizer for Sgd {
         self.buffers
             .iter()
             .enumerate()
-            .filter_map(|(i, b)| b.as_ref().map(|b| (format!("momentum_buffer.{i}"), b.clone())))
+            .filter_map(|(i, b)| {
+                b.as_ref()
+                    .map(|b| (format!("momentum_buffer.{i}"), b.clone()))
+            })
             .collect()
     }
 
@@ -271,7 +284,10 @@ impl Optimizer for Sgd {
         for (name, data) in tensors {
             let i = parse_index(name, "momentum_buffer.")?;
             let p = self.params.get(i).ok_or_else(|| {
-                Error::invalid("Sgd::load_state", format!("{name}: only {} parameters", self.params.len()))
+                Error::invalid(
+                    "Sgd::load_state",
+                    format!("{name}: only {} parameters", self.params.len()),
+                )
             })?;
             self.buffers[i] = Some(Tensor::from_slice(p.tensor.gpu(), data, p.tensor.shape())?);
         }
@@ -283,7 +299,12 @@ impl Optimizer for Sgd {
 fn parse_index(name: &str, prefix: &str) -> Result<usize> {
     name.strip_prefix(prefix)
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| Error::invalid("load_state", format!("unexpected state tensor '{name}' (expected {prefix}<index>)")))
+        .ok_or_else(|| {
+            Error::invalid(
+                "load_state",
+                format!("unexpected state tensor '{name}' (expected {prefix}<index>)"),
+            )
+        })
 }
 
 /// AdamW hyper-parameters.
@@ -351,7 +372,10 @@ impl Optimizer for AdamW {
                 Some(mv) => mv.clone(),
                 None => {
                     let gpu = p.tensor.gpu();
-                    let mv = (Tensor::zeros(gpu, p.tensor.shape())?, Tensor::zeros(gpu, p.tensor.shape())?);
+                    let mv = (
+                        Tensor::zeros(gpu, p.tensor.shape())?,
+                        Tensor::zeros(gpu, p.tensor.shape())?,
+                    );
                     *moments = Some(mv.clone());
                     mv
                 }
@@ -376,7 +400,13 @@ impl Optimizer for AdamW {
                 &OPTIM,
                 "adamw_step",
                 bytemuck::bytes_of(&params),
-                &[w.buffer(), g.buffer(), mult.buffer(), m.buffer(), v.buffer()],
+                &[
+                    w.buffer(),
+                    g.buffer(),
+                    mult.buffer(),
+                    m.buffer(),
+                    v.buffer(),
+                ],
                 gpu.grid(groups(n4, 256)),
             );
         }
@@ -418,7 +448,10 @@ impl Optimizer for AdamW {
                 (&mut first, parse_index(name, "exp_avg.")?)
             };
             let p = self.params.get(i).ok_or_else(|| {
-                Error::invalid("AdamW::load_state", format!("{name}: only {} parameters", self.params.len()))
+                Error::invalid(
+                    "AdamW::load_state",
+                    format!("{name}: only {} parameters", self.params.len()),
+                )
             })?;
             slot[i] = Some(Tensor::from_slice(p.tensor.gpu(), data, p.tensor.shape())?);
         }
@@ -477,7 +510,9 @@ pub fn clip_grad_norm(params: &[ParamSpec], max_norm: f32) -> Result<Option<Tens
         [1, 1, 1],
     );
     for (i, g) in grads {
-        params[i].tensor.set_grad(Some(scale_by_device_scalar(&g, &coef)?))?;
+        params[i]
+            .tensor
+            .set_grad(Some(scale_by_device_scalar(&g, &coef)?))?;
     }
     Ok(Some(norm))
 }

@@ -51,7 +51,11 @@ pub(crate) struct BufferPool {
 
 impl BufferPool {
     /// Hands out a buffer of at least `bytes`, reusing a parked one of the same class.
-    pub(crate) fn acquire(&mut self, device: &wgpu::Device, bytes: u64) -> Result<(wgpu::Buffer, u64)> {
+    pub(crate) fn acquire(
+        &mut self,
+        device: &wgpu::Device,
+        bytes: u64,
+    ) -> Result<(wgpu::Buffer, u64)> {
         let class = size_class(bytes);
         if let Some(limit) = self.limit {
             if self.live + class > limit {
@@ -120,11 +124,27 @@ mod tests {
 
     #[test]
     fn size_classes_cover_requests_with_bounded_slack() {
-        for bytes in [1u64, 16, 255, 256, 257, 4000, 65536, 65537, 100_000, 1 << 20, 3 << 20, 123_456_789] {
+        for bytes in [
+            1u64,
+            16,
+            255,
+            256,
+            257,
+            4000,
+            65536,
+            65537,
+            100_000,
+            1 << 20,
+            3 << 20,
+            123_456_789,
+        ] {
             let c = size_class(bytes);
             assert!(c >= bytes, "{bytes} -> {c}");
             assert_eq!(c % 16, 0, "{bytes} -> {c}");
-            assert!(c as f64 <= (bytes.max(256) as f64) * 1.125 + 256.0, "{bytes} -> {c}");
+            assert!(
+                c as f64 <= (bytes.max(256) as f64) * 1.125 + 256.0,
+                "{bytes} -> {c}"
+            );
         }
         assert_eq!(size_class(1 << 20), 1 << 20);
     }

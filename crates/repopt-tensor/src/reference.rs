@@ -5,7 +5,14 @@
 
 /// `y[n, co, oh, ow] = sum w[co, ci, kh, kw] x[n, ci, oh*s+kh-p, ow*s+kw-p]`.
 #[allow(clippy::too_many_arguments)]
-pub fn conv2d(x: &[f64], xs: [usize; 4], w: &[f64], ws: [usize; 4], stride: usize, pad: usize) -> (Vec<f64>, [usize; 4]) {
+pub fn conv2d(
+    x: &[f64],
+    xs: [usize; 4],
+    w: &[f64],
+    ws: [usize; 4],
+    stride: usize,
+    pad: usize,
+) -> (Vec<f64>, [usize; 4]) {
     let [n, ci, h, wd] = xs;
     let [co, _, k, _] = ws;
     let oh = (h + 2 * pad - k) / stride + 1;
@@ -105,7 +112,9 @@ pub fn batch_norm_train(
         var[ch] = vals.map(|i| (x[i] - mean[ch]).powi(2)).sum::<f64>() / m;
     }
     let y = normalize(x, n, c, hw, &mean, &var, gamma, beta, eps, relu);
-    let rm = (0..c).map(|ch| (1.0 - momentum) * running_mean[ch] + momentum * mean[ch]).collect();
+    let rm = (0..c)
+        .map(|ch| (1.0 - momentum) * running_mean[ch] + momentum * mean[ch])
+        .collect();
     let rv = (0..c)
         .map(|ch| (1.0 - momentum) * running_var[ch] + momentum * var[ch] * m / (m - 1.0))
         .collect();
@@ -178,7 +187,9 @@ pub fn batch_norm_train_backward(
     let mut dgamma = vec![0.0; c];
     let mut dbeta = vec![0.0; c];
     for ch in 0..c {
-        let idx: Vec<usize> = (0..n).flat_map(|b| (0..hw).map(move |i| (b * c + ch) * hw + i)).collect();
+        let idx: Vec<usize> = (0..n)
+            .flat_map(|b| (0..hw).map(move |i| (b * c + ch) * hw + i))
+            .collect();
         let mean = idx.iter().map(|&i| x[i]).sum::<f64>() / m;
         let var = idx.iter().map(|&i| (x[i] - mean).powi(2)).sum::<f64>() / m;
         let inv = 1.0 / (var + eps).sqrt();
@@ -191,7 +202,11 @@ pub fn batch_norm_train_backward(
             })
             .collect();
         let sum_g: f64 = g.iter().sum();
-        let sum_gx: f64 = idx.iter().zip(&g).map(|(&i, gi)| gi * (x[i] - mean) * inv).sum();
+        let sum_gx: f64 = idx
+            .iter()
+            .zip(&g)
+            .map(|(&i, gi)| gi * (x[i] - mean) * inv)
+            .sum();
         dgamma[ch] = sum_gx;
         dbeta[ch] = sum_g;
         for (&i, gi) in idx.iter().zip(&g) {
@@ -204,7 +219,9 @@ pub fn batch_norm_train_backward(
 
 /// Mean over the last `hw` values of each `(n, c)` plane.
 pub fn global_avg_pool(x: &[f64], planes: usize, hw: usize) -> Vec<f64> {
-    (0..planes).map(|p| x[p * hw..(p + 1) * hw].iter().sum::<f64>() / hw as f64).collect()
+    (0..planes)
+        .map(|p| x[p * hw..(p + 1) * hw].iter().sum::<f64>() / hw as f64)
+        .collect()
 }
 
 /// `x w^T + b` for `x` `[n, k]`, `w` `[o, k]`.
@@ -242,7 +259,11 @@ pub fn cross_entropy(logits: &[f64], labels: &[u32], k: usize, smoothing: f64) -
         let m = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
         let lse = m + row.iter().map(|z| (z - m).exp()).sum::<f64>().ln();
         for j in 0..k {
-            let target = if j == labels[i] as usize { 1.0 - smoothing } else { 0.0 } + smoothing / k as f64;
+            let target = if j == labels[i] as usize {
+                1.0 - smoothing
+            } else {
+                0.0
+            } + smoothing / k as f64;
             loss += -target * (row[j] - lse);
             grad[i * k + j] = ((row[j] - lse).exp() - target) / n as f64;
         }
@@ -269,10 +290,18 @@ pub fn sgd_step(
         .collect();
     let b = match buf.take() {
         None => d.clone(),
-        Some(b) => b.iter().zip(&d).map(|(b, d)| momentum * b + (1.0 - dampening) * d).collect(),
+        Some(b) => b
+            .iter()
+            .zip(&d)
+            .map(|(b, d)| momentum * b + (1.0 - dampening) * d)
+            .collect(),
     };
     for i in 0..w.len() {
-        let step = if nesterov { d[i] + momentum * b[i] } else { b[i] };
+        let step = if nesterov {
+            d[i] + momentum * b[i]
+        } else {
+            b[i]
+        };
         w[i] -= lr * step;
     }
     *buf = Some(b);

@@ -25,7 +25,9 @@ pub(crate) struct Storage {
 
 impl Storage {
     pub(crate) fn buffer(&self) -> &wgpu::Buffer {
-        self.buffer.as_ref().expect("storage buffer present until drop")
+        self.buffer
+            .as_ref()
+            .expect("storage buffer present until drop")
     }
 }
 
@@ -240,21 +242,28 @@ impl Tensor {
     /// Copies the data back to the host (submits pending work and waits for it).
     pub fn to_vec(&self) -> Result<Vec<f32>> {
         self.expect_dtype("to_vec", DType::F32)?;
-        let bytes = self.gpu().download(self.buffer(), (self.numel() * 4) as u64)?;
+        let bytes = self
+            .gpu()
+            .download(self.buffer(), (self.numel() * 4) as u64)?;
         Ok(bytemuck::pod_collect_to_vec(&bytes))
     }
 
     /// Copies `u32` data back to the host.
     pub fn to_vec_u32(&self) -> Result<Vec<u32>> {
         self.expect_dtype("to_vec_u32", DType::U32)?;
-        let bytes = self.gpu().download(self.buffer(), (self.numel() * 4) as u64)?;
+        let bytes = self
+            .gpu()
+            .download(self.buffer(), (self.numel() * 4) as u64)?;
         Ok(bytemuck::pod_collect_to_vec(&bytes))
     }
 
     /// The single value of a one-element tensor.
     pub fn item(&self) -> Result<f32> {
         if self.numel() != 1 {
-            return Err(Error::shape("item", format!("needs one element, shape is {:?}", self.shape())));
+            return Err(Error::shape(
+                "item",
+                format!("needs one element, shape is {:?}", self.shape()),
+            ));
         }
         Ok(self.to_vec()?[0])
     }
@@ -273,18 +282,24 @@ impl Tensor {
         if src.shape() != self.shape() || src.dtype() != self.dtype() {
             return Err(Error::shape(
                 "copy_from",
-                format!("source {:?} does not match destination {:?}", src.shape(), self.shape()),
+                format!(
+                    "source {:?} does not match destination {:?}",
+                    src.shape(),
+                    self.shape()
+                ),
             ));
         }
         self.same_gpu("copy_from", src)?;
-        self.gpu().copy(src.buffer(), self.buffer(), (self.numel() * 4) as u64);
+        self.gpu()
+            .copy(src.buffer(), self.buffer(), (self.numel() * 4) as u64);
         Ok(())
     }
 
     /// A device-side copy with its own buffer (a constant).
     pub fn deep_clone(&self) -> Result<Tensor> {
         let t = Tensor::empty(self.gpu(), self.shape(), self.dtype())?;
-        self.gpu().copy(self.buffer(), t.buffer(), (self.numel() * 4) as u64);
+        self.gpu()
+            .copy(self.buffer(), t.buffer(), (self.numel() * 4) as u64);
         Ok(t)
     }
 
@@ -304,14 +319,20 @@ impl Tensor {
                     if g.shape() != self.shape() {
                         return Err(Error::shape(
                             "set_grad",
-                            format!("gradient {:?} does not match parameter {:?}", g.shape(), self.shape()),
+                            format!(
+                                "gradient {:?} does not match parameter {:?}",
+                                g.shape(),
+                                self.shape()
+                            ),
                         ));
                     }
                 }
                 *leaf.grad.lock().expect("grad lock") = grad;
                 Ok(())
             }
-            _ => Err(Error::Autograd("set_grad on a tensor that is not a parameter".into())),
+            _ => Err(Error::Autograd(
+                "set_grad on a tensor that is not a parameter".into(),
+            )),
         }
     }
 
@@ -330,7 +351,10 @@ impl Tensor {
 
     pub(crate) fn expect_dtype(&self, op: &'static str, dtype: DType) -> Result<()> {
         if self.dtype() != dtype {
-            return Err(Error::invalid(op, format!("expects {dtype:?} data, got {:?}", self.dtype())));
+            return Err(Error::invalid(
+                op,
+                format!("expects {dtype:?} data, got {:?}", self.dtype()),
+            ));
         }
         Ok(())
     }

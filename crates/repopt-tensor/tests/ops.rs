@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{assert_close, data, f64s, gpu, gradcheck};
+use common::{assert_close, data, f64s, gpu, gradcheck, gradcheck_on, kernel_families};
 use repopt_tensor::ops::{self, BatchNormStats, Conv2dConfig};
 use repopt_tensor::{Tensor, reference as cpu};
 
@@ -22,76 +22,136 @@ const CONV_SHAPES: &[([usize; 4], usize, usize, usize)] = &[
 
 #[test]
 fn conv2d_forward_matches_reference() {
-    let gpu = gpu();
-    for (i, &(xs, co, k, stride)) in CONV_SHAPES.iter().enumerate() {
-        let ws = [co, xs[1], k, k];
-        let pad = (k - 1) / 2;
-        let xd = data(xs.iter().product(), 10 + i as u64);
-        let wd = data(ws.iter().product(), 20 + i as u64);
-        let x = Tensor::from_slice(&gpu, &xd, &xs).unwrap();
-        let w = Tensor::from_slice(&gpu, &wd, &ws).unwrap();
-        let y = ops::conv2d(&x, &w, Conv2dConfig { stride, padding: pad }).unwrap();
-        let (want, shape) = cpu::conv2d(&f64s(&xd), xs, &f64s(&wd), ws, stride, pad);
-        assert_eq!(y.shape(), &shape);
-        assert_close(&format!("conv fwd {xs:?} co {co} k {k} s {stride}"), &y.to_vec().unwrap(), &want, 1e-4, 1e-4);
+    for (family, gpu) in kernel_families() {
+        for (i, &(xs, co, k, stride)) in CONV_SHAPES.iter().enumerate() {
+            let ws = [co, xs[1], k, k];
+            let pad = (k - 1) / 2;
+            let xd = data(xs.iter().product(), 10 + i as u64);
+            let wd = data(ws.iter().product(), 20 + i as u64);
+            let x = Tensor::from_slice(&gpu, &xd, &xs).unwrap();
+            let w = Tensor::from_slice(&gpu, &wd, &ws).unwrap();
+            let y = ops::conv2d(
+                &x,
+                &w,
+                Conv2dConfig {
+                    stride,
+                    padding: pad,
+                },
+            )
+            .unwrap();
+            let (want, shape) = cpu::conv2d(&f64s(&xd), xs, &f64s(&wd), ws, stride, pad);
+            assert_eq!(y.shape(), &shape);
+            assert_close(
+                &format!("{family} conv fwd {xs:?} co {co} k {k} s {stride}"),
+                &y.to_vec().unwrap(),
+                &want,
+                1e-4,
+                1e-4,
+            );
+        }
     }
 }
 
 #[test]
 fn conv2d_backward_matches_reference() {
-    let gpu = gpu();
-    for (i, &(xs, co, k, stride)) in CONV_SHAPES.iter().enumerate() {
-        let ws = [co, xs[1], k, k];
-        let pad = (k - 1) / 2;
-        let xd = data(xs.iter().product(), 30 + i as u64);
-        let wd = data(ws.iter().product(), 40 + i as u64);
-        let x = Tensor::parameter(&gpu, &xd, &xs).unwrap();
-        let w = Tensor::parameter(&gpu, &wd, &ws).unwrap();
-        let y = ops::conv2d(&x, &w, Conv2dConfig { stride, padding: pad }).unwrap();
-        let dyd = data(y.numel(), 50 + i as u64);
-        let dy = Tensor::from_slice(&gpu, &dyd, y.shape()).unwrap();
-        y.mul(&dy).unwrap().sum().unwrap().backward().unwrap();
-        let (dx, dw) = cpu::conv2d_backward(&f64s(&xd), xs, &f64s(&wd), ws, &f64s(&dyd), stride, pad);
-        let what = format!("{xs:?} co {co} k {k} s {stride}");
-        assert_close(&format!("conv dx {what}"), &x.grad().unwrap().to_vec().unwrap(), &dx, 1e-4, 1e-4);
-        assert_close(&format!("conv dw {what}"), &w.grad().unwrap().to_vec().unwrap(), &dw, 2e-4, 1e-4);
+    for (family, gpu) in kernel_families() {
+        for (i, &(xs, co, k, stride)) in CONV_SHAPES.iter().enumerate() {
+            let ws = [co, xs[1], k, k];
+            let pad = (k - 1) / 2;
+            let xd = data(xs.iter().product(), 30 + i as u64);
+            let wd = data(ws.iter().product(), 40 + i as u64);
+            let x = Tensor::parameter(&gpu, &xd, &xs).unwrap();
+            let w = Tensor::parameter(&gpu, &wd, &ws).unwrap();
+            let y = ops::conv2d(
+                &x,
+                &w,
+                Conv2dConfig {
+                    stride,
+                    padding: pad,
+                },
+            )
+            .unwrap();
+            let dyd = data(y.numel(), 50 + i as u64);
+            let dy = Tensor::from_slice(&gpu, &dyd, y.shape()).unwrap();
+            y.mul(&dy).unwrap().sum().unwrap().backward().unwrap();
+            let (dx, dw) =
+                cpu::conv2d_backward(&f64s(&xd), xs, &f64s(&wd), ws, &f64s(&dyd), stride, pad);
+            let what = format!("{family} {xs:?} co {co} k {k} s {stride}");
+            assert_close(
+                &format!("conv dx {what}"),
+                &x.grad().unwrap().to_vec().unwrap(),
+                &dx,
+                1e-4,
+                1e-4,
+            );
+            assert_close(
+                &format!("conv dw {what}"),
+                &w.grad().unwrap().to_vec().unwrap(),
+                &dw,
+                2e-4,
+                1e-4,
+            );
+        }
     }
 }
 
 #[test]
 fn conv2d_weight_gradient_with_many_partial_sums() {
     // Few weights, many pixels: the weight gradient is split into partial sums.
-    let gpu = gpu();
-    let (xs, ws) = ([6, 3, 33, 31], [8, 3, 3, 3]);
-    let xd = data(xs.iter().product(), 1);
-    let wd = data(ws.iter().product(), 2);
-    let x = Tensor::from_slice(&gpu, &xd, &xs).unwrap();
-    let w = Tensor::parameter(&gpu, &wd, &ws).unwrap();
-    let y = ops::conv2d(&x, &w, Conv2dConfig::same(3, 2)).unwrap();
-    let dyd = data(y.numel(), 3);
-    let dy = Tensor::from_slice(&gpu, &dyd, y.shape()).unwrap();
-    y.mul(&dy).unwrap().sum().unwrap().backward().unwrap();
-    let (_, dw) = cpu::conv2d_backward(&f64s(&xd), xs, &f64s(&wd), ws, &f64s(&dyd), 2, 1);
-    assert!(x.grad().is_none(), "a constant input gets no gradient");
-    assert_close("conv dw split", &w.grad().unwrap().to_vec().unwrap(), &dw, 1e-3, 1e-4);
-}
-
-#[test]
-fn conv2d_gradients_match_finite_differences() {
-    for &(xs, co, k, stride) in &[([1usize, 3, 5, 5], 4usize, 3usize, 2usize), ([2, 5, 4, 3], 3, 1, 1), ([1, 2, 6, 6], 17, 3, 1)] {
-        let ws = vec![co, xs[1], k, k];
-        gradcheck(
-            &format!("conv2d {xs:?} k{k} s{stride}"),
-            &[(data(xs.iter().product(), 5), xs.to_vec()), (data(ws.iter().product(), 6), ws)],
-            |t| ops::conv2d(&t[0], &t[1], Conv2dConfig::same(k, stride)),
-            6,
-            1e-2,
-            2e-3,
+    for (family, gpu) in kernel_families() {
+        let (xs, ws) = ([6, 3, 33, 31], [8, 3, 3, 3]);
+        let xd = data(xs.iter().product(), 1);
+        let wd = data(ws.iter().product(), 2);
+        let x = Tensor::from_slice(&gpu, &xd, &xs).unwrap();
+        let w = Tensor::parameter(&gpu, &wd, &ws).unwrap();
+        let y = ops::conv2d(&x, &w, Conv2dConfig::same(3, 2)).unwrap();
+        let dyd = data(y.numel(), 3);
+        let dy = Tensor::from_slice(&gpu, &dyd, y.shape()).unwrap();
+        y.mul(&dy).unwrap().sum().unwrap().backward().unwrap();
+        let (_, dw) = cpu::conv2d_backward(&f64s(&xd), xs, &f64s(&wd), ws, &f64s(&dyd), 2, 1);
+        assert!(x.grad().is_none(), "a constant input gets no gradient");
+        assert_close(
+            &format!("{family} conv dw split"),
+            &w.grad().unwrap().to_vec().unwrap(),
+            &dw,
+            1e-3,
+            1e-4,
         );
     }
 }
 
-const BN_SHAPES: &[[usize; 4]] = &[[1, 3, 5, 7], [4, 17, 3, 3], [3, 5, 1, 1], [2, 64, 9, 9], [1, 2, 33, 17]];
+#[test]
+fn conv2d_gradients_match_finite_differences() {
+    for (family, gpu) in kernel_families() {
+        for &(xs, co, k, stride) in &[
+            ([1usize, 3, 5, 5], 4usize, 3usize, 2usize),
+            ([2, 5, 4, 3], 3, 1, 1),
+            ([1, 2, 6, 6], 17, 3, 1),
+        ] {
+            let ws = vec![co, xs[1], k, k];
+            gradcheck_on(
+                &gpu,
+                &format!("{family} conv2d {xs:?} k{k} s{stride}"),
+                &[
+                    (data(xs.iter().product(), 5), xs.to_vec()),
+                    (data(ws.iter().product(), 6), ws),
+                ],
+                |t| ops::conv2d(&t[0], &t[1], Conv2dConfig::same(k, stride)),
+                6,
+                1e-2,
+                2e-3,
+            );
+        }
+    }
+}
+
+const BN_SHAPES: &[[usize; 4]] = &[
+    [1, 3, 5, 7],
+    [4, 17, 3, 3],
+    [3, 5, 1, 1],
+    [2, 64, 9, 9],
+    [1, 2, 33, 17],
+];
 
 #[test]
 fn batch_norm_training_forward_and_running_stats_match_reference() {
@@ -100,7 +160,10 @@ fn batch_norm_training_forward_and_running_stats_match_reference() {
         for relu in [false, true] {
             let [n, c, h, w] = s;
             // An offset mean and a spread well away from 1 exercise both statistics.
-            let xd: Vec<f32> = data(n * c * h * w, 60 + i as u64).iter().map(|v| 3.0 + 2.5 * v).collect();
+            let xd: Vec<f32> = data(n * c * h * w, 60 + i as u64)
+                .iter()
+                .map(|v| 3.0 + 2.5 * v)
+                .collect();
             let gd = data(c, 61);
             let bd = data(c, 62);
             let rm0 = data(c, 63);
@@ -116,12 +179,40 @@ fn batch_norm_training_forward_and_running_stats_match_reference() {
             };
             let y = ops::batch_norm2d(&x, &gamma, &beta, &stats, true, relu).unwrap();
             let want = cpu::batch_norm_train(
-                &f64s(&xd), n, c, h * w, &f64s(&gd), &f64s(&bd), &f64s(&rm0), &f64s(&rv0), 0.1, 1e-5, relu,
+                &f64s(&xd),
+                n,
+                c,
+                h * w,
+                &f64s(&gd),
+                &f64s(&bd),
+                &f64s(&rm0),
+                &f64s(&rv0),
+                0.1,
+                1e-5,
+                relu,
             );
             let what = format!("bn {s:?} relu {relu}");
-            assert_close(&format!("{what} y"), &y.to_vec().unwrap(), &want.y, 2e-4, 2e-4);
-            assert_close(&format!("{what} running mean"), &stats.running_mean.to_vec().unwrap(), &want.running_mean, 1e-5, 1e-5);
-            assert_close(&format!("{what} running var"), &stats.running_var.to_vec().unwrap(), &want.running_var, 1e-4, 1e-4);
+            assert_close(
+                &format!("{what} y"),
+                &y.to_vec().unwrap(),
+                &want.y,
+                2e-4,
+                2e-4,
+            );
+            assert_close(
+                &format!("{what} running mean"),
+                &stats.running_mean.to_vec().unwrap(),
+                &want.running_mean,
+                1e-5,
+                1e-5,
+            );
+            assert_close(
+                &format!("{what} running var"),
+                &stats.running_var.to_vec().unwrap(),
+                &want.running_var,
+                1e-4,
+                1e-4,
+            );
         }
     }
 }
@@ -145,7 +236,18 @@ fn batch_norm_eval_uses_running_stats_and_leaves_them_alone() {
     let beta = Tensor::from_slice(&gpu, &bd, &[c]).unwrap();
     for relu in [false, true] {
         let y = ops::batch_norm2d(&x, &gamma, &beta, &stats, false, relu).unwrap();
-        let want = cpu::normalize(&f64s(&xd), n, c, h * w, &f64s(&rm), &f64s(&rv), &f64s(&gd), &f64s(&bd), 1e-5, relu);
+        let want = cpu::normalize(
+            &f64s(&xd),
+            n,
+            c,
+            h * w,
+            &f64s(&rm),
+            &f64s(&rv),
+            &f64s(&gd),
+            &f64s(&bd),
+            1e-5,
+            relu,
+        );
         assert_close("bn eval", &y.to_vec().unwrap(), &want, 1e-5, 1e-5);
     }
     assert_eq!(stats.running_mean.to_vec().unwrap(), rm);
@@ -158,7 +260,10 @@ fn batch_norm_backward_matches_reference() {
     for (i, &s) in BN_SHAPES.iter().enumerate() {
         for relu in [false, true] {
             let [n, c, h, w] = s;
-            let xd: Vec<f32> = data(n * c * h * w, 80 + i as u64).iter().map(|v| 1.0 + 2.0 * v).collect();
+            let xd: Vec<f32> = data(n * c * h * w, 80 + i as u64)
+                .iter()
+                .map(|v| 1.0 + 2.0 * v)
+                .collect();
             let (gd, bd) = (data(c, 81), data(c, 82));
             let x = Tensor::parameter(&gpu, &xd, &s).unwrap();
             let gamma = Tensor::parameter(&gpu, &gd, &[c]).unwrap();
@@ -168,12 +273,39 @@ fn batch_norm_backward_matches_reference() {
             let dyd = data(y.numel(), 83);
             let dy = Tensor::from_slice(&gpu, &dyd, &s).unwrap();
             y.mul(&dy).unwrap().sum().unwrap().backward().unwrap();
-            let (dx, dg, db) =
-                cpu::batch_norm_train_backward(&f64s(&xd), n, c, h * w, &f64s(&gd), &f64s(&bd), 1e-5, relu, &f64s(&dyd));
+            let (dx, dg, db) = cpu::batch_norm_train_backward(
+                &f64s(&xd),
+                n,
+                c,
+                h * w,
+                &f64s(&gd),
+                &f64s(&bd),
+                1e-5,
+                relu,
+                &f64s(&dyd),
+            );
             let what = format!("bn backward {s:?} relu {relu}");
-            assert_close(&format!("{what} dx"), &x.grad().unwrap().to_vec().unwrap(), &dx, 2e-4, 2e-3);
-            assert_close(&format!("{what} dgamma"), &gamma.grad().unwrap().to_vec().unwrap(), &dg, 2e-4, 2e-4);
-            assert_close(&format!("{what} dbeta"), &beta.grad().unwrap().to_vec().unwrap(), &db, 2e-4, 2e-4);
+            assert_close(
+                &format!("{what} dx"),
+                &x.grad().unwrap().to_vec().unwrap(),
+                &dx,
+                2e-4,
+                2e-3,
+            );
+            assert_close(
+                &format!("{what} dgamma"),
+                &gamma.grad().unwrap().to_vec().unwrap(),
+                &dg,
+                2e-4,
+                2e-4,
+            );
+            assert_close(
+                &format!("{what} dbeta"),
+                &beta.grad().unwrap().to_vec().unwrap(),
+                &db,
+                2e-4,
+                2e-4,
+            );
         }
     }
 }
@@ -207,45 +339,148 @@ fn elementwise_ops_match_reference_and_finite_differences() {
         let ta = Tensor::from_slice(&gpu, &a, &[len]).unwrap();
         let tb = Tensor::from_slice(&gpu, &b, &[len]).unwrap();
         let add: Vec<f64> = a.iter().zip(&b).map(|(x, y)| (x + y) as f64).collect();
-        assert_close("add", &ta.add(&tb).unwrap().to_vec().unwrap(), &add, 1e-6, 0.0);
-        let mul: Vec<f64> = a.iter().zip(&b).map(|(x, y)| (*x as f64) * (*y as f64)).collect();
-        assert_close("mul", &ta.mul(&tb).unwrap().to_vec().unwrap(), &mul, 1e-6, 1e-6);
+        assert_close(
+            "add",
+            &ta.add(&tb).unwrap().to_vec().unwrap(),
+            &add,
+            1e-6,
+            0.0,
+        );
+        let mul: Vec<f64> = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (*x as f64) * (*y as f64))
+            .collect();
+        assert_close(
+            "mul",
+            &ta.mul(&tb).unwrap().to_vec().unwrap(),
+            &mul,
+            1e-6,
+            1e-6,
+        );
         let relu: Vec<f64> = a.iter().map(|x| x.max(0.0) as f64).collect();
-        assert_close("relu", &ta.relu().unwrap().to_vec().unwrap(), &relu, 0.0, 0.0);
-        let sig: Vec<f64> = a.iter().map(|&x| 1.0 / (1.0 + (-(x as f64)).exp())).collect();
-        assert_close("sigmoid", &ta.sigmoid().unwrap().to_vec().unwrap(), &sig, 1e-6, 1e-5);
+        assert_close(
+            "relu",
+            &ta.relu().unwrap().to_vec().unwrap(),
+            &relu,
+            0.0,
+            0.0,
+        );
+        let sig: Vec<f64> = a
+            .iter()
+            .map(|&x| 1.0 / (1.0 + (-(x as f64)).exp()))
+            .collect();
+        assert_close(
+            "sigmoid",
+            &ta.sigmoid().unwrap().to_vec().unwrap(),
+            &sig,
+            1e-6,
+            1e-5,
+        );
         let sum: f64 = a.iter().map(|&x| x as f64).sum();
-        assert_close("sum", &ta.sum().unwrap().to_vec().unwrap(), &[sum], 1e-4, 1e-5);
-        assert_close("mean", &ta.mean().unwrap().to_vec().unwrap(), &[sum / len as f64], 1e-5, 1e-5);
+        assert_close(
+            "sum",
+            &ta.sum().unwrap().to_vec().unwrap(),
+            &[sum],
+            1e-4,
+            1e-5,
+        );
+        assert_close(
+            "mean",
+            &ta.mean().unwrap().to_vec().unwrap(),
+            &[sum / len as f64],
+            1e-5,
+            1e-5,
+        );
     }
     // ReLU's kink is avoided by keeping inputs away from 0.
-    let away: Vec<f32> = data(40, 7).iter().map(|v| if v.abs() < 0.1 { v + 0.3 } else { *v }).collect();
+    let away: Vec<f32> = data(40, 7)
+        .iter()
+        .map(|v| if v.abs() < 0.1 { v + 0.3 } else { *v })
+        .collect();
     gradcheck("relu", &[(away, vec![40])], |t| t[0].relu(), 6, 1e-2, 1e-3);
-    gradcheck("sigmoid", &[(data(30, 8), vec![30])], |t| t[0].sigmoid(), 6, 1e-2, 1e-3);
-    gradcheck("add", &[(data(30, 9), vec![30]), (data(30, 10), vec![30])], |t| t[0].add(&t[1]), 4, 1e-2, 1e-3);
-    gradcheck("mul", &[(data(30, 11), vec![30]), (data(30, 12), vec![30])], |t| t[0].mul(&t[1]), 4, 1e-2, 1e-3);
-    gradcheck("add_scaled", &[(data(9, 13), vec![9]), (data(9, 14), vec![9])], |t| t[0].add_scaled(0.5, &t[1], -2.0), 4, 1e-2, 1e-3);
-    gradcheck("mean", &[(data(300, 15), vec![300])], |t| t[0].mean(), 4, 1e-2, 1e-3);
+    gradcheck(
+        "sigmoid",
+        &[(data(30, 8), vec![30])],
+        |t| t[0].sigmoid(),
+        6,
+        1e-2,
+        1e-3,
+    );
+    gradcheck(
+        "add",
+        &[(data(30, 9), vec![30]), (data(30, 10), vec![30])],
+        |t| t[0].add(&t[1]),
+        4,
+        1e-2,
+        1e-3,
+    );
+    gradcheck(
+        "mul",
+        &[(data(30, 11), vec![30]), (data(30, 12), vec![30])],
+        |t| t[0].mul(&t[1]),
+        4,
+        1e-2,
+        1e-3,
+    );
+    gradcheck(
+        "add_scaled",
+        &[(data(9, 13), vec![9]), (data(9, 14), vec![9])],
+        |t| t[0].add_scaled(0.5, &t[1], -2.0),
+        4,
+        1e-2,
+        1e-3,
+    );
+    gradcheck(
+        "mean",
+        &[(data(300, 15), vec![300])],
+        |t| t[0].mean(),
+        4,
+        1e-2,
+        1e-3,
+    );
 }
 
 #[test]
 fn channel_scales_match_reference_and_finite_differences() {
     let gpu = gpu();
-    for (i, s) in [[1usize, 3, 5, 7], [2, 17, 3, 3], [4, 5, 1, 1]].into_iter().enumerate() {
+    for (i, s) in [[1usize, 3, 5, 7], [2, 17, 3, 3], [4, 5, 1, 1]]
+        .into_iter()
+        .enumerate()
+    {
         let [n, c, h, w] = s;
         let (xd, sd) = (data(n * c * h * w, 300 + i as u64), data(c, 301 + i as u64));
         let x = Tensor::from_slice(&gpu, &xd, &s).unwrap();
         let scale = Tensor::from_slice(&gpu, &sd, &[c]).unwrap();
-        let want: Vec<f64> = (0..xd.len()).map(|j| xd[j] as f64 * sd[(j / (h * w)) % c] as f64).collect();
-        assert_close("scale_channels", &x.scale_channels(&scale).unwrap().to_vec().unwrap(), &want, 1e-6, 1e-6);
+        let want: Vec<f64> = (0..xd.len())
+            .map(|j| xd[j] as f64 * sd[(j / (h * w)) % c] as f64)
+            .collect();
+        assert_close(
+            "scale_channels",
+            &x.scale_channels(&scale).unwrap().to_vec().unwrap(),
+            &want,
+            1e-6,
+            1e-6,
+        );
         let gate = data(n * c, 302);
         let tg = Tensor::from_slice(&gpu, &gate, &[n, c]).unwrap();
-        let want: Vec<f64> = (0..xd.len()).map(|j| xd[j] as f64 * gate[j / (h * w)] as f64).collect();
-        assert_close("scale_planes", &x.scale_planes(&tg).unwrap().to_vec().unwrap(), &want, 1e-6, 1e-6);
+        let want: Vec<f64> = (0..xd.len())
+            .map(|j| xd[j] as f64 * gate[j / (h * w)] as f64)
+            .collect();
+        assert_close(
+            "scale_planes",
+            &x.scale_planes(&tg).unwrap().to_vec().unwrap(),
+            &want,
+            1e-6,
+            1e-6,
+        );
     }
     gradcheck(
         "scale_channels (trainable)",
-        &[(data(2 * 3 * 4 * 5, 310), vec![2, 3, 4, 5]), (data(3, 311), vec![3])],
+        &[
+            (data(2 * 3 * 4 * 5, 310), vec![2, 3, 4, 5]),
+            (data(3, 311), vec![3]),
+        ],
         |t| t[0].scale_channels(&t[1]),
         5,
         1e-2,
@@ -253,7 +488,10 @@ fn channel_scales_match_reference_and_finite_differences() {
     );
     gradcheck(
         "scale_planes",
-        &[(data(2 * 3 * 2 * 2, 312), vec![2, 3, 2, 2]), (data(6, 313), vec![2, 3])],
+        &[
+            (data(2 * 3 * 2 * 2, 312), vec![2, 3, 2, 2]),
+            (data(6, 313), vec![2, 3]),
+        ],
         |t| t[0].scale_planes(&t[1]),
         5,
         1e-2,
@@ -262,16 +500,27 @@ fn channel_scales_match_reference_and_finite_differences() {
     // A constant scale passes gradients to the input but takes none itself.
     let x = Tensor::parameter(&gpu, &data(12, 1), &[1, 3, 2, 2]).unwrap();
     let s = Tensor::from_slice(&gpu, &[1.0, 2.0, 3.0], &[3]).unwrap();
-    x.scale_channels(&s).unwrap().sum().unwrap().backward().unwrap();
+    x.scale_channels(&s)
+        .unwrap()
+        .sum()
+        .unwrap()
+        .backward()
+        .unwrap();
     assert!(s.grad().is_none() && !s.requires_grad());
     let g = x.grad().unwrap().to_vec().unwrap();
-    assert_eq!(g, vec![1.0, 1.0, 1.0, 1.0, 2.0, 2.0, 2.0, 2.0, 3.0, 3.0, 3.0, 3.0]);
+    assert_eq!(
+        g,
+        vec![1.0, 1.0, 1.0, 1.0, 2.0, 2.0, 2.0, 2.0, 3.0, 3.0, 3.0, 3.0]
+    );
 }
 
 #[test]
 fn global_avg_pool_matches_reference_and_finite_differences() {
     let gpu = gpu();
-    for (i, s) in [[1usize, 1, 1, 1], [3, 5, 7, 7], [2, 300, 2, 3]].into_iter().enumerate() {
+    for (i, s) in [[1usize, 1, 1, 1], [3, 5, 7, 7], [2, 300, 2, 3]]
+        .into_iter()
+        .enumerate()
+    {
         let xd = data(s.iter().product(), 400 + i as u64);
         let x = Tensor::from_slice(&gpu, &xd, &s).unwrap();
         let y = ops::global_avg_pool(&x).unwrap();
@@ -279,27 +528,58 @@ fn global_avg_pool_matches_reference_and_finite_differences() {
         let want = cpu::global_avg_pool(&f64s(&xd), s[0] * s[1], s[2] * s[3]);
         assert_close("avgpool", &y.to_vec().unwrap(), &want, 1e-6, 1e-5);
     }
-    gradcheck("global_avg_pool", &[(data(2 * 3 * 3 * 3, 410), vec![2, 3, 3, 3])], |t| ops::global_avg_pool(&t[0]), 6, 1e-2, 1e-3);
+    gradcheck(
+        "global_avg_pool",
+        &[(data(2 * 3 * 3 * 3, 410), vec![2, 3, 3, 3])],
+        |t| ops::global_avg_pool(&t[0]),
+        6,
+        1e-2,
+        1e-3,
+    );
 }
 
 #[test]
 fn linear_and_matmul_match_reference_and_finite_differences() {
     let gpu = gpu();
-    for (i, (n, k, o)) in [(1usize, 1usize, 1usize), (3, 17, 10), (33, 64, 257), (5, 300, 3)].into_iter().enumerate() {
+    for (i, (n, k, o)) in [
+        (1usize, 1usize, 1usize),
+        (3, 17, 10),
+        (33, 64, 257),
+        (5, 300, 3),
+    ]
+    .into_iter()
+    .enumerate()
+    {
         let (xd, wd, bd) = (data(n * k, 500 + i as u64), data(o * k, 501), data(o, 502));
         let x = Tensor::from_slice(&gpu, &xd, &[n, k]).unwrap();
         let w = Tensor::from_slice(&gpu, &wd, &[o, k]).unwrap();
         let b = Tensor::from_slice(&gpu, &bd, &[o]).unwrap();
         let want = cpu::linear(&f64s(&xd), n, k, &f64s(&wd), o, &f64s(&bd));
-        assert_close("linear", &ops::linear(&x, &w, &b).unwrap().to_vec().unwrap(), &want, 1e-4, 1e-4);
+        assert_close(
+            "linear",
+            &ops::linear(&x, &w, &b).unwrap().to_vec().unwrap(),
+            &want,
+            1e-4,
+            1e-4,
+        );
         let bm = data(k * o, 503);
         let tb = Tensor::from_slice(&gpu, &bm, &[k, o]).unwrap();
         let want = cpu::matmul(&f64s(&xd), &f64s(&bm), n, k, o);
-        assert_close("matmul", &ops::matmul(&x, &tb).unwrap().to_vec().unwrap(), &want, 1e-4, 1e-4);
+        assert_close(
+            "matmul",
+            &ops::matmul(&x, &tb).unwrap().to_vec().unwrap(),
+            &want,
+            1e-4,
+            1e-4,
+        );
     }
     gradcheck(
         "linear",
-        &[(data(3 * 5, 510), vec![3, 5]), (data(4 * 5, 511), vec![4, 5]), (data(4, 512), vec![4])],
+        &[
+            (data(3 * 5, 510), vec![3, 5]),
+            (data(4 * 5, 511), vec![4, 5]),
+            (data(4, 512), vec![4]),
+        ],
         |t| ops::linear(&t[0], &t[1], &t[2]),
         5,
         1e-2,
@@ -307,7 +587,10 @@ fn linear_and_matmul_match_reference_and_finite_differences() {
     );
     gradcheck(
         "matmul",
-        &[(data(3 * 7, 513), vec![3, 7]), (data(7 * 5, 514), vec![7, 5])],
+        &[
+            (data(3 * 7, 513), vec![3, 7]),
+            (data(7 * 5, 514), vec![7, 5]),
+        ],
         |t| ops::matmul(&t[0], &t[1]),
         5,
         1e-2,
@@ -318,16 +601,39 @@ fn linear_and_matmul_match_reference_and_finite_differences() {
 #[test]
 fn cross_entropy_matches_reference_and_finite_differences() {
     let gpu = gpu();
-    for (i, (n, k, eps)) in [(1usize, 2usize, 0.0f32), (7, 10, 0.1), (65, 100, 0.2), (3, 1000, 0.1)].into_iter().enumerate() {
-        let zd: Vec<f32> = data(n * k, 600 + i as u64).iter().map(|v| 4.0 * v).collect();
+    for (i, (n, k, eps)) in [
+        (1usize, 2usize, 0.0f32),
+        (7, 10, 0.1),
+        (65, 100, 0.2),
+        (3, 1000, 0.1),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let zd: Vec<f32> = data(n * k, 600 + i as u64)
+            .iter()
+            .map(|v| 4.0 * v)
+            .collect();
         let labels: Vec<u32> = (0..n).map(|j| ((j * 7 + 3) % k) as u32).collect();
         let z = Tensor::parameter(&gpu, &zd, &[n, k]).unwrap();
         let y = Tensor::from_u32(&gpu, &labels, &[n]).unwrap();
         let loss = ops::cross_entropy(&z, &y, eps).unwrap();
         let (want, grad) = cpu::cross_entropy(&f64s(&zd), &labels, k, eps as f64);
-        assert_close("cross entropy", &loss.to_vec().unwrap(), &[want], 1e-5, 1e-5);
+        assert_close(
+            "cross entropy",
+            &loss.to_vec().unwrap(),
+            &[want],
+            1e-5,
+            1e-5,
+        );
         loss.backward().unwrap();
-        assert_close("cross entropy grad", &z.grad().unwrap().to_vec().unwrap(), &grad, 1e-6, 1e-4);
+        assert_close(
+            "cross entropy grad",
+            &z.grad().unwrap().to_vec().unwrap(),
+            &grad,
+            1e-6,
+            1e-4,
+        );
     }
     let labels = Tensor::from_u32(&gpu, &[2, 0, 1], &[3]).unwrap();
     gradcheck(
@@ -342,5 +648,12 @@ fn cross_entropy_matches_reference_and_finite_differences() {
 
 #[test]
 fn reshape_passes_gradients_through() {
-    gradcheck("reshape", &[(data(12, 700), vec![3, 4])], |t| t[0].reshape(&[2, 6])?.relu(), 4, 1e-3, 1e-3);
+    gradcheck(
+        "reshape",
+        &[(data(12, 700), vec![3, 4])],
+        |t| t[0].reshape(&[2, 6])?.relu(),
+        4,
+        1e-3,
+        1e-3,
+    );
 }

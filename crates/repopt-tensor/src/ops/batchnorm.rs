@@ -90,7 +90,10 @@ pub fn batch_norm2d(
     if training && n * h * w < 2 {
         return Err(Error::shape(
             "batch_norm2d",
-            format!("training needs more than one value per channel, input is {:?}", x.shape()),
+            format!(
+                "training needs more than one value per channel, input is {:?}",
+                x.shape()
+            ),
         ));
     }
     let gpu = x.gpu();
@@ -124,7 +127,11 @@ pub fn batch_norm2d(
             &BATCHNORM,
             "bn_eval_stats",
             bytes,
-            &[stats.running_mean.buffer(), stats.running_var.buffer(), st.buffer()],
+            &[
+                stats.running_mean.buffer(),
+                stats.running_var.buffer(),
+                st.buffer(),
+            ],
             [groups(c, 256), 1, 1],
         );
     }
@@ -134,36 +141,33 @@ pub fn batch_norm2d(
         &BATCHNORM,
         "bn_apply",
         bytes,
-        &[x.buffer(), st.buffer(), gamma.buffer(), beta.buffer(), y.buffer()],
+        &[
+            x.buffer(),
+            st.buffer(),
+            gamma.buffer(),
+            beta.buffer(),
+            y.buffer(),
+        ],
         elem_grid,
     );
     let (xs, gs, bs) = (x.detach(), gamma.detach(), beta.detach());
-    let (need_x, need_g, need_b) = (x.requires_grad(), gamma.requires_grad(), beta.requires_grad());
-    Ok(Tensor::from_op(y, &[x, gamma, beta], "batch_norm2d", move |dy| {
-        let gpu = dy.gpu();
-        let dgamma = Tensor::empty(gpu, &[c], DType::F32)?;
-        let dbeta = Tensor::empty(gpu, &[c], DType::F32)?;
-        let bytes = bytemuck::bytes_of(&params);
-        gpu.launch(
-            &BATCHNORM,
-            "bn_backward_reduce",
-            bytes,
-            &[
-                xs.buffer(),
-                st.buffer(),
-                gs.buffer(),
-                bs.buffer(),
-                dy.buffer(),
-                dgamma.buffer(),
-                dbeta.buffer(),
-            ],
-            gpu.grid(c as u32),
-        );
-        let dx = if need_x {
-            let dx = Tensor::empty(gpu, xs.shape(), DType::F32)?;
+    let (need_x, need_g, need_b) = (
+        x.requires_grad(),
+        gamma.requires_grad(),
+        beta.requires_grad(),
+    );
+    Ok(Tensor::from_op(
+        y,
+        &[x, gamma, beta],
+        "batch_norm2d",
+        move |dy| {
+            let gpu = dy.gpu();
+            let dgamma = Tensor::empty(gpu, &[c], DType::F32)?;
+            let dbeta = Tensor::empty(gpu, &[c], DType::F32)?;
+            let bytes = bytemuck::bytes_of(&params);
             gpu.launch(
                 &BATCHNORM,
-                "bn_backward_input",
+                "bn_backward_reduce",
                 bytes,
                 &[
                     xs.buffer(),
@@ -173,14 +177,32 @@ pub fn batch_norm2d(
                     dy.buffer(),
                     dgamma.buffer(),
                     dbeta.buffer(),
-                    dx.buffer(),
                 ],
-                elem_grid,
+                gpu.grid(c as u32),
             );
-            Some(dx)
-        } else {
-            None
-        };
-        Ok(vec![dx, need_g.then_some(dgamma), need_b.then_some(dbeta)])
-    }))
+            let dx = if need_x {
+                let dx = Tensor::empty(gpu, xs.shape(), DType::F32)?;
+                gpu.launch(
+                    &BATCHNORM,
+                    "bn_backward_input",
+                    bytes,
+                    &[
+                        xs.buffer(),
+                        st.buffer(),
+                        gs.buffer(),
+                        bs.buffer(),
+                        dy.buffer(),
+                        dgamma.buffer(),
+                        dbeta.buffer(),
+                        dx.buffer(),
+                    ],
+                    elem_grid,
+                );
+                Some(dx)
+            } else {
+                None
+            };
+            Ok(vec![dx, need_g.then_some(dgamma), need_b.then_some(dbeta)])
+        },
+    ))
 }

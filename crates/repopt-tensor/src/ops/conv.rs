@@ -5,7 +5,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::{as_u32, expect_rank, groups};
 use crate::error::{Error, Result};
-use crate::launch::shaders::CONV;
+use crate::launch::shaders::{CONV, CONV_SUBGROUP};
 use crate::tensor::{DType, Tensor};
 
 /// Stride and zero padding of a convolution.
@@ -74,7 +74,10 @@ impl ConvShape {
             ));
         }
         if kh != kw {
-            return Err(Error::shape("conv2d", format!("only square kernels are supported, got {w:?}")));
+            return Err(Error::shape(
+                "conv2d",
+                format!("only square kernels are supported, got {w:?}"),
+            ));
         }
         if cfg.stride == 0 {
             return Err(Error::shape("conv2d", "stride must be at least 1"));
@@ -82,13 +85,19 @@ impl ConvShape {
         if h + 2 * cfg.padding < kh || wd + 2 * cfg.padding < kw {
             return Err(Error::shape(
                 "conv2d",
-                format!("input {x:?} with padding {} is smaller than the kernel {w:?}", cfg.padding),
+                format!(
+                    "input {x:?} with padding {} is smaller than the kernel {w:?}",
+                    cfg.padding
+                ),
             ));
         }
         let oh = (h + 2 * cfg.padding - kh) / cfg.stride + 1;
         let ow = (wd + 2 * cfg.padding - kw) / cfg.stride + 1;
         if n == 0 || ci == 0 || co == 0 {
-            return Err(Error::shape("conv2d", format!("empty operand: input {x:?}, weight {w:?}")));
+            return Err(Error::shape(
+                "conv2d",
+                format!("empty operand: input {x:?}, weight {w:?}"),
+            ));
         }
         let s = ConvShape {
             n,
@@ -105,7 +114,10 @@ impl ConvShape {
         for (what, v) in [
             ("input elements", n * ci * h * wd),
             ("output elements", n * co * oh * ow),
-            ("packed weight elements", ci.max(co).next_multiple_of(TC) * kh * kw * ci.max(co)),
+            (
+                "packed weight elements",
+                ci.max(co).next_multiple_of(TC) * kh * kw * ci.max(co),
+            ),
         ] {
             as_u32("conv2d", what, v)?;
         }
@@ -132,11 +144,6 @@ impl ConvShape {
             ..Default::default()
         }
     }
-
-    /// Multiply-accumulates of the forward pass (also of each backward pass).
-    pub(crate) fn macs(&self) -> u64 {
-        (self.n * self.co * self.oh * self.ow * self.ci * self.k * self.k) as u64
-    }
 }
 
 fn pack(entry: &'static str, w: &Tensor, p: ConvParams, rows: usize) -> Result<Tensor> {
@@ -153,8 +160,33 @@ fn pack(entry: &'static str, w: &Tensor, p: ConvParams, rows: usize) -> Result<T
     Ok(packed)
 }
 
+/// Grid over pixel pairs (the subgroup kernels give each invocation two adjacent pixels).
+fn pair_grid(x: &Tensor, n: usize, rows: usize, cols: usize, channel_blocks: usize) -> [u32; 3] {
+    let mut grid = x.gpu().grid(groups(n * rows * cols.div_ceil(2), 64));
+    grid[2] = channel_blocks as u32;
+    grid
+}
+
 /// Forward kernel only (no autograd): `y = conv(x, w)`.
 pub(crate) fn forward_raw(x: &Tensor, w: &Tensor, s: &ConvShape) -> Result<Tensor> {
+    if x.gpu().uses_subgroup_kernels() {
+        let y = Tensor::empty(x.gpu(), &s.output_shape(), DType::F32)?;
+        let grid = pair_grid(x, s.n, s.oh, s.ow, s.co.div_ceil(TC));
+        let entry = if s.k == 3 {
+            "conv3_forward"
+        } else {
+            "conv1_forward"
+        };
+        let p = s.params(0);
+        x.gpu().launch(
+            &CONV_SUBGROUP,
+            entry,
+            bytemuck::bytes_of(&p),
+            &[x.buffer(), w.buffer(), y.buffer()],
+            grid,
+        );
+        return Ok(y);
+    }
     let cpad = s.co.next_multiple_of(TC);
     let p = s.params(cpad);
     let packed = pack("conv_pack_forward", w, p, s.ci * s.k * s.k)?;
@@ -174,6 +206,24 @@ pub(crate) fn forward_raw(x: &Tensor, w: &Tensor, s: &ConvShape) -> Result<Tenso
 
 /// Input-gradient kernel only: `dx = conv_transpose(dy, w)`.
 pub(crate) fn backward_input_raw(dy: &Tensor, w: &Tensor, s: &ConvShape) -> Result<Tensor> {
+    if dy.gpu().uses_subgroup_kernels() {
+        let dx = Tensor::empty(dy.gpu(), &[s.n, s.ci, s.h, s.w], DType::F32)?;
+        let grid = pair_grid(dy, s.n, s.h, s.w, s.ci.div_ceil(TC));
+        let entry = if s.k == 3 {
+            "conv3_backward_input"
+        } else {
+            "conv1_backward_input"
+        };
+        let p = s.params(0);
+        dy.gpu().launch(
+            &CONV_SUBGROUP,
+            entry,
+            bytemuck::bytes_of(&p),
+            &[dy.buffer(), w.buffer(), dx.buffer()],
+            grid,
+        );
+        return Ok(dx);
+    }
     let cpad = s.ci.next_multiple_of(TC);
     let p = s.params(cpad);
     let packed = pack("conv_pack_input", w, p, s.co * s.k * s.k)?;
@@ -191,10 +241,37 @@ pub(crate) fn backward_input_raw(dy: &Tensor, w: &Tensor, s: &ConvShape) -> Resu
     Ok(dx)
 }
 
+/// The weight-gradient grid's x and y (z holds the splits), and the kernel that uses it.
+fn weight_grad_layout(
+    s: &ConvShape,
+    subgroups: bool,
+) -> ([u32; 2], &'static str, &'static crate::Shader) {
+    if subgroups {
+        let rows = if s.k == 3 { s.ci * 3 } else { s.ci };
+        let entry = if s.k == 3 {
+            "conv3_backward_weight"
+        } else {
+            "conv1_backward_weight"
+        };
+        (
+            [groups(rows, 64), s.co.div_ceil(8) as u32],
+            entry,
+            &CONV_SUBGROUP,
+        )
+    } else {
+        (
+            [groups(s.ci * s.k * s.k, 64), s.co.div_ceil(TC) as u32],
+            "conv_backward_weight",
+            &CONV,
+        )
+    }
+}
+
 /// How many partial sums the weight gradient uses: enough workgroups to fill a GPU when the
 /// weight is small, one when it is large.
-fn weight_grad_splits(s: &ConvShape) -> (usize, usize) {
-    let base = (s.ci * s.k * s.k).div_ceil(64) * s.co.div_ceil(TC);
+fn weight_grad_splits(s: &ConvShape, subgroups: bool) -> (usize, usize) {
+    let [gx, gy] = weight_grad_layout(s, subgroups).0;
+    let base = (gx * gy) as usize;
     let rows = s.n * s.oh;
     let wanted = 512usize.div_ceil(base).clamp(1, 64).min(rows);
     let rows_per_split = rows.div_ceil(wanted);
@@ -203,26 +280,24 @@ fn weight_grad_splits(s: &ConvShape) -> (usize, usize) {
 
 /// Weight-gradient kernel only: `dw = sum over pixels of dy x^T`.
 pub(crate) fn backward_weight_raw(x: &Tensor, dy: &Tensor, s: &ConvShape) -> Result<Tensor> {
-    let (splits, rows_per_split) = weight_grad_splits(s);
+    let subgroups = x.gpu().uses_subgroup_kernels();
+    let ([gx, gy], entry, shader) = weight_grad_layout(s, subgroups);
+    let (splits, rows_per_split) = weight_grad_splits(s, subgroups);
     let mut p = s.params(0);
     p.splits = splits as u32;
     p.rows_per_split = rows_per_split as u32;
     let gpu = x.gpu();
     let wshape = [s.co, s.ci, s.k, s.k];
     let len = s.co * s.ci * s.k * s.k;
-    let grid = [
-        groups(s.ci * s.k * s.k, 64),
-        s.co.div_ceil(TC) as u32,
-        splits as u32,
-    ];
+    let grid = [gx, gy, splits as u32];
     let target = if splits == 1 {
         Tensor::empty(gpu, &wshape, DType::F32)?
     } else {
         Tensor::empty(gpu, &[splits * len], DType::F32)?
     };
     gpu.launch(
-        &CONV,
-        "conv_backward_weight",
+        shader,
+        entry,
         bytemuck::bytes_of(&p),
         &[x.buffer(), dy.buffer(), target.buffer()],
         grid,
@@ -262,10 +337,68 @@ pub fn conv2d(x: &Tensor, w: &Tensor, cfg: Conv2dConfig) -> Result<Tensor> {
     let (need_x, need_w) = (x.requires_grad(), w.requires_grad());
     Ok(Tensor::from_op(y, &[x, w], "conv2d", move |g| {
         Ok(vec![
-            if need_x { Some(backward_input_raw(g, &ws, &s)?) } else { None },
-            if need_w { Some(backward_weight_raw(&xs, g, &s)?) } else { None },
+            if need_x {
+                Some(backward_input_raw(g, &ws, &s)?)
+            } else {
+                None
+            },
+            if need_w {
+                Some(backward_weight_raw(&xs, g, &s)?)
+            } else {
+                None
+            },
         ])
     }))
+}
+
+/// The input gradient of [`conv2d`] alone: `dy` `[N, Co, OH, OW]` and `w` `[Co, Ci, k, k]` to
+/// `dx` `[N, Ci, H, W]` for the given input size `(H, W)` (no autograd).
+pub fn conv2d_backward_input(
+    dy: &Tensor,
+    w: &Tensor,
+    input_hw: (usize, usize),
+    cfg: Conv2dConfig,
+) -> Result<Tensor> {
+    expect_rank("conv2d_backward_input", "output gradient", dy, 4)?;
+    expect_rank("conv2d_backward_input", "weight", w, 4)?;
+    let ds = dy.shape();
+    let s = ConvShape::new(
+        &[ds[0], w.shape()[1], input_hw.0, input_hw.1],
+        w.shape(),
+        cfg,
+    )?;
+    check_output("conv2d_backward_input", dy, &s)?;
+    backward_input_raw(dy, w, &s)
+}
+
+/// The weight gradient of [`conv2d`] alone: `x` `[N, Ci, H, W]` and `dy` `[N, Co, OH, OW]` to
+/// `dw` `[Co, Ci, k, k]` (no autograd).
+pub fn conv2d_backward_weight(
+    x: &Tensor,
+    dy: &Tensor,
+    kernel: usize,
+    cfg: Conv2dConfig,
+) -> Result<Tensor> {
+    expect_rank("conv2d_backward_weight", "input", x, 4)?;
+    expect_rank("conv2d_backward_weight", "output gradient", dy, 4)?;
+    let xs = x.shape();
+    let s = ConvShape::new(xs, &[dy.shape()[1], xs[1], kernel, kernel], cfg)?;
+    check_output("conv2d_backward_weight", dy, &s)?;
+    backward_weight_raw(x, dy, &s)
+}
+
+fn check_output(op: &'static str, dy: &Tensor, s: &ConvShape) -> Result<()> {
+    if dy.shape() != s.output_shape() {
+        return Err(Error::shape(
+            op,
+            format!(
+                "output gradient is {:?}, the convolution produces {:?}",
+                dy.shape(),
+                s.output_shape()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -277,19 +410,47 @@ mod tests {
         let cfg = Conv2dConfig::same(3, 2);
         let s = ConvShape::new(&[2, 3, 7, 5], &[8, 3, 3, 3], cfg).unwrap();
         assert_eq!(s.output_shape(), [2, 8, 4, 3]);
-        let s = ConvShape::new(&[1, 4, 6, 6], &[4, 4, 1, 1], Conv2dConfig { stride: 1, padding: 0 }).unwrap();
+        let s = ConvShape::new(
+            &[1, 4, 6, 6],
+            &[4, 4, 1, 1],
+            Conv2dConfig {
+                stride: 1,
+                padding: 0,
+            },
+        )
+        .unwrap();
         assert_eq!(s.output_shape(), [1, 4, 6, 6]);
         assert!(ConvShape::new(&[1, 4, 6, 6], &[4, 3, 3, 3], cfg).is_err());
-        assert!(ConvShape::new(&[1, 3, 1, 1], &[4, 3, 3, 3], Conv2dConfig { stride: 1, padding: 0 }).is_err());
+        assert!(
+            ConvShape::new(
+                &[1, 3, 1, 1],
+                &[4, 3, 3, 3],
+                Conv2dConfig {
+                    stride: 1,
+                    padding: 0
+                }
+            )
+            .is_err()
+        );
     }
 
     #[test]
     fn weight_gradient_splits_cover_every_row_once() {
-        for (n, ci, h, co) in [(1, 3, 5, 4), (32, 3, 224, 64), (32, 512, 7, 512), (2, 48, 16, 48)] {
-            let s = ConvShape::new(&[n, ci, h, h], &[co, ci, 3, 3], Conv2dConfig::same(3, 1)).unwrap();
-            let (splits, per) = weight_grad_splits(&s);
+        // (Both kernel families share the split logic; the subgroup grid is checked.)
+        for (n, ci, h, co) in [
+            (1, 3, 5, 4),
+            (32, 3, 224, 64),
+            (32, 512, 7, 512),
+            (2, 48, 16, 48),
+        ] {
+            let s =
+                ConvShape::new(&[n, ci, h, h], &[co, ci, 3, 3], Conv2dConfig::same(3, 1)).unwrap();
+            let (splits, per) = weight_grad_splits(&s, true);
             let rows = n * s.oh;
-            assert!(splits * per >= rows && (splits - 1) * per < rows, "{splits} x {per} for {rows}");
+            assert!(
+                splits * per >= rows && (splits - 1) * per < rows,
+                "{splits} x {per} for {rows}"
+            );
         }
     }
 }

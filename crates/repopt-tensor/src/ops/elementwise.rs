@@ -54,7 +54,12 @@ fn unary(entry: &'static str, a: &Tensor, params: ElementwiseParams) -> Result<T
     Ok(out)
 }
 
-fn binary(entry: &'static str, a: &Tensor, b: &Tensor, params: ElementwiseParams) -> Result<Tensor> {
+fn binary(
+    entry: &'static str,
+    a: &Tensor,
+    b: &Tensor,
+    params: ElementwiseParams,
+) -> Result<Tensor> {
     let out = Tensor::empty(a.gpu(), a.shape(), DType::F32)?;
     launch(entry, params, &[a, b, &out], a.numel());
     Ok(out)
@@ -80,7 +85,12 @@ fn mul_raw(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 
 /// `a * s[0]` where `s` is a one-element device tensor (no host read).
 pub(crate) fn scale_by_device_scalar(a: &Tensor, s: &Tensor) -> Result<Tensor> {
-    binary("scale_by_device_scalar", a, s, ElementwiseParams::n(a.numel()))
+    binary(
+        "scale_by_device_scalar",
+        a,
+        s,
+        ElementwiseParams::n(a.numel()),
+    )
 }
 
 /// In place on the device: `acc = alpha * acc + beta * b` (both with the same element count).
@@ -104,7 +114,13 @@ pub fn copy_kernel(src: &Tensor, dst: &Tensor) -> Result<()> {
 }
 
 /// Row sums of `a` viewed as `[rows, cols]`, times `alpha`, shaped `out_shape` (no gradient).
-pub(crate) fn sum_rows(a: &Tensor, rows: usize, cols: usize, alpha: f32, out_shape: &[usize]) -> Result<Tensor> {
+pub(crate) fn sum_rows(
+    a: &Tensor,
+    rows: usize,
+    cols: usize,
+    alpha: f32,
+    out_shape: &[usize],
+) -> Result<Tensor> {
     #[repr(C)]
     #[derive(Clone, Copy, Pod, Zeroable)]
     struct P {
@@ -136,7 +152,13 @@ pub(crate) fn sum_rows(a: &Tensor, rows: usize, cols: usize, alpha: f32, out_sha
 }
 
 /// Per-channel reduction of `[N, C, HW]` tensors: `sum a` or, with `b`, `sum a * b`.
-pub(crate) fn channel_reduce(a: &Tensor, b: Option<&Tensor>, n: usize, c: usize, hw: usize) -> Result<Tensor> {
+pub(crate) fn channel_reduce(
+    a: &Tensor,
+    b: Option<&Tensor>,
+    n: usize,
+    c: usize,
+    hw: usize,
+) -> Result<Tensor> {
     #[repr(C)]
     #[derive(Clone, Copy, Pod, Zeroable)]
     struct P {
@@ -197,9 +219,12 @@ impl Tensor {
     pub fn add_scaled(&self, alpha: f32, other: &Tensor, beta: f32) -> Result<Tensor> {
         expect_same_shape("add_scaled", self, other)?;
         let out = add_scaled_raw(self, other, alpha, beta)?;
-        Ok(Tensor::from_op(out, &[self, other], "add_scaled", move |g| {
-            Ok(vec![Some(scale_raw(g, alpha)?), Some(scale_raw(g, beta)?)])
-        }))
+        Ok(Tensor::from_op(
+            out,
+            &[self, other],
+            "add_scaled",
+            move |g| Ok(vec![Some(scale_raw(g, alpha)?), Some(scale_raw(g, beta)?)]),
+        ))
     }
 
     /// Element-wise difference.
@@ -225,7 +250,9 @@ impl Tensor {
     pub fn scale(&self, alpha: f32) -> Result<Tensor> {
         self.expect_dtype("scale", DType::F32)?;
         let out = scale_raw(self, alpha)?;
-        Ok(Tensor::from_op(out, &[self], "scale", move |g| Ok(vec![Some(scale_raw(g, alpha)?)])))
+        Ok(Tensor::from_op(out, &[self], "scale", move |g| {
+            Ok(vec![Some(scale_raw(g, alpha)?)])
+        }))
     }
 
     /// `max(self, 0)`.
@@ -234,7 +261,12 @@ impl Tensor {
         let out = unary("relu_forward", self, ElementwiseParams::n(self.numel()))?;
         let y = out.detach();
         Ok(Tensor::from_op(out, &[self], "relu", move |g| {
-            Ok(vec![Some(binary("relu_backward", &y, g, ElementwiseParams::n(g.numel()))?)])
+            Ok(vec![Some(binary(
+                "relu_backward",
+                &y,
+                g,
+                ElementwiseParams::n(g.numel()),
+            )?)])
         }))
     }
 
@@ -244,7 +276,12 @@ impl Tensor {
         let out = unary("sigmoid_forward", self, ElementwiseParams::n(self.numel()))?;
         let y = out.detach();
         Ok(Tensor::from_op(out, &[self], "sigmoid", move |g| {
-            Ok(vec![Some(binary("sigmoid_backward", &y, g, ElementwiseParams::n(g.numel()))?)])
+            Ok(vec![Some(binary(
+                "sigmoid_backward",
+                &y,
+                g,
+                ElementwiseParams::n(g.numel()),
+            )?)])
         }))
     }
 
@@ -285,12 +322,25 @@ impl Tensor {
         let out = binary("scale_channels", self, scale, params)?;
         let (x, s) = (self.detach(), scale.detach());
         let (need_x, need_s) = (self.requires_grad(), scale.requires_grad());
-        Ok(Tensor::from_op(out, &[self, scale], "scale_channels", move |g| {
-            Ok(vec![
-                if need_x { Some(binary("scale_channels", g, &s, params)?) } else { None },
-                if need_s { Some(channel_reduce(g, Some(&x), n, c, h * w)?) } else { None },
-            ])
-        }))
+        Ok(Tensor::from_op(
+            out,
+            &[self, scale],
+            "scale_channels",
+            move |g| {
+                Ok(vec![
+                    if need_x {
+                        Some(binary("scale_channels", g, &s, params)?)
+                    } else {
+                        None
+                    },
+                    if need_s {
+                        Some(channel_reduce(g, Some(&x), n, c, h * w)?)
+                    } else {
+                        None
+                    },
+                ])
+            },
+        ))
     }
 
     /// `self[n, c, h, w] * gate[n, c]`: a per-sample channel gate (squeeze-excitation).
@@ -313,16 +363,25 @@ impl Tensor {
         let out = binary("scale_planes", self, gate, params)?;
         let (x, gt) = (self.detach(), gate.detach());
         let (need_x, need_g) = (self.requires_grad(), gate.requires_grad());
-        Ok(Tensor::from_op(out, &[self, gate], "scale_planes", move |g| {
-            Ok(vec![
-                if need_x { Some(binary("scale_planes", g, &gt, params)?) } else { None },
-                if need_g {
-                    let prod = mul_raw(g, &x)?;
-                    Some(sum_rows(&prod, n * c, h * w, 1.0, &[n, c])?)
-                } else {
-                    None
-                },
-            ])
-        }))
+        Ok(Tensor::from_op(
+            out,
+            &[self, gate],
+            "scale_planes",
+            move |g| {
+                Ok(vec![
+                    if need_x {
+                        Some(binary("scale_planes", g, &gt, params)?)
+                    } else {
+                        None
+                    },
+                    if need_g {
+                        let prod = mul_raw(g, &x)?;
+                        Some(sum_rows(&prod, n * c, h * w, 1.0, &[n, c])?)
+                    } else {
+                        None
+                    },
+                ])
+            },
+        ))
     }
 }

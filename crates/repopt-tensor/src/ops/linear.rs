@@ -59,9 +59,17 @@ pub(crate) fn matmul_raw(
 ) -> Result<Tensor> {
     let row_blocks = m.div_ceil(4);
     if row_blocks > a.gpu().limits().max_compute_workgroups_per_dimension as usize {
-        return Err(Error::shape("matmul", format!("{m} rows exceed what one dispatch covers")));
+        return Err(Error::shape(
+            "matmul",
+            format!("{m} rows exceed what one dispatch covers"),
+        ));
     }
-    for (what, v) in [("rows", m), ("columns", n), ("inner size", k), ("elements", m * n)] {
+    for (what, v) in [
+        ("rows", m),
+        ("columns", n),
+        ("inner size", k),
+        ("elements", m * n),
+    ] {
         as_u32("matmul", what, v)?;
     }
     let p = MatmulParams {
@@ -82,7 +90,12 @@ pub(crate) fn matmul_raw(
         &MATMUL,
         "matmul",
         bytemuck::bytes_of(&p),
-        &[a.buffer(), b.buffer(), bias.unwrap_or(a).buffer(), c.buffer()],
+        &[
+            a.buffer(),
+            b.buffer(),
+            bias.unwrap_or(a).buffer(),
+            c.buffer(),
+        ],
         [n.div_ceil(256) as u32, row_blocks as u32, 1],
     );
     Ok(c)
@@ -110,20 +123,47 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
             format!("inner sizes differ: {:?} x {:?}", a.shape(), b.shape()),
         ));
     }
-    let out = matmul_raw(a, Layout::row_major(k), b, Layout::row_major(n), m, n, k, None)?;
+    let out = matmul_raw(
+        a,
+        Layout::row_major(k),
+        b,
+        Layout::row_major(n),
+        m,
+        n,
+        k,
+        None,
+    )?;
     let (ad, bd) = (a.detach(), b.detach());
     let (need_a, need_b) = (a.requires_grad(), b.requires_grad());
     Ok(Tensor::from_op(out, &[a, b], "matmul", move |g| {
         Ok(vec![
             // dA = G B^T
             if need_a {
-                Some(matmul_raw(g, Layout::row_major(n), &bd, Layout::transposed(n), m, k, n, None)?)
+                Some(matmul_raw(
+                    g,
+                    Layout::row_major(n),
+                    &bd,
+                    Layout::transposed(n),
+                    m,
+                    k,
+                    n,
+                    None,
+                )?)
             } else {
                 None
             },
             // dB = A^T G
             if need_b {
-                Some(matmul_raw(&ad, Layout::transposed(k), g, Layout::row_major(n), k, n, m, None)?)
+                Some(matmul_raw(
+                    &ad,
+                    Layout::transposed(k),
+                    g,
+                    Layout::row_major(n),
+                    k,
+                    n,
+                    m,
+                    None,
+                )?)
             } else {
                 None
             },
@@ -172,41 +212,54 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
         Some(bias),
     )?;
     let (xd, wd) = (x.detach(), weight.detach());
-    let (need_x, need_w, need_b) = (x.requires_grad(), weight.requires_grad(), bias.requires_grad());
-    Ok(Tensor::from_op(out, &[x, weight, bias], "linear", move |g| {
-        Ok(vec![
-            // dx = G W
-            if need_x {
-                Some(matmul_raw(
-                    g,
-                    Layout::row_major(outputs),
-                    &wd,
-                    Layout::row_major(inputs),
-                    batch,
-                    inputs,
-                    outputs,
-                    None,
-                )?)
-            } else {
-                None
-            },
-            // dW = G^T x
-            if need_w {
-                Some(matmul_raw(
-                    g,
-                    Layout::transposed(outputs),
-                    &xd,
-                    Layout::row_major(inputs),
-                    outputs,
-                    inputs,
-                    batch,
-                    None,
-                )?)
-            } else {
-                None
-            },
-            // db = column sums of G
-            if need_b { Some(channel_reduce(g, None, batch, outputs, 1)?) } else { None },
-        ])
-    }))
+    let (need_x, need_w, need_b) = (
+        x.requires_grad(),
+        weight.requires_grad(),
+        bias.requires_grad(),
+    );
+    Ok(Tensor::from_op(
+        out,
+        &[x, weight, bias],
+        "linear",
+        move |g| {
+            Ok(vec![
+                // dx = G W
+                if need_x {
+                    Some(matmul_raw(
+                        g,
+                        Layout::row_major(outputs),
+                        &wd,
+                        Layout::row_major(inputs),
+                        batch,
+                        inputs,
+                        outputs,
+                        None,
+                    )?)
+                } else {
+                    None
+                },
+                // dW = G^T x
+                if need_w {
+                    Some(matmul_raw(
+                        g,
+                        Layout::transposed(outputs),
+                        &xd,
+                        Layout::row_major(inputs),
+                        outputs,
+                        inputs,
+                        batch,
+                        None,
+                    )?)
+                } else {
+                    None
+                },
+                // db = column sums of G
+                if need_b {
+                    Some(channel_reduce(g, None, batch, outputs, 1)?)
+                } else {
+                    None
+                },
+            ])
+        },
+    ))
 }

@@ -41,7 +41,11 @@ pub fn cross_entropy(logits: &Tensor, labels: &Tensor, smoothing: f32) -> Result
     if labels.shape() != [n] {
         return Err(Error::shape(
             "cross_entropy",
-            format!("labels must be [{n}] for logits {:?}, got {:?}", logits.shape(), labels.shape()),
+            format!(
+                "labels must be [{n}] for logits {:?}, got {:?}",
+                logits.shape(),
+                labels.shape()
+            ),
         ));
     }
     if !(0.0..1.0).contains(&smoothing) {
@@ -63,11 +67,19 @@ pub fn cross_entropy(logits: &Tensor, labels: &Tensor, smoothing: f32) -> Result
         &LOSS,
         "cross_entropy_forward",
         bytemuck::bytes_of(&p),
-        &[logits.buffer(), labels.buffer(), row_loss.buffer(), grad.buffer()],
+        &[
+            logits.buffer(),
+            labels.buffer(),
+            row_loss.buffer(),
+            grad.buffer(),
+        ],
         gpu.grid(groups(n, 64)),
     );
     let loss = sum_rows(&row_loss, 1, n, 1.0 / n as f32, &[1])?;
-    Ok(Tensor::from_op(loss, &[logits], "cross_entropy", move |g| {
-        Ok(vec![Some(scale_by_device_scalar(&grad, g)?)])
-    }))
+    Ok(Tensor::from_op(
+        loss,
+        &[logits],
+        "cross_entropy",
+        move |g| Ok(vec![Some(scale_by_device_scalar(&grad, g)?)]),
+    ))
 }

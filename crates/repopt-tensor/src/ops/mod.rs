@@ -10,7 +10,7 @@ pub mod loss;
 pub mod pool;
 
 pub use batchnorm::{BatchNormStats, batch_norm2d};
-pub use conv::{Conv2dConfig, conv2d};
+pub use conv::{Conv2dConfig, conv2d, conv2d_backward_input, conv2d_backward_weight};
 pub use linear::{linear, matmul};
 pub use loss::cross_entropy;
 pub use pool::global_avg_pool;
@@ -24,7 +24,10 @@ pub(crate) fn expect_rank(op: &'static str, what: &str, t: &Tensor, rank: usize)
     if t.shape().len() != rank {
         return Err(Error::shape(
             op,
-            format!("{what} must have {rank} dimensions, got shape {:?}", t.shape()),
+            format!(
+                "{what} must have {rank} dimensions, got shape {:?}",
+                t.shape()
+            ),
         ));
     }
     Ok(())
@@ -36,7 +39,11 @@ pub(crate) fn expect_same_shape(op: &'static str, a: &Tensor, b: &Tensor) -> Res
     if a.shape() != b.shape() {
         return Err(Error::shape(
             op,
-            format!("operands differ in shape: {:?} vs {:?}", a.shape(), b.shape()),
+            format!(
+                "operands differ in shape: {:?} vs {:?}",
+                a.shape(),
+                b.shape()
+            ),
         ));
     }
     Ok(())

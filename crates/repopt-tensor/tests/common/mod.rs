@@ -16,6 +16,28 @@ pub fn gpu() -> Gpu {
     .clone()
 }
 
+/// Every kernel family this machine can run: the default device (subgroup kernels where the
+/// adapter has them) and, when that differs, one forced onto the plain kernels.
+pub fn kernel_families() -> Vec<(&'static str, Gpu)> {
+    use std::sync::OnceLock;
+    static PLAIN: OnceLock<Gpu> = OnceLock::new();
+    let default = gpu();
+    if !default.uses_subgroup_kernels() {
+        return vec![("plain", default)];
+    }
+    let plain = PLAIN
+        .get_or_init(|| {
+            Gpu::new(repopt_tensor::GpuOptions {
+                adapter: repopt_tensor::AdapterSelector::from_env(),
+                disable_subgroup_kernels: true,
+                ..Default::default()
+            })
+            .expect("a second device on the same adapter")
+        })
+        .clone();
+    vec![("subgroup", default), ("plain", plain)]
+}
+
 /// Deterministic pseudo-random values in [-1, 1) (xorshift), different per `seed`.
 pub fn data(len: usize, seed: u64) -> Vec<f32> {
     let mut s = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
@@ -67,7 +89,20 @@ pub fn gradcheck(
     h: f32,
     tol: f64,
 ) {
-    let gpu = gpu();
+    gradcheck_on(&gpu(), name, inputs, f, checks, h, tol)
+}
+
+/// [`gradcheck`] on a given device.
+pub fn gradcheck_on(
+    gpu: &Gpu,
+    name: &str,
+    inputs: &[(Vec<f32>, Vec<usize>)],
+    f: impl Fn(&[Tensor]) -> Result<Tensor>,
+    checks: usize,
+    h: f32,
+    tol: f64,
+) {
+    let gpu = gpu.clone();
     let params: Vec<Tensor> = inputs
         .iter()
         .map(|(d, s)| Tensor::parameter(&gpu, d, s).unwrap())
@@ -83,7 +118,14 @@ pub fn gradcheck(
                 .zip(inputs)
                 .map(|(d, (_, s))| Tensor::from_slice(&gpu, d, s).unwrap())
                 .collect();
-            f(&ts).unwrap().mul(&r).unwrap().sum().unwrap().item().unwrap() as f64
+            f(&ts)
+                .unwrap()
+                .mul(&r)
+                .unwrap()
+                .sum()
+                .unwrap()
+                .item()
+                .unwrap() as f64
         })
     };
     for (which, (d, _)) in inputs.iter().enumerate() {
@@ -94,7 +136,13 @@ pub fn gradcheck(
         let picks = data(checks, 31 + which as u64);
         for (t, p) in picks.iter().enumerate() {
             let i = (((p + 1.0) / 2.0) * d.len() as f32) as usize % d.len();
-            let i = if t == 0 { 0 } else if t == 1 { d.len() - 1 } else { i };
+            let i = if t == 0 {
+                0
+            } else if t == 1 {
+                d.len() - 1
+            } else {
+                i
+            };
             let mut plus: Vec<Vec<f32>> = inputs.iter().map(|(d, _)| d.clone()).collect();
             let mut minus = plus.clone();
             plus[which][i] += h;

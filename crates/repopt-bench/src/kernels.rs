@@ -1,0 +1,130 @@
+//! Kernel throughput: the FMA peak, convolutions and the matrix product.
+
+use repopt_tensor::ops::{self, Conv2dConfig};
+use repopt_tensor::probe::FmaProbe;
+use repopt_tensor::{Gpu, Result, Tensor, no_grad};
+use serde::Serialize;
+
+use crate::timing::{TimingBudget, time_gpu};
+
+/// `{"gflops"}` of the register-only FMA probe.
+#[derive(Clone, Debug, Serialize)]
+pub struct PeakResult {
+    /// Adapter name.
+    pub adapter: String,
+    /// Achieved GFLOP/s.
+    pub gflops: f64,
+}
+
+/// Measures the adapter's arithmetic peak.
+pub fn peak(gpu: &Gpu, budget: TimingBudget) -> Result<PeakResult> {
+    let probe = FmaProbe::new(gpu, 4096, 2048)?;
+    let t = time_gpu(gpu, budget, || {
+        probe.record();
+        Ok(())
+    })?;
+    Ok(PeakResult {
+        adapter: gpu.adapter().name.clone(),
+        gflops: probe.flops() / t.median_s / 1e9,
+    })
+}
+
+/// One kernel measurement: `{"kernel", "shape", "ms", "gflops"}`.
+#[derive(Clone, Debug, Serialize)]
+pub struct KernelResult {
+    /// Kernel name.
+    pub kernel: String,
+    /// Problem shape, human-readable.
+    pub shape: String,
+    /// Median milliseconds per call.
+    pub ms: f64,
+    /// Useful GFLOP/s (2 x multiply-accumulates of the mathematical operation).
+    pub gflops: f64,
+}
+
+/// A convolution problem: batch, channels in and out, square image, kernel, stride.
+#[derive(Clone, Copy, Debug)]
+pub struct ConvCase {
+    /// Batch.
+    pub n: usize,
+    /// Input channels.
+    pub ci: usize,
+    /// Output channels.
+    pub co: usize,
+    /// Input height and width.
+    pub hw: usize,
+    /// Kernel size.
+    pub k: usize,
+    /// Stride.
+    pub stride: usize,
+}
+
+impl ConvCase {
+    fn label(&self) -> String {
+        format!(
+            "N{} C{}->{} {}x{} k{} s{}",
+            self.n, self.ci, self.co, self.hw, self.hw, self.k, self.stride
+        )
+    }
+}
+
+fn fill(gpu: &Gpu, shape: &[usize], seed: u32) -> Result<Tensor> {
+    let len: usize = shape.iter().product();
+    let data: Vec<f32> = (0..len)
+        .map(|i| {
+            (((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) as f32 / 16777216.0)
+                - 0.5
+        })
+        .collect();
+    Tensor::from_slice(gpu, &data, shape)
+}
+
+/// Times conv forward, input gradient and weight gradient for each case.
+pub fn conv(gpu: &Gpu, cases: &[ConvCase], budget: TimingBudget) -> Result<Vec<KernelResult>> {
+    let mut out = Vec::new();
+    for c in cases {
+        let cfg = Conv2dConfig::same(c.k, c.stride);
+        let x = fill(gpu, &[c.n, c.ci, c.hw, c.hw], 1)?;
+        let w = fill(gpu, &[c.co, c.ci, c.k, c.k], 2)?;
+        let y = no_grad(|| ops::conv2d(&x, &w, cfg))?;
+        let dy = fill(gpu, y.shape(), 3)?;
+        let (oh, ow) = (y.shape()[2], y.shape()[3]);
+        let flops = 2.0 * (c.n * c.co * oh * ow * c.ci * c.k * c.k) as f64;
+        let name = if c.k == 3 { "conv3x3" } else { "conv1x1" };
+        let mut record = |kernel: String, ms: f64| {
+            out.push(KernelResult {
+                kernel,
+                shape: c.label(),
+                ms,
+                gflops: flops / (ms / 1e3) / 1e9,
+            })
+        };
+        let t = time_gpu(gpu, budget, || {
+            no_grad(|| ops::conv2d(&x, &w, cfg)).map(drop)
+        })?;
+        record(format!("{name}_forward"), t.median_s * 1e3);
+        let t = time_gpu(gpu, budget, || {
+            ops::conv2d_backward_input(&dy, &w, (c.hw, c.hw), cfg).map(drop)
+        })?;
+        record(format!("{name}_backward_input"), t.median_s * 1e3);
+        let t = time_gpu(gpu, budget, || {
+            ops::conv2d_backward_weight(&x, &dy, c.k, cfg).map(drop)
+        })?;
+        record(format!("{name}_backward_weight"), t.median_s * 1e3);
+    }
+    Ok(out)
+}
+
+/// Times the engine's matrix product at `m = n = k = size`.
+pub fn matmul(gpu: &Gpu, size: usize, budget: TimingBudget) -> Result<KernelResult> {
+    let a = fill(gpu, &[size, size], 4)?;
+    let b = fill(gpu, &[size, size], 5)?;
+    let t = time_gpu(gpu, budget, || no_grad(|| ops::matmul(&a, &b)).map(drop))?;
+    let flops = 2.0 * (size as f64).powi(3);
+    Ok(KernelResult {
+        kernel: "matmul".into(),
+        shape: format!("{size}x{size}x{size}"),
+        ms: t.median_s * 1e3,
+        gflops: flops / t.median_s / 1e9,
+    })
+}

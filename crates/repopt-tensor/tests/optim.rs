@@ -1,0 +1,237 @@
+//! Fused optimizer kernels against the f64 reference update rules.
+
+mod common;
+
+use common::{assert_close, data, f64s, gpu};
+use repopt_tensor::optim::{
+    AdamW, AdamWConfig, Optimizer, ParamSpec, Sgd, SgdConfig, UpdateKernels, clip_grad_norm,
+};
+use repopt_tensor::{Tensor, reference as cpu};
+
+/// Runs `steps` updates with fresh gradients each step and compares with the reference.
+fn check_sgd(len: usize, mult: bool, config: SgdConfig, kernels: UpdateKernels) {
+    let gpu = gpu();
+    let w0 = data(len, 1);
+    let m = data(len, 2).iter().map(|v| 1.0 + v).collect::<Vec<_>>();
+    let w = Tensor::parameter(&gpu, &w0, &[len]).unwrap();
+    let spec = ParamSpec {
+        tensor: w.clone(),
+        weight_decay: 0.05,
+        grad_mult: mult.then(|| Tensor::from_slice(&gpu, &m, &[len]).unwrap()),
+    };
+    let mut opt = Sgd::new(vec![spec], config).unwrap().with_kernels(kernels);
+    let mut rw = f64s(&w0);
+    let mut buf = None;
+    for step in 0..4 {
+        let g = data(len, 10 + step);
+        w.set_grad(Some(Tensor::from_slice(&gpu, &g, &[len]).unwrap()))
+            .unwrap();
+        let lr = 0.1 / (step + 1) as f32;
+        opt.step(lr).unwrap();
+        cpu::sgd_step(
+            &mut rw,
+            &f64s(&g),
+            mult.then_some(f64s(&m)).as_deref(),
+            &mut buf,
+            lr as f64,
+            config.momentum as f64,
+            config.dampening as f64,
+            0.05,
+            config.nesterov,
+        );
+        assert_close(
+            &format!("sgd {len} mult {mult} {config:?} {kernels:?} step {step}"),
+            &w.to_vec().unwrap(),
+            &rw,
+            1e-6,
+            1e-5,
+        );
+    }
+    assert_eq!(opt.steps(), 4);
+}
+
+#[test]
+fn fused_sgd_matches_reference() {
+    for len in [1, 3, 1001, 4096] {
+        for mult in [false, true] {
+            check_sgd(len, mult, SgdConfig::default(), UpdateKernels::Fused);
+        }
+    }
+    let plain = SgdConfig {
+        momentum: 0.8,
+        dampening: 0.1,
+        nesterov: false,
+    };
+    check_sgd(77, true, plain, UpdateKernels::Fused);
+}
+
+#[test]
+fn unfused_sgd_matches_reference() {
+    for len in [5, 1001] {
+        check_sgd(len, true, SgdConfig::default(), UpdateKernels::Unfused);
+    }
+    check_sgd(
+        33,
+        false,
+        SgdConfig {
+            momentum: 0.5,
+            dampening: 0.2,
+            nesterov: false,
+        },
+        UpdateKernels::Unfused,
+    );
+}
+
+#[test]
+fn adamw_matches_reference() {
+    let gpu = gpu();
+    for (len, mult) in [(1usize, false), (1003, true), (64, true)] {
+        let w0 = data(len, 3);
+        let m = data(len, 4).iter().map(|v| 1.0 + v).collect::<Vec<_>>();
+        let w = Tensor::parameter(&gpu, &w0, &[len]).unwrap();
+        let spec = ParamSpec {
+            tensor: w.clone(),
+            weight_decay: 0.05,
+            grad_mult: mult.then(|| Tensor::from_slice(&gpu, &m, &[len]).unwrap()),
+        };
+        let c = AdamWConfig::default();
+        let mut opt = AdamW::new(vec![spec], c).unwrap();
+        let (mut rw, mut rm, mut rv) = (f64s(&w0), vec![0.0; len], vec![0.0; len]);
+        for t in 1..=4 {
+            let g = data(len, 20 + t as u64);
+            w.set_grad(Some(Tensor::from_slice(&gpu, &g, &[len]).unwrap()))
+                .unwrap();
+            opt.step(1e-2).unwrap();
+            cpu::adamw_step(
+                &mut rw,
+                &f64s(&g),
+                mult.then_some(f64s(&m)).as_deref(),
+                &mut rm,
+                &mut rv,
+                t,
+                1e-2,
+                0.9,
+                0.999,
+                1e-8,
+                0.05,
+            );
+            assert_close(
+                &format!("adamw {len} step {t}"),
+                &w.to_vec().unwrap(),
+                &rw,
+                1e-6,
+                1e-5,
+            );
+        }
+    }
+}
+
+#[test]
+fn parameters_without_gradients_are_left_alone() {
+    let gpu = gpu();
+    let a = Tensor::parameter(&gpu, &[1.0, 2.0], &[2]).unwrap();
+    let b = Tensor::parameter(&gpu, &[3.0], &[1]).unwrap();
+    let mut opt = Sgd::new(
+        vec![
+            ParamSpec::new(a.clone(), 0.1),
+            ParamSpec::new(b.clone(), 0.1),
+        ],
+        SgdConfig::default(),
+    )
+    .unwrap();
+    a.set_grad(Some(Tensor::from_slice(&gpu, &[1.0, 1.0], &[2]).unwrap()))
+        .unwrap();
+    opt.step(0.1).unwrap();
+    assert_eq!(b.to_vec().unwrap(), vec![3.0]);
+    assert_eq!(
+        opt.state().len(),
+        1,
+        "no momentum buffer for a parameter never updated"
+    );
+}
+
+#[test]
+fn optimizer_state_round_trips() {
+    let gpu = gpu();
+    let make = || Tensor::parameter(&gpu, &[0.5, -0.5, 1.0], &[3]).unwrap();
+    let (w1, w2) = (make(), make());
+    let mut a = Sgd::new(vec![ParamSpec::new(w1.clone(), 0.01)], SgdConfig::default()).unwrap();
+    let g = Tensor::from_slice(&gpu, &[0.1, 0.2, 0.3], &[3]).unwrap();
+    w1.set_grad(Some(g.clone())).unwrap();
+    a.step(0.1).unwrap();
+    let saved: Vec<(String, Vec<f32>)> = a
+        .state()
+        .iter()
+        .map(|(n, t)| (n.clone(), t.to_vec().unwrap()))
+        .collect();
+    let mut b = Sgd::new(vec![ParamSpec::new(w2.clone(), 0.01)], SgdConfig::default()).unwrap();
+    w2.copy_from(&w1).unwrap();
+    b.load_state(&saved, a.steps()).unwrap();
+    for (opt, w) in [(&mut a, &w1), (&mut b, &w2)] {
+        w.set_grad(Some(g.clone())).unwrap();
+        opt.step(0.1).unwrap();
+    }
+    assert_eq!(w1.to_vec().unwrap(), w2.to_vec().unwrap());
+    assert!(b.load_state(&[("bogus".into(), vec![0.0])], 0).is_err());
+}
+
+#[test]
+fn grad_mult_shape_must_match_the_parameter() {
+    let gpu = gpu();
+    let w = Tensor::parameter(&gpu, &[1.0, 2.0], &[2]).unwrap();
+    let m = Tensor::from_slice(&gpu, &[1.0, 2.0, 3.0], &[3]).unwrap();
+    let err = Sgd::new(
+        vec![ParamSpec {
+            tensor: w,
+            weight_decay: 0.0,
+            grad_mult: Some(m),
+        }],
+        SgdConfig::default(),
+    )
+    .err()
+    .unwrap();
+    assert!(err.to_string().contains("grad mult"), "{err}");
+}
+
+#[test]
+fn clip_grad_norm_scales_to_the_limit_only_when_above_it() {
+    let gpu = gpu();
+    let a = Tensor::parameter(&gpu, &[0.0, 0.0], &[2]).unwrap();
+    let b = Tensor::parameter(&gpu, &[0.0], &[1]).unwrap();
+    let specs = vec![
+        ParamSpec::new(a.clone(), 0.0),
+        ParamSpec::new(b.clone(), 0.0),
+    ];
+    a.set_grad(Some(Tensor::from_slice(&gpu, &[3.0, 0.0], &[2]).unwrap()))
+        .unwrap();
+    b.set_grad(Some(Tensor::from_slice(&gpu, &[4.0], &[1]).unwrap()))
+        .unwrap();
+    let norm = clip_grad_norm(&specs, 1.0)
+        .unwrap()
+        .unwrap()
+        .item()
+        .unwrap();
+    assert!((norm - 5.0).abs() < 1e-5);
+    assert_close(
+        "clipped a",
+        &a.grad().unwrap().to_vec().unwrap(),
+        &[0.6, 0.0],
+        1e-5,
+        0.0,
+    );
+    assert_close(
+        "clipped b",
+        &b.grad().unwrap().to_vec().unwrap(),
+        &[0.8],
+        1e-5,
+        0.0,
+    );
+    clip_grad_norm(&specs, 10.0).unwrap();
+    assert_close(
+        "unclipped a",
+        &a.grad().unwrap().to_vec().unwrap(),
+        &[0.6, 0.0],
+        1e-5,
+        0.0,
+    );
+}
