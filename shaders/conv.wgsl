@@ -34,10 +34,6 @@ struct Params {
 
 const TC: u32 = 16u;
 
-fn group_id(wg: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return wg.x + wg.y * nwg.x;
-}
-
 // ---- weight packing -----------------------------------------------------------------------
 // w is [Co, Ci, k, k]. The forward kernel wants, for each (ci, tap), the output channels
 // contiguous; the input-gradient kernel wants, for each (co, tap), the input channels.
@@ -47,9 +43,11 @@ fn group_id(wg: vec3<u32>, nwg: vec3<u32>) -> u32 {
 
 // packed[(ci * kk + tap) * cpad + co] = w[co, ci, tap], zero for co >= Co
 @compute @workgroup_size(256)
-fn conv_pack_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                     @builtin(local_invocation_index) lid: u32) {
-    let i = group_id(wg, nwg) * 256u + lid;
+fn conv_pack_forward(ids: Ids) {
+    let wg = ids.wg;
+    let nwg = ids.nwg;
+    let lid = local_index(ids);
+    let i = group_index(ids) * 256u + lid;
     let kk = p.k * p.k;
     if i >= p.ci * kk * p.cpad { return; }
     let co = i % p.cpad;
@@ -63,9 +61,11 @@ fn conv_pack_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgrou
 
 // packed[(co * kk + tap) * cpad + ci] = w[co, ci, tap], zero for ci >= Ci
 @compute @workgroup_size(256)
-fn conv_pack_input(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                   @builtin(local_invocation_index) lid: u32) {
-    let i = group_id(wg, nwg) * 256u + lid;
+fn conv_pack_input(ids: Ids) {
+    let wg = ids.wg;
+    let nwg = ids.nwg;
+    let lid = local_index(ids);
+    let i = group_index(ids) * 256u + lid;
     let kk = p.k * p.k;
     if i >= p.co * kk * p.cpad { return; }
     let ci = i % p.cpad;
@@ -94,8 +94,10 @@ fn store16(base: u32, stride: u32, count: u32, a0: vec4<f32>, a1: vec4<f32>, a2:
 
 // Grid: x/y fold the pixel blocks of 64, z is the block of 16 output channels.
 @compute @workgroup_size(64)
-fn conv_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                @builtin(local_invocation_index) lid: u32) {
+fn conv_forward(ids: Ids) {
+    let wg = ids.wg;
+    let nwg = ids.nwg;
+    let lid = local_index(ids);
     let ohw = p.oh * p.ow;
     let total = p.n * ohw;
     let q = (wg.x + wg.y * nwg.x) * 64u + lid;
@@ -155,8 +157,10 @@ fn store16_dx(base: u32, stride: u32, count: u32, a0: vec4<f32>, a1: vec4<f32>, 
 
 // Grid: x/y fold the input-pixel blocks of 64, z is the block of 16 input channels.
 @compute @workgroup_size(64)
-fn conv_backward_input(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                       @builtin(local_invocation_index) lid: u32) {
+fn conv_backward_input(ids: Ids) {
+    let wg = ids.wg;
+    let nwg = ids.nwg;
+    let lid = local_index(ids);
     let hw = p.h * p.w;
     let total = p.n * hw;
     let q = (wg.x + wg.y * nwg.x) * 64u + lid;
@@ -212,7 +216,9 @@ fn conv_backward_input(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgr
 
 // Grid: x = blocks of 64 (ci, tap) pairs, y = blocks of 16 output channels, z = split.
 @compute @workgroup_size(64)
-fn conv_backward_weight(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+fn conv_backward_weight(ids: Ids) {
+    let wg = ids.wg;
+    let lid = local_index(ids);
     let kk = p.k * p.k;
     let ck = p.ci * kk;
     let rr = wg.x * 64u + lid;
@@ -271,10 +277,12 @@ fn conv_backward_weight(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_inv
 
 // dw[i] = sum_s parts[s * len + i], len = Co * Ci * kk
 @compute @workgroup_size(256)
-fn conv_sum_splits(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                   @builtin(local_invocation_index) lid: u32) {
+fn conv_sum_splits(ids: Ids) {
+    let wg = ids.wg;
+    let nwg = ids.nwg;
+    let lid = local_index(ids);
     let len = p.co * p.ci * p.k * p.k;
-    let i = group_id(wg, nwg) * 256u + lid;
+    let i = group_index(ids) * 256u + lid;
     if i >= len { return; }
     var s = 0.0;
     for (var z = 0u; z < p.splits; z++) {

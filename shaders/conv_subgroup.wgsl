@@ -119,8 +119,11 @@ fn fwd_store(acc: Acc, pr: Pair, co0: u32) {
 
 // Grid: x/y fold blocks of 64 pixel pairs, z = block of 16 output channels.
 @compute @workgroup_size(64)
-fn conv3_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                 @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sg: u32) {
+fn conv3_forward(ids: Ids) {
+    let wg = ids.wg;
+    let nwg = ids.nwg;
+    let lid = local_index(ids);
+    let sg = ids.sg_lane;
     let pr = pair_of(wg, nwg, lid, p.oh, p.ow);
     let co0 = wg.z * 16u;
     let lane = sg & 7u;
@@ -150,8 +153,11 @@ fn conv3_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) 
 }
 
 @compute @workgroup_size(64)
-fn conv1_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                 @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sg: u32) {
+fn conv1_forward(ids: Ids) {
+    let wg = ids.wg;
+    let nwg = ids.nwg;
+    let lid = local_index(ids);
+    let sg = ids.sg_lane;
     let pr = pair_of(wg, nwg, lid, p.oh, p.ow);
     let co0 = wg.z * 16u;
     let lane = sg & 7u;
@@ -208,8 +214,11 @@ fn in_store(acc: Acc, pr: Pair, ci0: u32) {
 
 // Grid: x/y fold blocks of 64 input-pixel pairs, z = block of 16 input channels.
 @compute @workgroup_size(64)
-fn conv3_backward_input(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                        @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sg: u32) {
+fn conv3_backward_input(ids: Ids) {
+    let wg = ids.wg;
+    let nwg = ids.nwg;
+    let lid = local_index(ids);
+    let sg = ids.sg_lane;
     let pr = pair_of(wg, nwg, lid, p.h, p.w);
     let ci0 = wg.z * 16u;
     let lane = sg & 7u;
@@ -239,8 +248,11 @@ fn conv3_backward_input(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workg
 }
 
 @compute @workgroup_size(64)
-fn conv1_backward_input(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                        @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sg: u32) {
+fn conv1_backward_input(ids: Ids) {
+    let wg = ids.wg;
+    let nwg = ids.nwg;
+    let lid = local_index(ids);
+    let sg = ids.sg_lane;
     let pr = pair_of(wg, nwg, lid, p.h, p.w);
     let ci0 = wg.z * 16u;
     let lane = sg & 7u;
@@ -280,8 +292,10 @@ fn spread8(v: f32) -> array<vec4<f32>, 2> {
 
 // Grid: x = blocks of 64 (ci, kh) rows, y = blocks of 8 output channels, z = split.
 @compute @workgroup_size(64)
-fn conv3_backward_weight(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32,
-                         @builtin(subgroup_invocation_id) sg: u32) {
+fn conv3_backward_weight(ids: Ids) {
+    let wg = ids.wg;
+    let lid = local_index(ids);
+    let sg = ids.sg_lane;
     let rows3 = p.ci * 3u;
     let rr = wg.x * 64u + lid;
     let rc = min(rr, rows3 - 1u);
@@ -341,8 +355,10 @@ fn conv3_backward_weight(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_in
 
 // Grid: x = blocks of 64 input channels, y = blocks of 8 output channels, z = split.
 @compute @workgroup_size(64)
-fn conv1_backward_weight(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32,
-                         @builtin(subgroup_invocation_id) sg: u32) {
+fn conv1_backward_weight(ids: Ids) {
+    let wg = ids.wg;
+    let lid = local_index(ids);
+    let sg = ids.sg_lane;
     let rr = wg.x * 64u + lid;
     let ci = min(rr, p.ci - 1u);
     let co0 = wg.y * 8u;

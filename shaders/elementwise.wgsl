@@ -17,10 +17,6 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 
-fn linear_id(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return (wg.x + wg.y * nwg.x) * 256u + lid;
-}
-
 // ---- out = f(a) -------------------------------------------------------------------------
 
 @group(0) @binding(1) var<storage, read> a: array<f32>;
@@ -30,39 +26,34 @@ fn linear_id(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
 
 // fill_dst = alpha
 @compute @workgroup_size(256)
-fn fill(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) lid: u32) {
-    let i = linear_id(wg, nwg, lid);
+fn fill(ids: Ids) {
+    let i = flat_index(ids, 256u);
     if i < p.n { fill_dst[i] = p.alpha; }
 }
 
 // out = alpha * a
 @compute @workgroup_size(256)
-fn scale(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-         @builtin(local_invocation_index) lid: u32) {
-    let i = linear_id(wg, nwg, lid);
+fn scale(ids: Ids) {
+    let i = flat_index(ids, 256u);
     if i < p.n { out2[i] = p.alpha * a[i]; }
 }
 
 @compute @workgroup_size(256)
-fn relu_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                @builtin(local_invocation_index) lid: u32) {
-    let i = linear_id(wg, nwg, lid);
+fn relu_forward(ids: Ids) {
+    let i = flat_index(ids, 256u);
     if i < p.n { out2[i] = max(a[i], 0.0); }
 }
 
 @compute @workgroup_size(256)
-fn sigmoid_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                   @builtin(local_invocation_index) lid: u32) {
-    let i = linear_id(wg, nwg, lid);
+fn sigmoid_forward(ids: Ids) {
+    let i = flat_index(ids, 256u);
     if i < p.n { out2[i] = 1.0 / (1.0 + exp(-a[i])); }
 }
 
 // Global average pool backward: a is the [N*C] gradient, out the [N*C*HW] input gradient.
 @compute @workgroup_size(256)
-fn avgpool_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                    @builtin(local_invocation_index) lid: u32) {
-    let i = linear_id(wg, nwg, lid);
+fn avgpool_backward(ids: Ids) {
+    let i = flat_index(ids, 256u);
     if i < p.n { out2[i] = a[i / p.hw] * p.alpha; }
 }
 
@@ -73,56 +64,56 @@ fn avgpool_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroup
 
 // out = alpha * a + beta * b
 @compute @workgroup_size(256)
-fn add_scaled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-              @builtin(local_invocation_index) lid: u32) {
-    let i = linear_id(wg, nwg, lid);
+fn add_scaled(ids: Ids) {
+    let i = flat_index(ids, 256u);
     if i < p.n { out3[i] = p.alpha * a[i] + p.beta * b[i]; }
 }
 
 @compute @workgroup_size(256)
-fn mul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-       @builtin(local_invocation_index) lid: u32) {
-    let i = linear_id(wg, nwg, lid);
+fn mul(ids: Ids) {
+    let i = flat_index(ids, 256u);
     if i < p.n { out3[i] = a[i] * b[i]; }
 }
 
 // a is y = relu(x), b the output gradient.
 @compute @workgroup_size(256)
-fn relu_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                 @builtin(local_invocation_index) lid: u32) {
-    let i = linear_id(wg, nwg, lid);
+fn relu_backward(ids: Ids) {
+    let i = flat_index(ids, 256u);
     if i < p.n { out3[i] = select(0.0, b[i], a[i] > 0.0); }
 }
 
 // a is y = sigmoid(x), b the output gradient.
 @compute @workgroup_size(256)
-fn sigmoid_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                    @builtin(local_invocation_index) lid: u32) {
-    let i = linear_id(wg, nwg, lid);
+fn sigmoid_backward(ids: Ids) {
+    let i = flat_index(ids, 256u);
     if i < p.n { let y = a[i]; out3[i] = b[i] * y * (1.0 - y); }
 }
 
 // out[n,c,hw] = a[n,c,hw] * b[c]  (channel-wise scale; also its input gradient)
 @compute @workgroup_size(256)
-fn scale_channels(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                  @builtin(local_invocation_index) lid: u32) {
-    let i = linear_id(wg, nwg, lid);
+fn scale_channels(ids: Ids) {
+    let i = flat_index(ids, 256u);
     if i < p.n { out3[i] = a[i] * b[(i / p.hw) % p.c]; }
+}
+
+// out[n,c,hw] = a[n,c,hw] + b[c]  (channel bias, as in a convolution with bias)
+@compute @workgroup_size(256)
+fn add_channels(ids: Ids) {
+    let i = flat_index(ids, 256u);
+    if i < p.n { out3[i] = a[i] + b[(i / p.hw) % p.c]; }
 }
 
 // out[n,c,hw] = a[n,c,hw] * b[n,c]  (per-sample channel gate, as in squeeze-excitation)
 @compute @workgroup_size(256)
-fn scale_planes(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                @builtin(local_invocation_index) lid: u32) {
-    let i = linear_id(wg, nwg, lid);
+fn scale_planes(ids: Ids) {
+    let i = flat_index(ids, 256u);
     if i < p.n { out3[i] = a[i] * b[i / p.hw]; }
 }
 
 // out = a * b[0]: scales by a scalar that lives on the device (a loss gradient).
 @compute @workgroup_size(256)
-fn scale_by_device_scalar(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                          @builtin(local_invocation_index) lid: u32) {
-    let i = linear_id(wg, nwg, lid);
+fn scale_by_device_scalar(ids: Ids) {
+    let i = flat_index(ids, 256u);
     if i < p.n { out3[i] = a[i] * b[0]; }
 }
 
@@ -133,9 +124,8 @@ fn scale_by_device_scalar(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_wor
 
 // p.n counts vec4s; buffers are allocated in 16-byte multiples, so the tail is in bounds.
 @compute @workgroup_size(256)
-fn axpby_inplace(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                 @builtin(local_invocation_index) lid: u32) {
-    let i = linear_id(wg, nwg, lid);
+fn axpby_inplace(ids: Ids) {
+    let i = flat_index(ids, 256u);
     if i < p.n { acc[i] = p.alpha * acc[i] + p.beta * b4[i]; }
 }
 
@@ -145,9 +135,8 @@ fn axpby_inplace(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) 
 @group(0) @binding(2) var<storage, read_write> dst4: array<vec4<f32>>;
 
 @compute @workgroup_size(256)
-fn copy_vec4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-             @builtin(local_invocation_index) lid: u32) {
-    let i = linear_id(wg, nwg, lid);
+fn copy_vec4(ids: Ids) {
+    let i = flat_index(ids, 256u);
     if i < p.n { dst4[i] = src4[i]; }
 }
 

@@ -22,9 +22,8 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> grad: array<f32>;
 
 @compute @workgroup_size(64)
-fn cross_entropy_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                         @builtin(local_invocation_index) lid: u32) {
-    let row = (wg.x + wg.y * nwg.x) * 64u + lid;
+fn cross_entropy_forward(ids: Ids) {
+    let row = flat_index(ids, 64u);
     if row >= p.n { return; }
     let base = row * p.k;
     var m = logits[base];

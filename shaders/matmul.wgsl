@@ -44,9 +44,9 @@ fn store_row(m: u32, n0: u32, v: vec4<f32>) {
 
 // Grid: x = column blocks of 256, y = row blocks of 4.
 @compute @workgroup_size(64)
-fn matmul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let m0 = wg.y * 4u;
-    let n0 = wg.x * (WG * 4u) + lid * 4u;
+fn matmul(ids: Ids) {
+    let m0 = ids.wg.y * 4u;
+    let n0 = ids.wg.x * (WG * 4u) + local_index(ids) * 4u;
     // Clamped indices keep every load in range; clamped results are never stored.
     let mlast = p.m - 1u;
     let nlast = p.n - 1u;

@@ -27,19 +27,14 @@ struct Params {
 @group(0) @binding(2) var<storage, read> grad: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> mult: array<vec4<f32>>;
 
-fn index(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return (wg.x + wg.y * nwg.x) * 256u + lid;
-}
-
 @group(0) @binding(4) var<storage, read_write> momentum_buf: array<vec4<f32>>;
 
 // SGD as torch.optim.SGD with the RepOptimizer's Grad Mult applied before weight decay:
 // d = g * M + wd * w; buf = momentum * buf + (1 - dampening) * d; d = nesterov ? d + momentum * buf : buf;
 // w -= lr * d.
 @compute @workgroup_size(256)
-fn sgd_step(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-            @builtin(local_invocation_index) lid: u32) {
-    let i = index(wg, nwg, lid);
+fn sgd_step(ids: Ids) {
+    let i = flat_index(ids, 256u);
     if i >= p.n4 { return; }
     let w = param[i];
     var d = grad[i];
@@ -56,9 +51,8 @@ fn sgd_step(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: 
 
 // AdamW as torch.optim.AdamW (decoupled decay), the gradient multiplied by the Grad Mult first.
 @compute @workgroup_size(256)
-fn adamw_step(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-              @builtin(local_invocation_index) lid: u32) {
-    let i = index(wg, nwg, lid);
+fn adamw_step(ids: Ids) {
+    let i = flat_index(ids, 256u);
     if i >= p.n4 { return; }
     var g = grad[i];
     if p.has_mult == 1u { g = g * mult[i]; }

@@ -17,8 +17,8 @@ struct Params {
 @group(0) @binding(1) var<storage, read_write> sink: array<f32>;
 
 @compute @workgroup_size(64)
-fn fma_probe(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let id = gid.x + gid.y * nwg.x * 64u;  // grid folded over x and y
+fn fma_probe(ids: Ids) {
+    let id = flat_index(ids, 64u);
     let seed = f32(id) * 1e-7;
     var a0 = vec4<f32>(seed, seed + 0.1, seed + 0.2, seed + 0.3);
     var a1 = a0 + 0.5;

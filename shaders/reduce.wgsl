@@ -1,12 +1,13 @@
-// Reductions: one workgroup per output element, 256 invocations striding over the inputs,
-// then a tree in workgroup memory. Sums are accumulated in f32 per invocation first, which
-// keeps each partial sum short (n / 256 terms) before the tree combines them.
+// Reductions without workgroup barriers: each invocation sums a contiguous run on its own
+// and, when one pass cannot cover everything, a second pass sums the partial sums. (On
+// lavapipe a barrier turns every invocation into a coroutine switch; these kernels have
+// none, and their runs are contiguous.)
 
 struct Params {
     rows: u32,   // outputs
-    cols: u32,   // inputs per output (sum_rows)
-    n: u32,      // batch (channel reductions)
-    hw: u32,     // spatial size (channel reductions)
+    cols: u32,   // inputs per output
+    chunk: u32,  // sum_chunks: inputs per partial sum
+    hw: u32,     // channel reductions: spatial size
     alpha: f32,  // scale applied to every output
     _pad0: f32,
     _pad1: f32,
@@ -16,82 +17,72 @@ struct Params {
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 
-var<workgroup> partial: array<f32, 256>;
-
-fn tree_sum(lid: u32, v: f32) -> f32 {
-    partial[lid] = v;
-    workgroupBarrier();
-    for (var s = 128u; s > 0u; s = s >> 1u) {
-        if lid < s {
-            partial[lid] = partial[lid] + partial[lid + s];
-        }
-        workgroupBarrier();
-    }
-    return partial[0];
-}
-
-fn row_of(wg: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return wg.x + wg.y * nwg.x;
-}
-
 @group(0) @binding(2) var<storage, read_write> out2: array<f32>;
 
-// out[r] = alpha * sum_c a[r * cols + c]   (sum, mean, global average pooling)
-@compute @workgroup_size(256)
-fn sum_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-            @builtin(local_invocation_index) lid: u32) {
-    let r = row_of(wg, nwg);
+// out[r] = alpha * sum_c a[r * cols + c]   (one invocation per row)
+@compute @workgroup_size(64)
+fn sum_rows(ids: Ids) {
+    let r = flat_index(ids, 64u);
+    if r >= p.rows { return; }
+    let base = r * p.cols;
     var s = 0.0;
-    if r < p.rows {
-        let base = r * p.cols;
-        for (var c = lid; c < p.cols; c += 256u) {
-            s += a[base + c];
-        }
+    for (var c = 0u; c < p.cols; c++) {
+        s += a[base + c];
     }
-    let total = tree_sum(lid, s);
-    if lid == 0u && r < p.rows {
-        out2[r] = p.alpha * total;
-    }
+    out2[r] = p.alpha * s;
 }
 
-// a is [N, C, HW]: out[c] = alpha * sum_{n, hw} a[n, c, hw]   (bias-like gradients)
-@compute @workgroup_size(256)
-fn channel_sum(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-               @builtin(local_invocation_index) lid: u32) {
-    let c = row_of(wg, nwg);
+// out[r * chunks + j] = sum of row r's inputs j*chunk .. (j+1)*chunk, chunks = ceil(cols / chunk)
+@compute @workgroup_size(64)
+fn sum_chunks(ids: Ids) {
+    let chunks = (p.cols + p.chunk - 1u) / p.chunk;
+    let k = flat_index(ids, 64u);
+    if k >= p.rows * chunks { return; }
+    let r = k / chunks;
+    let j = k - r * chunks;
+    let begin = j * p.chunk;
+    let end = min(begin + p.chunk, p.cols);
+    let base = r * p.cols;
     var s = 0.0;
-    if c < p.rows {
-        let count = p.n * p.hw;
-        for (var j = lid; j < count; j += 256u) {
-            let n = j / p.hw;
-            s += a[(n * p.rows + c) * p.hw + (j - n * p.hw)];
-        }
+    for (var c = begin; c < end; c++) {
+        s += a[base + c];
     }
-    let total = tree_sum(lid, s);
-    if lid == 0u && c < p.rows {
-        out2[c] = p.alpha * total;
+    out2[k] = s;
+}
+
+// a is [N, C, HW]: out[c * N + n] = sum_hw a[n, c, hw]   (first pass of a per-channel sum)
+@compute @workgroup_size(64)
+fn plane_sums(ids: Ids) {
+    let k = flat_index(ids, 64u);
+    let n_c = p.rows;   // N * C
+    if k >= n_c { return; }
+    let c_count = p.cols;
+    let n = k / c_count;
+    let c = k - n * c_count;
+    let base = k * p.hw;
+    var s = 0.0;
+    for (var i = 0u; i < p.hw; i++) {
+        s += a[base + i];
     }
+    out2[c * (n_c / c_count) + n] = s;
 }
 
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out3: array<f32>;
 
-// a, b are [N, C, HW]: out[c] = alpha * sum_{n, hw} a * b   (channel-scale gradients)
-@compute @workgroup_size(256)
-fn channel_dot(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-               @builtin(local_invocation_index) lid: u32) {
-    let c = row_of(wg, nwg);
+// a, b are [N, C, HW]: out[c * N + n] = sum_hw a * b   (first pass of a per-channel dot product)
+@compute @workgroup_size(64)
+fn plane_dots(ids: Ids) {
+    let k = flat_index(ids, 64u);
+    let n_c = p.rows;
+    if k >= n_c { return; }
+    let c_count = p.cols;
+    let n = k / c_count;
+    let c = k - n * c_count;
+    let base = k * p.hw;
     var s = 0.0;
-    if c < p.rows {
-        let count = p.n * p.hw;
-        for (var j = lid; j < count; j += 256u) {
-            let n = j / p.hw;
-            let i = (n * p.rows + c) * p.hw + (j - n * p.hw);
-            s += a[i] * b[i];
-        }
+    for (var i = 0u; i < p.hw; i++) {
+        s += a[base + i] * b[base + i];
     }
-    let total = tree_sum(lid, s);
-    if lid == 0u && c < p.rows {
-        out3[c] = p.alpha * total;
-    }
+    out3[c * (n_c / c_count) + n] = s;
 }

@@ -24,17 +24,40 @@ pub struct Shader {
     /// Whether the kernels keep every index in range themselves (clamped or proven by shape),
     /// so wgpu's per-access bounds checks can be left out.
     pub trusted: bool,
+    /// Whether the file uses subgroup operations (compiled only where they run).
+    pub needs_subgroups: bool,
 }
 
 macro_rules! shader {
     ($ident:ident, $file:literal, $trusted:expr) => {
+        shader!($ident, $file, $trusted, false);
+    };
+    ($ident:ident, $file:literal, $trusted:expr, $subgroups:expr) => {
         #[doc = concat!("`shaders/", $file, "`")]
         pub const $ident: Shader = Shader {
             name: $file,
             source: include_str!(concat!("../../../shaders/", $file)),
             trusted: $trusted,
+            needs_subgroups: $subgroups,
         };
     };
+}
+
+/// Invocation ids for devices without subgroup kernels (`shaders/prelude_plain.wgsl`).
+pub const PRELUDE_PLAIN: &str = include_str!("../../../shaders/prelude_plain.wgsl");
+/// Invocation ids built from subgroup builtins (`shaders/prelude_subgroup.wgsl`).
+pub const PRELUDE_SUBGROUP: &str = include_str!("../../../shaders/prelude_subgroup.wgsl");
+/// Index helpers every kernel file may use (`shaders/common.wgsl`).
+pub const COMMON: &str = include_str!("../../../shaders/common.wgsl");
+
+/// The full text a kernel file compiles as: a prelude, the shared helpers, the file.
+pub fn full_source(subgroups: bool, body: &str) -> String {
+    let prelude = if subgroups {
+        PRELUDE_SUBGROUP
+    } else {
+        PRELUDE_PLAIN
+    };
+    format!("{prelude}{COMMON}{body}")
 }
 
 /// The engine's kernels.
@@ -42,7 +65,7 @@ pub mod shaders {
     use super::Shader;
     shader!(ELEMENTWISE, "elementwise.wgsl", false);
     shader!(CONV, "conv.wgsl", true);
-    shader!(CONV_SUBGROUP, "conv_subgroup.wgsl", true);
+    shader!(CONV_SUBGROUP, "conv_subgroup.wgsl", true, true);
     shader!(MATMUL, "matmul.wgsl", true);
     shader!(BATCHNORM, "batchnorm.wgsl", false);
     shader!(REDUCE, "reduce.wgsl", false);
@@ -85,24 +108,29 @@ fn checks_forced() -> bool {
 
 /// Kernel developers can point `REPOPT_SHADER_DIR` at a copy of `shaders/` to try kernel
 /// changes without rebuilding; files missing there fall back to the embedded source.
-fn source_of(shader: &Shader) -> std::borrow::Cow<'static, str> {
+fn source_of(shader: &Shader, subgroups: bool) -> String {
     if let Some(dir) = std::env::var_os("REPOPT_SHADER_DIR") {
         if let Ok(text) = std::fs::read_to_string(std::path::Path::new(&dir).join(shader.name)) {
-            return text.into();
+            return full_source(subgroups, &text);
         }
     }
-    shader.source.into()
+    full_source(subgroups, shader.source)
 }
 
 impl PipelineCache {
-    fn module(&self, device: &wgpu::Device, shader: &Shader) -> Arc<wgpu::ShaderModule> {
+    fn module(
+        &self,
+        device: &wgpu::Device,
+        shader: &Shader,
+        subgroups: bool,
+    ) -> Arc<wgpu::ShaderModule> {
         let mut modules = self.modules.lock().expect("module cache lock");
         modules
             .entry(shader.name)
             .or_insert_with(|| {
                 let desc = wgpu::ShaderModuleDescriptor {
                     label: Some(shader.name),
-                    source: wgpu::ShaderSource::Wgsl(source_of(shader)),
+                    source: wgpu::ShaderSource::Wgsl(source_of(shader, subgroups).into()),
                 };
                 let module = if shader.trusted && !checks_forced() {
                     // SAFETY: kernels marked trusted clamp or prove every index against the
@@ -126,6 +154,7 @@ impl PipelineCache {
         device: &wgpu::Device,
         shader: &Shader,
         entry: &'static str,
+        subgroups: bool,
     ) -> Arc<Pipeline> {
         if let Some(p) = self
             .pipelines
@@ -135,7 +164,7 @@ impl PipelineCache {
         {
             return p.clone();
         }
-        let module = self.module(device, shader);
+        let module = self.module(device, shader, subgroups);
         let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(entry),
             layout: None,
@@ -243,7 +272,14 @@ impl Gpu {
             "{entry}: bad uniform block size"
         );
         let inner = &*self.inner;
-        let pipeline = inner.pipelines.get(&inner.device, shader, entry);
+        debug_assert!(
+            !shader.needs_subgroups || inner.subgroup_kernels,
+            "{} needs subgroups",
+            shader.name
+        );
+        let pipeline = inner
+            .pipelines
+            .get(&inner.device, shader, entry, inner.subgroup_kernels);
         let mut batch = inner.batch.lock().expect("batch lock");
         if batch.slot == ARENA_SLOTS {
             batch.submit(&inner.queue);
@@ -387,23 +423,38 @@ mod tests {
         assert_eq!(grid(0, 65535), [1, 1, 1]);
     }
 
-    /// Every kernel file parses and validates with naga, with no device needed.
+    /// Every kernel file parses and validates with naga, with each prelude it can be
+    /// compiled with, and with no device needed. Files without subgroup operations must
+    /// validate without the subgroup capability.
     #[test]
     fn every_shader_validates_with_naga() {
+        use naga::valid::{
+            Capabilities, ShaderStages, SubgroupOperationSet, ValidationFlags, Validator,
+        };
         for shader in shaders::ALL {
-            let module = naga::front::wgsl::parse_str(shader.source)
-                .unwrap_or_else(|e| panic!("{}: {}", shader.name, e.emit_to_string(shader.source)));
-            naga::valid::Validator::new(
-                naga::valid::ValidationFlags::all(),
-                naga::valid::Capabilities::all(),
-            )
-            .validate(&module)
-            .unwrap_or_else(|e| panic!("{}: {e:?}", shader.name));
-            assert!(
-                !module.entry_points.is_empty(),
-                "{} has no entry points",
-                shader.name
-            );
+            for subgroups in [false, true] {
+                if shader.needs_subgroups && !subgroups {
+                    continue;
+                }
+                let text = full_source(subgroups, shader.source);
+                let what = format!("{} (subgroup prelude: {subgroups})", shader.name);
+                let module = naga::front::wgsl::parse_str(&text)
+                    .unwrap_or_else(|e| panic!("{what}: {}", e.emit_to_string(&text)));
+                let caps = if subgroups {
+                    Capabilities::SUBGROUP
+                } else {
+                    Capabilities::empty()
+                };
+                Validator::new(ValidationFlags::all(), caps)
+                    .subgroup_stages(ShaderStages::COMPUTE)
+                    .subgroup_operations(SubgroupOperationSet::all())
+                    .validate(&module)
+                    .unwrap_or_else(|e| panic!("{what}: {e:?}"));
+                assert!(
+                    !module.entry_points.is_empty(),
+                    "{what} has no entry points"
+                );
+            }
         }
     }
 }

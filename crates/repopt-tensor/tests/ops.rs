@@ -155,157 +155,163 @@ const BN_SHAPES: &[[usize; 4]] = &[
 
 #[test]
 fn batch_norm_training_forward_and_running_stats_match_reference() {
-    let gpu = gpu();
-    for (i, &s) in BN_SHAPES.iter().enumerate() {
-        for relu in [false, true] {
-            let [n, c, h, w] = s;
-            // An offset mean and a spread well away from 1 exercise both statistics.
-            let xd: Vec<f32> = data(n * c * h * w, 60 + i as u64)
-                .iter()
-                .map(|v| 3.0 + 2.5 * v)
-                .collect();
-            let gd = data(c, 61);
-            let bd = data(c, 62);
-            let rm0 = data(c, 63);
-            let rv0: Vec<f32> = data(c, 64).iter().map(|v| 1.5 + v).collect();
-            let x = Tensor::from_slice(&gpu, &xd, &s).unwrap();
-            let gamma = Tensor::parameter(&gpu, &gd, &[c]).unwrap();
-            let beta = Tensor::parameter(&gpu, &bd, &[c]).unwrap();
-            let stats = BatchNormStats {
-                running_mean: Tensor::from_slice(&gpu, &rm0, &[c]).unwrap(),
-                running_var: Tensor::from_slice(&gpu, &rv0, &[c]).unwrap(),
-                momentum: 0.1,
-                eps: 1e-5,
-            };
-            let y = ops::batch_norm2d(&x, &gamma, &beta, &stats, true, relu).unwrap();
-            let want = cpu::batch_norm_train(
-                &f64s(&xd),
-                n,
-                c,
-                h * w,
-                &f64s(&gd),
-                &f64s(&bd),
-                &f64s(&rm0),
-                &f64s(&rv0),
-                0.1,
-                1e-5,
-                relu,
-            );
-            let what = format!("bn {s:?} relu {relu}");
-            assert_close(
-                &format!("{what} y"),
-                &y.to_vec().unwrap(),
-                &want.y,
-                2e-4,
-                2e-4,
-            );
-            assert_close(
-                &format!("{what} running mean"),
-                &stats.running_mean.to_vec().unwrap(),
-                &want.running_mean,
-                1e-5,
-                1e-5,
-            );
-            assert_close(
-                &format!("{what} running var"),
-                &stats.running_var.to_vec().unwrap(),
-                &want.running_var,
-                1e-4,
-                1e-4,
-            );
+    for (family, gpu) in kernel_families() {
+        let _ = family;
+        for (i, &s) in BN_SHAPES.iter().enumerate() {
+            for relu in [false, true] {
+                let [n, c, h, w] = s;
+                // An offset mean and a spread well away from 1 exercise both statistics.
+                let xd: Vec<f32> = data(n * c * h * w, 60 + i as u64)
+                    .iter()
+                    .map(|v| 3.0 + 2.5 * v)
+                    .collect();
+                let gd = data(c, 61);
+                let bd = data(c, 62);
+                let rm0 = data(c, 63);
+                let rv0: Vec<f32> = data(c, 64).iter().map(|v| 1.5 + v).collect();
+                let x = Tensor::from_slice(&gpu, &xd, &s).unwrap();
+                let gamma = Tensor::parameter(&gpu, &gd, &[c]).unwrap();
+                let beta = Tensor::parameter(&gpu, &bd, &[c]).unwrap();
+                let stats = BatchNormStats {
+                    running_mean: Tensor::from_slice(&gpu, &rm0, &[c]).unwrap(),
+                    running_var: Tensor::from_slice(&gpu, &rv0, &[c]).unwrap(),
+                    momentum: 0.1,
+                    eps: 1e-5,
+                };
+                let y = ops::batch_norm2d(&x, &gamma, &beta, &stats, true, relu).unwrap();
+                let want = cpu::batch_norm_train(
+                    &f64s(&xd),
+                    n,
+                    c,
+                    h * w,
+                    &f64s(&gd),
+                    &f64s(&bd),
+                    &f64s(&rm0),
+                    &f64s(&rv0),
+                    0.1,
+                    1e-5,
+                    relu,
+                );
+                let what = format!("bn {s:?} relu {relu}");
+                assert_close(
+                    &format!("{what} y"),
+                    &y.to_vec().unwrap(),
+                    &want.y,
+                    2e-4,
+                    2e-4,
+                );
+                assert_close(
+                    &format!("{what} running mean"),
+                    &stats.running_mean.to_vec().unwrap(),
+                    &want.running_mean,
+                    1e-5,
+                    1e-5,
+                );
+                assert_close(
+                    &format!("{what} running var"),
+                    &stats.running_var.to_vec().unwrap(),
+                    &want.running_var,
+                    1e-4,
+                    1e-4,
+                );
+            }
         }
     }
 }
 
 #[test]
 fn batch_norm_eval_uses_running_stats_and_leaves_them_alone() {
-    let gpu = gpu();
-    let [n, c, h, w] = [2, 5, 3, 4];
-    let xd = data(n * c * h * w, 70);
-    let (gd, bd) = (data(c, 71), data(c, 72));
-    let rm = data(c, 73);
-    let rv: Vec<f32> = data(c, 74).iter().map(|v| 1.2 + v).collect();
-    let stats = BatchNormStats {
-        running_mean: Tensor::from_slice(&gpu, &rm, &[c]).unwrap(),
-        running_var: Tensor::from_slice(&gpu, &rv, &[c]).unwrap(),
-        momentum: 0.1,
-        eps: 1e-5,
-    };
-    let x = Tensor::from_slice(&gpu, &xd, &[n, c, h, w]).unwrap();
-    let gamma = Tensor::from_slice(&gpu, &gd, &[c]).unwrap();
-    let beta = Tensor::from_slice(&gpu, &bd, &[c]).unwrap();
-    for relu in [false, true] {
-        let y = ops::batch_norm2d(&x, &gamma, &beta, &stats, false, relu).unwrap();
-        let want = cpu::normalize(
-            &f64s(&xd),
-            n,
-            c,
-            h * w,
-            &f64s(&rm),
-            &f64s(&rv),
-            &f64s(&gd),
-            &f64s(&bd),
-            1e-5,
-            relu,
-        );
-        assert_close("bn eval", &y.to_vec().unwrap(), &want, 1e-5, 1e-5);
-    }
-    assert_eq!(stats.running_mean.to_vec().unwrap(), rm);
-    assert_eq!(stats.running_var.to_vec().unwrap(), rv);
-}
-
-#[test]
-fn batch_norm_backward_matches_reference() {
-    let gpu = gpu();
-    for (i, &s) in BN_SHAPES.iter().enumerate() {
+    for (family, gpu) in kernel_families() {
+        let _ = family;
+        let [n, c, h, w] = [2, 5, 3, 4];
+        let xd = data(n * c * h * w, 70);
+        let (gd, bd) = (data(c, 71), data(c, 72));
+        let rm = data(c, 73);
+        let rv: Vec<f32> = data(c, 74).iter().map(|v| 1.2 + v).collect();
+        let stats = BatchNormStats {
+            running_mean: Tensor::from_slice(&gpu, &rm, &[c]).unwrap(),
+            running_var: Tensor::from_slice(&gpu, &rv, &[c]).unwrap(),
+            momentum: 0.1,
+            eps: 1e-5,
+        };
+        let x = Tensor::from_slice(&gpu, &xd, &[n, c, h, w]).unwrap();
+        let gamma = Tensor::from_slice(&gpu, &gd, &[c]).unwrap();
+        let beta = Tensor::from_slice(&gpu, &bd, &[c]).unwrap();
         for relu in [false, true] {
-            let [n, c, h, w] = s;
-            let xd: Vec<f32> = data(n * c * h * w, 80 + i as u64)
-                .iter()
-                .map(|v| 1.0 + 2.0 * v)
-                .collect();
-            let (gd, bd) = (data(c, 81), data(c, 82));
-            let x = Tensor::parameter(&gpu, &xd, &s).unwrap();
-            let gamma = Tensor::parameter(&gpu, &gd, &[c]).unwrap();
-            let beta = Tensor::parameter(&gpu, &bd, &[c]).unwrap();
-            let stats = BatchNormStats::new(&gpu, c).unwrap();
-            let y = ops::batch_norm2d(&x, &gamma, &beta, &stats, true, relu).unwrap();
-            let dyd = data(y.numel(), 83);
-            let dy = Tensor::from_slice(&gpu, &dyd, &s).unwrap();
-            y.mul(&dy).unwrap().sum().unwrap().backward().unwrap();
-            let (dx, dg, db) = cpu::batch_norm_train_backward(
+            let y = ops::batch_norm2d(&x, &gamma, &beta, &stats, false, relu).unwrap();
+            let want = cpu::normalize(
                 &f64s(&xd),
                 n,
                 c,
                 h * w,
+                &f64s(&rm),
+                &f64s(&rv),
                 &f64s(&gd),
                 &f64s(&bd),
                 1e-5,
                 relu,
-                &f64s(&dyd),
             );
-            let what = format!("bn backward {s:?} relu {relu}");
-            assert_close(
-                &format!("{what} dx"),
-                &x.grad().unwrap().to_vec().unwrap(),
-                &dx,
-                2e-4,
-                2e-3,
-            );
-            assert_close(
-                &format!("{what} dgamma"),
-                &gamma.grad().unwrap().to_vec().unwrap(),
-                &dg,
-                2e-4,
-                2e-4,
-            );
-            assert_close(
-                &format!("{what} dbeta"),
-                &beta.grad().unwrap().to_vec().unwrap(),
-                &db,
-                2e-4,
-                2e-4,
-            );
+            assert_close("bn eval", &y.to_vec().unwrap(), &want, 1e-5, 1e-5);
+        }
+        assert_eq!(stats.running_mean.to_vec().unwrap(), rm);
+        assert_eq!(stats.running_var.to_vec().unwrap(), rv);
+    }
+}
+
+#[test]
+fn batch_norm_backward_matches_reference() {
+    for (family, gpu) in kernel_families() {
+        let _ = family;
+        for (i, &s) in BN_SHAPES.iter().enumerate() {
+            for relu in [false, true] {
+                let [n, c, h, w] = s;
+                let xd: Vec<f32> = data(n * c * h * w, 80 + i as u64)
+                    .iter()
+                    .map(|v| 1.0 + 2.0 * v)
+                    .collect();
+                let (gd, bd) = (data(c, 81), data(c, 82));
+                let x = Tensor::parameter(&gpu, &xd, &s).unwrap();
+                let gamma = Tensor::parameter(&gpu, &gd, &[c]).unwrap();
+                let beta = Tensor::parameter(&gpu, &bd, &[c]).unwrap();
+                let stats = BatchNormStats::new(&gpu, c).unwrap();
+                let y = ops::batch_norm2d(&x, &gamma, &beta, &stats, true, relu).unwrap();
+                let dyd = data(y.numel(), 83);
+                let dy = Tensor::from_slice(&gpu, &dyd, &s).unwrap();
+                y.mul(&dy).unwrap().sum().unwrap().backward().unwrap();
+                let (dx, dg, db) = cpu::batch_norm_train_backward(
+                    &f64s(&xd),
+                    n,
+                    c,
+                    h * w,
+                    &f64s(&gd),
+                    &f64s(&bd),
+                    1e-5,
+                    relu,
+                    &f64s(&dyd),
+                );
+                let what = format!("bn backward {s:?} relu {relu}");
+                assert_close(
+                    &format!("{what} dx"),
+                    &x.grad().unwrap().to_vec().unwrap(),
+                    &dx,
+                    2e-4,
+                    2e-3,
+                );
+                assert_close(
+                    &format!("{what} dgamma"),
+                    &gamma.grad().unwrap().to_vec().unwrap(),
+                    &dg,
+                    2e-4,
+                    2e-4,
+                );
+                assert_close(
+                    &format!("{what} dbeta"),
+                    &beta.grad().unwrap().to_vec().unwrap(),
+                    &db,
+                    2e-4,
+                    2e-4,
+                );
+            }
         }
     }
 }
@@ -333,112 +339,119 @@ fn batch_norm_gradients_match_finite_differences() {
 
 #[test]
 fn elementwise_ops_match_reference_and_finite_differences() {
-    let gpu = gpu();
-    for (i, len) in [1usize, 255, 257, 1000].into_iter().enumerate() {
-        let (a, b) = (data(len, 100 + i as u64), data(len, 200 + i as u64));
-        let ta = Tensor::from_slice(&gpu, &a, &[len]).unwrap();
-        let tb = Tensor::from_slice(&gpu, &b, &[len]).unwrap();
-        let add: Vec<f64> = a.iter().zip(&b).map(|(x, y)| (x + y) as f64).collect();
-        assert_close(
-            "add",
-            &ta.add(&tb).unwrap().to_vec().unwrap(),
-            &add,
-            1e-6,
-            0.0,
-        );
-        let mul: Vec<f64> = a
+    for (family, gpu) in kernel_families() {
+        let _ = family;
+        for (i, len) in [1usize, 255, 257, 1000].into_iter().enumerate() {
+            let (a, b) = (data(len, 100 + i as u64), data(len, 200 + i as u64));
+            let ta = Tensor::from_slice(&gpu, &a, &[len]).unwrap();
+            let tb = Tensor::from_slice(&gpu, &b, &[len]).unwrap();
+            let add: Vec<f64> = a.iter().zip(&b).map(|(x, y)| (x + y) as f64).collect();
+            assert_close(
+                "add",
+                &ta.add(&tb).unwrap().to_vec().unwrap(),
+                &add,
+                1e-6,
+                0.0,
+            );
+            let mul: Vec<f64> = a
+                .iter()
+                .zip(&b)
+                .map(|(x, y)| (*x as f64) * (*y as f64))
+                .collect();
+            assert_close(
+                "mul",
+                &ta.mul(&tb).unwrap().to_vec().unwrap(),
+                &mul,
+                1e-6,
+                1e-6,
+            );
+            let relu: Vec<f64> = a.iter().map(|x| x.max(0.0) as f64).collect();
+            assert_close(
+                "relu",
+                &ta.relu().unwrap().to_vec().unwrap(),
+                &relu,
+                0.0,
+                0.0,
+            );
+            let sig: Vec<f64> = a
+                .iter()
+                .map(|&x| 1.0 / (1.0 + (-(x as f64)).exp()))
+                .collect();
+            assert_close(
+                "sigmoid",
+                &ta.sigmoid().unwrap().to_vec().unwrap(),
+                &sig,
+                1e-6,
+                1e-5,
+            );
+            let sum: f64 = a.iter().map(|&x| x as f64).sum();
+            assert_close(
+                "sum",
+                &ta.sum().unwrap().to_vec().unwrap(),
+                &[sum],
+                1e-4,
+                1e-5,
+            );
+            assert_close(
+                "mean",
+                &ta.mean().unwrap().to_vec().unwrap(),
+                &[sum / len as f64],
+                1e-5,
+                1e-5,
+            );
+        }
+        // ReLU's kink is avoided by keeping inputs away from 0.
+        let away: Vec<f32> = data(40, 7)
             .iter()
-            .zip(&b)
-            .map(|(x, y)| (*x as f64) * (*y as f64))
+            .map(|v| if v.abs() < 0.1 { v + 0.3 } else { *v })
             .collect();
-        assert_close(
-            "mul",
-            &ta.mul(&tb).unwrap().to_vec().unwrap(),
-            &mul,
-            1e-6,
-            1e-6,
-        );
-        let relu: Vec<f64> = a.iter().map(|x| x.max(0.0) as f64).collect();
-        assert_close(
-            "relu",
-            &ta.relu().unwrap().to_vec().unwrap(),
-            &relu,
-            0.0,
-            0.0,
-        );
-        let sig: Vec<f64> = a
-            .iter()
-            .map(|&x| 1.0 / (1.0 + (-(x as f64)).exp()))
-            .collect();
-        assert_close(
+        gradcheck("relu", &[(away, vec![40])], |t| t[0].relu(), 6, 1e-2, 1e-3);
+        gradcheck_on(
+            &gpu,
             "sigmoid",
-            &ta.sigmoid().unwrap().to_vec().unwrap(),
-            &sig,
-            1e-6,
-            1e-5,
+            &[(data(30, 8), vec![30])],
+            |t| t[0].sigmoid(),
+            6,
+            1e-2,
+            1e-3,
         );
-        let sum: f64 = a.iter().map(|&x| x as f64).sum();
-        assert_close(
-            "sum",
-            &ta.sum().unwrap().to_vec().unwrap(),
-            &[sum],
-            1e-4,
-            1e-5,
+        gradcheck_on(
+            &gpu,
+            "add",
+            &[(data(30, 9), vec![30]), (data(30, 10), vec![30])],
+            |t| t[0].add(&t[1]),
+            4,
+            1e-2,
+            1e-3,
         );
-        assert_close(
+        gradcheck_on(
+            &gpu,
+            "mul",
+            &[(data(30, 11), vec![30]), (data(30, 12), vec![30])],
+            |t| t[0].mul(&t[1]),
+            4,
+            1e-2,
+            1e-3,
+        );
+        gradcheck_on(
+            &gpu,
+            "add_scaled",
+            &[(data(9, 13), vec![9]), (data(9, 14), vec![9])],
+            |t| t[0].add_scaled(0.5, &t[1], -2.0),
+            4,
+            1e-2,
+            1e-3,
+        );
+        gradcheck_on(
+            &gpu,
             "mean",
-            &ta.mean().unwrap().to_vec().unwrap(),
-            &[sum / len as f64],
-            1e-5,
-            1e-5,
+            &[(data(300, 15), vec![300])],
+            |t| t[0].mean(),
+            4,
+            1e-2,
+            1e-3,
         );
     }
-    // ReLU's kink is avoided by keeping inputs away from 0.
-    let away: Vec<f32> = data(40, 7)
-        .iter()
-        .map(|v| if v.abs() < 0.1 { v + 0.3 } else { *v })
-        .collect();
-    gradcheck("relu", &[(away, vec![40])], |t| t[0].relu(), 6, 1e-2, 1e-3);
-    gradcheck(
-        "sigmoid",
-        &[(data(30, 8), vec![30])],
-        |t| t[0].sigmoid(),
-        6,
-        1e-2,
-        1e-3,
-    );
-    gradcheck(
-        "add",
-        &[(data(30, 9), vec![30]), (data(30, 10), vec![30])],
-        |t| t[0].add(&t[1]),
-        4,
-        1e-2,
-        1e-3,
-    );
-    gradcheck(
-        "mul",
-        &[(data(30, 11), vec![30]), (data(30, 12), vec![30])],
-        |t| t[0].mul(&t[1]),
-        4,
-        1e-2,
-        1e-3,
-    );
-    gradcheck(
-        "add_scaled",
-        &[(data(9, 13), vec![9]), (data(9, 14), vec![9])],
-        |t| t[0].add_scaled(0.5, &t[1], -2.0),
-        4,
-        1e-2,
-        1e-3,
-    );
-    gradcheck(
-        "mean",
-        &[(data(300, 15), vec![300])],
-        |t| t[0].mean(),
-        4,
-        1e-2,
-        1e-3,
-    );
 }
 
 #[test]
@@ -487,6 +500,17 @@ fn channel_scales_match_reference_and_finite_differences() {
         1e-3,
     );
     gradcheck(
+        "add_channels",
+        &[
+            (data(2 * 3 * 2 * 3, 314), vec![2, 3, 2, 3]),
+            (data(3, 315), vec![3]),
+        ],
+        |t| t[0].add_channels(&t[1]),
+        5,
+        1e-2,
+        1e-3,
+    );
+    gradcheck(
         "scale_planes",
         &[
             (data(2 * 3 * 2 * 2, 312), vec![2, 3, 2, 2]),
@@ -516,26 +540,29 @@ fn channel_scales_match_reference_and_finite_differences() {
 
 #[test]
 fn global_avg_pool_matches_reference_and_finite_differences() {
-    let gpu = gpu();
-    for (i, s) in [[1usize, 1, 1, 1], [3, 5, 7, 7], [2, 300, 2, 3]]
-        .into_iter()
-        .enumerate()
-    {
-        let xd = data(s.iter().product(), 400 + i as u64);
-        let x = Tensor::from_slice(&gpu, &xd, &s).unwrap();
-        let y = ops::global_avg_pool(&x).unwrap();
-        assert_eq!(y.shape(), &[s[0], s[1]]);
-        let want = cpu::global_avg_pool(&f64s(&xd), s[0] * s[1], s[2] * s[3]);
-        assert_close("avgpool", &y.to_vec().unwrap(), &want, 1e-6, 1e-5);
+    for (family, gpu) in kernel_families() {
+        let _ = family;
+        for (i, s) in [[1usize, 1, 1, 1], [3, 5, 7, 7], [2, 300, 2, 3]]
+            .into_iter()
+            .enumerate()
+        {
+            let xd = data(s.iter().product(), 400 + i as u64);
+            let x = Tensor::from_slice(&gpu, &xd, &s).unwrap();
+            let y = ops::global_avg_pool(&x).unwrap();
+            assert_eq!(y.shape(), &[s[0], s[1]]);
+            let want = cpu::global_avg_pool(&f64s(&xd), s[0] * s[1], s[2] * s[3]);
+            assert_close("avgpool", &y.to_vec().unwrap(), &want, 1e-6, 1e-5);
+        }
+        gradcheck_on(
+            &gpu,
+            "global_avg_pool",
+            &[(data(2 * 3 * 3 * 3, 410), vec![2, 3, 3, 3])],
+            |t| ops::global_avg_pool(&t[0]),
+            6,
+            1e-2,
+            1e-3,
+        );
     }
-    gradcheck(
-        "global_avg_pool",
-        &[(data(2 * 3 * 3 * 3, 410), vec![2, 3, 3, 3])],
-        |t| ops::global_avg_pool(&t[0]),
-        6,
-        1e-2,
-        1e-3,
-    );
 }
 
 #[test]
@@ -600,50 +627,53 @@ fn linear_and_matmul_match_reference_and_finite_differences() {
 
 #[test]
 fn cross_entropy_matches_reference_and_finite_differences() {
-    let gpu = gpu();
-    for (i, (n, k, eps)) in [
-        (1usize, 2usize, 0.0f32),
-        (7, 10, 0.1),
-        (65, 100, 0.2),
-        (3, 1000, 0.1),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        let zd: Vec<f32> = data(n * k, 600 + i as u64)
-            .iter()
-            .map(|v| 4.0 * v)
-            .collect();
-        let labels: Vec<u32> = (0..n).map(|j| ((j * 7 + 3) % k) as u32).collect();
-        let z = Tensor::parameter(&gpu, &zd, &[n, k]).unwrap();
-        let y = Tensor::from_u32(&gpu, &labels, &[n]).unwrap();
-        let loss = ops::cross_entropy(&z, &y, eps).unwrap();
-        let (want, grad) = cpu::cross_entropy(&f64s(&zd), &labels, k, eps as f64);
-        assert_close(
-            "cross entropy",
-            &loss.to_vec().unwrap(),
-            &[want],
-            1e-5,
-            1e-5,
-        );
-        loss.backward().unwrap();
-        assert_close(
-            "cross entropy grad",
-            &z.grad().unwrap().to_vec().unwrap(),
-            &grad,
-            1e-6,
-            1e-4,
+    for (family, gpu) in kernel_families() {
+        let _ = family;
+        for (i, (n, k, eps)) in [
+            (1usize, 2usize, 0.0f32),
+            (7, 10, 0.1),
+            (65, 100, 0.2),
+            (3, 1000, 0.1),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let zd: Vec<f32> = data(n * k, 600 + i as u64)
+                .iter()
+                .map(|v| 4.0 * v)
+                .collect();
+            let labels: Vec<u32> = (0..n).map(|j| ((j * 7 + 3) % k) as u32).collect();
+            let z = Tensor::parameter(&gpu, &zd, &[n, k]).unwrap();
+            let y = Tensor::from_u32(&gpu, &labels, &[n]).unwrap();
+            let loss = ops::cross_entropy(&z, &y, eps).unwrap();
+            let (want, grad) = cpu::cross_entropy(&f64s(&zd), &labels, k, eps as f64);
+            assert_close(
+                "cross entropy",
+                &loss.to_vec().unwrap(),
+                &[want],
+                1e-5,
+                1e-5,
+            );
+            loss.backward().unwrap();
+            assert_close(
+                "cross entropy grad",
+                &z.grad().unwrap().to_vec().unwrap(),
+                &grad,
+                1e-6,
+                1e-4,
+            );
+        }
+        let labels = Tensor::from_u32(&gpu, &[2, 0, 1], &[3]).unwrap();
+        gradcheck_on(
+            &gpu,
+            "cross_entropy",
+            &[(data(3 * 4, 610), vec![3, 4])],
+            |t| ops::cross_entropy(&t[0], &labels, 0.1),
+            6,
+            1e-2,
+            1e-3,
         );
     }
-    let labels = Tensor::from_u32(&gpu, &[2, 0, 1], &[3]).unwrap();
-    gradcheck(
-        "cross_entropy",
-        &[(data(3 * 4, 610), vec![3, 4])],
-        |t| ops::cross_entropy(&t[0], &labels, 0.1),
-        6,
-        1e-2,
-        1e-3,
-    );
 }
 
 #[test]

@@ -1,1 +1,19 @@
-// placeholder
+//! # repopt-train
+//!
+//! Everything between data on disk and a trained model: datasets and augmentation, the
+//! training loop (warm-up + cosine schedule, label smoothing, weight-decay groups, optional
+//! clipping), evaluation, checkpoints with bit-identical resume, Hyper-Search, the
+//! search -> train -> compare pipeline, and reports.
+
+pub mod config;
+pub mod data;
+pub mod datasets;
+mod error;
+pub mod evaluate;
+pub mod metrics;
+pub mod progress;
+pub mod schedule;
+pub mod trainer;
+
+pub use config::TrainConfig;
+pub use error::{Result, TrainError};

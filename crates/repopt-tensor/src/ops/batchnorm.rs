@@ -3,6 +3,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::{expect_rank, groups};
+
 use crate::device::Gpu;
 use crate::error::{Error, Result};
 use crate::launch::shaders::BATCHNORM;
@@ -109,18 +110,28 @@ pub fn batch_norm2d(
     };
     let bytes = bytemuck::bytes_of(&params);
     let st = Tensor::empty(gpu, &[2 * c], DType::F32)?;
+    let plane_grid = gpu.grid(groups(n * c, 64));
+    let channel_grid = gpu.grid(groups(c, 64));
     if training {
+        let planes = Tensor::empty(gpu, &[2 * c * n], DType::F32)?;
         gpu.launch(
             &BATCHNORM,
-            "bn_stats",
+            "bn_plane_stats",
+            bytes,
+            &[x.buffer(), planes.buffer()],
+            plane_grid,
+        );
+        gpu.launch(
+            &BATCHNORM,
+            "bn_channel_stats",
             bytes,
             &[
-                x.buffer(),
+                planes.buffer(),
                 st.buffer(),
                 stats.running_mean.buffer(),
                 stats.running_var.buffer(),
             ],
-            gpu.grid(c as u32),
+            channel_grid,
         );
     } else {
         gpu.launch(
@@ -132,7 +143,7 @@ pub fn batch_norm2d(
                 stats.running_var.buffer(),
                 st.buffer(),
             ],
-            [groups(c, 256), 1, 1],
+            channel_grid,
         );
     }
     let y = Tensor::empty(gpu, x.shape(), DType::F32)?;
@@ -164,10 +175,11 @@ pub fn batch_norm2d(
             let gpu = dy.gpu();
             let dgamma = Tensor::empty(gpu, &[c], DType::F32)?;
             let dbeta = Tensor::empty(gpu, &[c], DType::F32)?;
+            let planes = Tensor::empty(gpu, &[2 * c * n], DType::F32)?;
             let bytes = bytemuck::bytes_of(&params);
             gpu.launch(
                 &BATCHNORM,
-                "bn_backward_reduce",
+                "bn_plane_grads",
                 bytes,
                 &[
                     xs.buffer(),
@@ -175,10 +187,16 @@ pub fn batch_norm2d(
                     gs.buffer(),
                     bs.buffer(),
                     dy.buffer(),
-                    dgamma.buffer(),
-                    dbeta.buffer(),
+                    planes.buffer(),
                 ],
-                gpu.grid(c as u32),
+                plane_grid,
+            );
+            gpu.launch(
+                &BATCHNORM,
+                "bn_channel_grads",
+                bytes,
+                &[planes.buffer(), dgamma.buffer(), dbeta.buffer()],
+                channel_grid,
             );
             let dx = if need_x {
                 let dx = Tensor::empty(gpu, xs.shape(), DType::F32)?;

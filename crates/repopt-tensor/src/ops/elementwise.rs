@@ -113,7 +113,22 @@ pub fn copy_kernel(src: &Tensor, dst: &Tensor) -> Result<()> {
     Ok(())
 }
 
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct ReduceParams {
+    rows: u32,
+    cols: u32,
+    chunk: u32,
+    hw: u32,
+    alpha: f32,
+    _pad: [f32; 3],
+}
+
+/// Longest run one invocation sums before the sum is split into partial sums.
+const RUN: usize = 1024;
+
 /// Row sums of `a` viewed as `[rows, cols]`, times `alpha`, shaped `out_shape` (no gradient).
+/// Rows longer than [`RUN`] are summed in runs first, then the runs are summed.
 pub(crate) fn sum_rows(
     a: &Tensor,
     rows: usize,
@@ -121,37 +136,48 @@ pub(crate) fn sum_rows(
     alpha: f32,
     out_shape: &[usize],
 ) -> Result<Tensor> {
-    #[repr(C)]
-    #[derive(Clone, Copy, Pod, Zeroable)]
-    struct P {
-        rows: u32,
-        cols: u32,
-        n: u32,
-        hw: u32,
-        alpha: f32,
-        _pad: [f32; 3],
+    let gpu = a.gpu();
+    if cols > RUN {
+        let chunks = cols.div_ceil(RUN);
+        let partial = Tensor::empty(gpu, &[rows * chunks], DType::F32)?;
+        let p = ReduceParams {
+            rows: rows as u32,
+            cols: cols as u32,
+            chunk: RUN as u32,
+            hw: 0,
+            alpha: 1.0,
+            _pad: [0.0; 3],
+        };
+        gpu.launch(
+            &REDUCE,
+            "sum_chunks",
+            bytemuck::bytes_of(&p),
+            &[a.buffer(), partial.buffer()],
+            gpu.grid(groups(rows * chunks, 64)),
+        );
+        return sum_rows(&partial, rows, chunks, alpha, out_shape);
     }
-    let out = Tensor::empty(a.gpu(), out_shape, DType::F32)?;
-    let p = P {
+    let out = Tensor::empty(gpu, out_shape, DType::F32)?;
+    let p = ReduceParams {
         rows: rows as u32,
         cols: cols as u32,
-        n: 0,
+        chunk: 0,
         hw: 0,
         alpha,
         _pad: [0.0; 3],
     };
-    let gpu = a.gpu();
     gpu.launch(
         &REDUCE,
         "sum_rows",
         bytemuck::bytes_of(&p),
         &[a.buffer(), out.buffer()],
-        gpu.grid(rows as u32),
+        gpu.grid(groups(rows, 64)),
     );
     Ok(out)
 }
 
 /// Per-channel reduction of `[N, C, HW]` tensors: `sum a` or, with `b`, `sum a * b`.
+/// One pass sums each `(n, c)` plane, a second sums the planes of each channel.
 pub(crate) fn channel_reduce(
     a: &Tensor,
     b: Option<&Tensor>,
@@ -159,44 +185,34 @@ pub(crate) fn channel_reduce(
     c: usize,
     hw: usize,
 ) -> Result<Tensor> {
-    #[repr(C)]
-    #[derive(Clone, Copy, Pod, Zeroable)]
-    struct P {
-        rows: u32,
-        cols: u32,
-        n: u32,
-        hw: u32,
-        alpha: f32,
-        _pad: [f32; 3],
-    }
-    let out = Tensor::empty(a.gpu(), &[c], DType::F32)?;
-    let p = P {
-        rows: c as u32,
-        cols: 0,
-        n: n as u32,
+    let gpu = a.gpu();
+    let planes = Tensor::empty(gpu, &[c * n], DType::F32)?;
+    let p = ReduceParams {
+        rows: (n * c) as u32,
+        cols: c as u32,
+        chunk: 0,
         hw: hw as u32,
         alpha: 1.0,
         _pad: [0.0; 3],
     };
-    let gpu = a.gpu();
-    let grid = gpu.grid(c as u32);
+    let grid = gpu.grid(groups(n * c, 64));
     match b {
         Some(b) => gpu.launch(
             &REDUCE,
-            "channel_dot",
+            "plane_dots",
             bytemuck::bytes_of(&p),
-            &[a.buffer(), b.buffer(), out.buffer()],
+            &[a.buffer(), b.buffer(), planes.buffer()],
             grid,
         ),
         None => gpu.launch(
             &REDUCE,
-            "channel_sum",
+            "plane_sums",
             bytemuck::bytes_of(&p),
-            &[a.buffer(), out.buffer()],
+            &[a.buffer(), planes.buffer()],
             grid,
         ),
     }
-    Ok(out)
+    sum_rows(&planes, c, n, 1.0, &[c])
 }
 
 /// `[N, C, H, W]` dims of a rank-4 tensor.
@@ -335,6 +351,43 @@ impl Tensor {
                     },
                     if need_s {
                         Some(channel_reduce(g, Some(&x), n, c, h * w)?)
+                    } else {
+                        None
+                    },
+                ])
+            },
+        ))
+    }
+
+    /// `self[n, c, h, w] + bias[c]`: a per-channel bias (a convolution's bias term).
+    pub fn add_channels(&self, bias: &Tensor) -> Result<Tensor> {
+        expect_rank("add_channels", "input", self, 4)?;
+        expect_rank("add_channels", "bias", bias, 1)?;
+        self.same_gpu("add_channels", bias)?;
+        let (n, c, h, w) = nchw(self);
+        if bias.numel() != c {
+            return Err(Error::shape(
+                "add_channels",
+                format!("bias has {} entries for {c} channels", bias.numel()),
+            ));
+        }
+        let params = ElementwiseParams {
+            n: self.numel() as u32,
+            c: c as u32,
+            hw: (h * w) as u32,
+            ..Default::default()
+        };
+        let out = binary("add_channels", self, bias, params)?;
+        let need_b = bias.requires_grad();
+        Ok(Tensor::from_op(
+            out,
+            &[self, bias],
+            "add_channels",
+            move |g| {
+                Ok(vec![
+                    Some(g.clone()),
+                    if need_b {
+                        Some(channel_reduce(g, None, n, c, h * w)?)
                     } else {
                         None
                     },

@@ -1,0 +1,110 @@
+//! The layers blocks are made of: batch norm with its running statistics, and the
+//! squeeze-excitation gate.
+
+use repopt_tensor::ops::{self, BatchNormStats};
+use repopt_tensor::{Gpu, Result, Tensor};
+
+use crate::init::Init;
+
+/// A named tensor of a model's state: a trainable parameter or a buffer.
+pub type Named = (String, Tensor);
+
+/// Batch normalisation: trainable `weight` (gamma) and `bias` (beta), running statistics.
+#[derive(Clone, Debug)]
+pub struct BatchNorm {
+    /// Gamma.
+    pub weight: Tensor,
+    /// Beta.
+    pub bias: Tensor,
+    /// Running mean and variance.
+    pub stats: BatchNormStats,
+}
+
+impl BatchNorm {
+    /// gamma = 1, beta = 0, running mean 0, running variance 1.
+    pub fn new(gpu: &Gpu, channels: usize) -> Result<Self> {
+        Ok(BatchNorm {
+            weight: Tensor::full(gpu, &[channels], 1.0)?.into_parameter(),
+            bias: Tensor::zeros(gpu, &[channels])?.into_parameter(),
+            stats: BatchNormStats::new(gpu, channels)?,
+        })
+    }
+
+    /// Normalises `x` (batch statistics when training), then ReLU if `relu`.
+    pub fn forward(&self, x: &Tensor, training: bool, relu: bool) -> Result<Tensor> {
+        ops::batch_norm2d(x, &self.weight, &self.bias, &self.stats, training, relu)
+    }
+
+    pub(crate) fn params(&self, prefix: &str, out: &mut Vec<Named>) {
+        out.push((format!("{prefix}.weight"), self.weight.clone()));
+        out.push((format!("{prefix}.bias"), self.bias.clone()));
+    }
+
+    pub(crate) fn buffers(&self, prefix: &str, out: &mut Vec<Named>) {
+        out.push((
+            format!("{prefix}.running_mean"),
+            self.stats.running_mean.clone(),
+        ));
+        out.push((
+            format!("{prefix}.running_var"),
+            self.stats.running_var.clone(),
+        ));
+    }
+}
+
+/// Squeeze-excitation: `x * sigmoid(up(relu(down(mean_hw(x)))))`, with 1x1 convolutions
+/// (stored `[out, in, 1, 1]` as in the reference) of `channels / 4` hidden channels.
+#[derive(Clone, Debug)]
+pub struct SqueezeExcite {
+    /// `[hidden, channels, 1, 1]`.
+    pub down_weight: Tensor,
+    /// `[hidden]`.
+    pub down_bias: Tensor,
+    /// `[channels, hidden, 1, 1]`.
+    pub up_weight: Tensor,
+    /// `[channels]`.
+    pub up_bias: Tensor,
+}
+
+impl SqueezeExcite {
+    /// A gate for `channels` channels.
+    pub fn new(gpu: &Gpu, channels: usize, init: &mut Init) -> Result<Self> {
+        let hidden = (channels / 4).max(1);
+        let p = |data: Vec<f32>, shape: &[usize]| {
+            Ok::<_, repopt_tensor::Error>(Tensor::parameter(gpu, &data, shape)?)
+        };
+        Ok(SqueezeExcite {
+            down_weight: p(init.kernel(hidden, channels, 1), &[hidden, channels, 1, 1])?,
+            down_bias: p(init.bias(hidden, channels), &[hidden])?,
+            up_weight: p(init.kernel(channels, hidden, 1), &[channels, hidden, 1, 1])?,
+            up_bias: p(init.bias(channels, hidden), &[channels])?,
+        })
+    }
+
+    /// Gates `x` channel by channel.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let s = self.down_weight.shape();
+        let (hidden, channels) = (s[0], s[1]);
+        let pooled = ops::global_avg_pool(x)?;
+        let h = ops::linear(
+            &pooled,
+            &self.down_weight.reshape(&[hidden, channels])?,
+            &self.down_bias,
+        )?
+        .relu()?;
+        let gate = ops::linear(
+            &h,
+            &self.up_weight.reshape(&[channels, hidden])?,
+            &self.up_bias,
+        )?
+        .sigmoid()?;
+        x.scale_planes(&gate)
+    }
+
+    pub(crate) fn params(&self, prefix: &str, out: &mut Vec<Named>) {
+        out.push((format!("{prefix}.down.weight"), self.down_weight.clone()));
+        out.push((format!("{prefix}.down.bias"), self.down_bias.clone()));
+        out.push((format!("{prefix}.up.weight"), self.up_weight.clone()));
+        out.push((format!("{prefix}.up.bias"), self.up_bias.clone()));
+    }
+}

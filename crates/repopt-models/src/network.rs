@@ -1,0 +1,257 @@
+//! The network: blocks, global pooling and a linear classifier, in any [`Mode`].
+
+use std::collections::HashMap;
+
+use repopt_tensor::ops;
+use repopt_tensor::optim::ParamSpec;
+use repopt_tensor::{Gpu, Tensor};
+
+use crate::block::Block;
+use crate::config::{Mode, VggConfig};
+use crate::error::{ModelError, Result};
+use crate::init::Init;
+use crate::layers::Named;
+
+/// A RepVGG-style network (RepOpt-VGG in target mode).
+///
+/// ```no_run
+/// use repopt_models::{Mode, RepOptVgg, VggConfig};
+/// use repopt_tensor::{Gpu, Tensor};
+/// let gpu = Gpu::from_env()?;
+/// let config = VggConfig { num_blocks: [1, 1, 1, 1], width_multipliers: [0.25; 4], num_classes: 10, ..VggConfig::preset("A0")? };
+/// let model = RepOptVgg::new(&gpu, config, Mode::Target, 0)?;
+/// let x = Tensor::zeros(&gpu, &[2, 3, 32, 32])?;
+/// assert_eq!(model.forward(&x, true)?.shape(), &[2, 10]);
+/// # Ok::<(), repopt_models::ModelError>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct RepOptVgg {
+    config: VggConfig,
+    mode: Mode,
+    blocks: Vec<Block>,
+    linear_weight: Tensor,
+    linear_bias: Tensor,
+}
+
+impl RepOptVgg {
+    /// A freshly initialised network; `seed` fixes every initial weight.
+    pub fn new(gpu: &Gpu, config: VggConfig, mode: Mode, seed: u64) -> Result<Self> {
+        config.validate()?;
+        let mut init = Init::new(seed);
+        let blocks = config
+            .blocks()
+            .iter()
+            .map(|spec| Block::new(gpu, spec, mode, config.use_se, &mut init))
+            .collect::<Result<Vec<_>>>()?;
+        let features = config.stage_channels()[4];
+        let classes = config.num_classes;
+        let linear_weight = Tensor::parameter(
+            gpu,
+            &init.kernel(classes, features, 1),
+            &[classes, features],
+        )?;
+        let linear_bias = Tensor::parameter(gpu, &init.bias(classes, features), &[classes])?;
+        Ok(RepOptVgg {
+            config,
+            mode,
+            blocks,
+            linear_weight,
+            linear_bias,
+        })
+    }
+
+    /// Assembles a network from parts (structural conversion builds deploy models this way).
+    pub(crate) fn from_parts(
+        config: VggConfig,
+        mode: Mode,
+        blocks: Vec<Block>,
+        linear: (Tensor, Tensor),
+    ) -> Self {
+        RepOptVgg {
+            config,
+            mode,
+            blocks,
+            linear_weight: linear.0,
+            linear_bias: linear.1,
+        }
+    }
+
+    /// The architecture.
+    pub fn config(&self) -> &VggConfig {
+        &self.config
+    }
+
+    /// How the blocks are built.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// The blocks in order.
+    pub fn blocks(&self) -> &[Block] {
+        &self.blocks
+    }
+
+    /// The classifier's weight `[classes, features]` and bias.
+    pub fn linear(&self) -> (&Tensor, &Tensor) {
+        (&self.linear_weight, &self.linear_bias)
+    }
+
+    /// Logits `[N, classes]` for images `[N, C, H, W]`. In training mode batch norms use
+    /// batch statistics and update their running statistics.
+    pub fn forward(&self, x: &Tensor, training: bool) -> Result<Tensor> {
+        let want = self.config.in_channels;
+        if x.shape().len() != 4 || x.shape()[1] != want {
+            return Err(ModelError::Config(format!(
+                "the model takes [N, {want}, H, W] images, got {:?}",
+                x.shape()
+            )));
+        }
+        let mut h = x.clone();
+        for block in &self.blocks {
+            h = block.forward(&h, training)?;
+        }
+        let pooled = ops::global_avg_pool(&h)?;
+        Ok(ops::linear(
+            &pooled,
+            &self.linear_weight,
+            &self.linear_bias,
+        )?)
+    }
+
+    /// Trainable tensors with their state-dict names, in a fixed order.
+    pub fn parameters(&self) -> Vec<Named> {
+        let mut out: Vec<Named> = self.blocks.iter().flat_map(Block::parameters).collect();
+        out.push(("linear.weight".into(), self.linear_weight.clone()));
+        out.push(("linear.bias".into(), self.linear_bias.clone()));
+        out
+    }
+
+    /// Parameters and buffers (running statistics, constant scales): the full state.
+    pub fn state(&self) -> Vec<Named> {
+        let mut out = self.parameters();
+        out.extend(self.blocks.iter().flat_map(Block::buffers));
+        out
+    }
+
+    /// Number of trainable values.
+    pub fn parameter_count(&self) -> usize {
+        self.parameters().iter().map(|(_, t)| t.numel()).sum()
+    }
+
+    /// Overwrites the state from named host tensors. Every state tensor must be present with
+    /// its exact shape; names the model does not have are reported too.
+    pub fn load_state(
+        &self,
+        tensors: &HashMap<String, (Vec<usize>, Vec<f32>)>,
+        origin: &str,
+    ) -> Result<()> {
+        let err = |message: String| ModelError::Checkpoint {
+            path: origin.to_string(),
+            message,
+        };
+        let state = self.state();
+        for (name, t) in &state {
+            let (shape, data) = tensors.get(name).ok_or_else(|| {
+                err(format!(
+                    "missing tensor '{name}' (a {} model needs it)",
+                    self.mode
+                ))
+            })?;
+            if shape.as_slice() != t.shape() {
+                return Err(err(format!(
+                    "tensor '{name}' has shape {shape:?}, the model expects {:?}",
+                    t.shape()
+                )));
+            }
+            if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+                return Err(err(format!(
+                    "tensor '{name}' holds a non-finite value at index {i}"
+                )));
+            }
+            t.write(data)?;
+        }
+        let known: std::collections::HashSet<&str> =
+            state.iter().map(|(n, _)| n.as_str()).collect();
+        let mut unknown: Vec<&String> = tensors
+            .keys()
+            .filter(|k| !known.contains(k.as_str()))
+            .collect();
+        unknown.sort();
+        if let Some(first) = unknown.first() {
+            return Err(err(format!(
+                "unexpected tensor '{first}' ({} in all) for a {} model; was it saved from another mode or config?",
+                unknown.len(),
+                self.mode
+            )));
+        }
+        Ok(())
+    }
+
+    /// Optimizer groups: weight decay on convolution and linear weights and on the identity
+    /// scales u; none on batch norms, biases and the scales s and t (as in the reference
+    /// implementation, and what CSLA = GR needs).
+    pub fn param_specs(&self, weight_decay: f32) -> Vec<ParamSpec> {
+        self.parameters()
+            .into_iter()
+            .map(|(name, t)| {
+                let wd = if decays(&name) { weight_decay } else { 0.0 };
+                ParamSpec::new(t, wd)
+            })
+            .collect()
+    }
+
+    /// The target-mode 3x3 kernels a RepOptimizer applies Grad Mults to, with block names.
+    pub fn target_kernels(&self) -> Result<Vec<(&str, &Tensor)>> {
+        self.blocks
+            .iter()
+            .map(|b| {
+                b.target_kernel()
+                    .map(|k| (b.spec.name.as_str(), k))
+                    .ok_or(ModelError::WrongMode {
+                        op: "target_kernels",
+                        expected: "target",
+                        got: self.mode,
+                    })
+            })
+            .collect()
+    }
+}
+
+/// Whether a parameter gets weight decay, by its state-dict name.
+pub fn decays(name: &str) -> bool {
+    let no_decay = name.ends_with(".bias")
+        || name.contains(".bn.")
+        || name.contains("rbr_identity.")
+        || name.ends_with("scale_conv.weight")
+        || name.ends_with("scale_1x1.weight");
+    !no_decay
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decays;
+
+    #[test]
+    fn decay_groups_follow_the_reference() {
+        for name in [
+            "stage1.0.conv.weight",
+            "stage1.1.scale_identity.weight",
+            "linear.weight",
+            "stage2.1.rbr_1x1.conv.weight",
+        ] {
+            assert!(decays(name), "{name}");
+        }
+        for name in [
+            "stage1.0.bn.weight",
+            "stage1.0.bn.bias",
+            "linear.bias",
+            "stage1.1.scale_conv.weight",
+            "stage1.1.scale_1x1.weight",
+            "stage1.1.rbr_identity.weight",
+            "stage1.1.rbr_dense.bn.weight",
+            "stage1.0.rbr_reparam.bias",
+        ] {
+            assert!(!decays(name), "{name}");
+        }
+    }
+}

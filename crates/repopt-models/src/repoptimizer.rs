@@ -1,0 +1,231 @@
+//! The RepOptimizer: what turns searched scales into an optimizer for the plain target
+//! model. Two rules, both derived from the imaginary CSLA block
+//! `BN(s * conv3x3(x) + t * conv1x1(x) [+ u * x])`:
+//!
+//! - **Rule of Iteration** (Grad Mult): the gradient of each target 3x3 kernel is
+//!   multiplied element-wise by `M[c, d, h, w] = s_c^p` (`+ t_c^p` at the centre, `+ 1` at
+//!   the diagonal centre when the block has an identity branch), `p = 2` for SGD and `p = 1`
+//!   for AdamW, before weight decay is added.
+//! - **Rule of Initialization**: each target 3x3 kernel starts as the CSLA block's
+//!   equivalent kernel `s * W3 + t * W1 (at the centre) [+ u0 * I]` built from fresh kernels.
+//!
+//! With both, training the target model is exactly training the CSLA model (for SGD with
+//! momentum and weight decay; for AdamW it is the reference's heuristic).
+
+use repopt_tensor::Tensor;
+use repopt_tensor::optim::ParamSpec;
+use serde::{Deserialize, Serialize};
+
+use crate::Mode;
+use crate::error::{ModelError, Result};
+use crate::init::Init;
+use crate::network::RepOptVgg;
+use crate::scales::{BlockScales, Scales};
+
+/// The optimizer a set of Grad Mults is built for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpdateRule {
+    /// SGD (with momentum, nesterov, weight decay): scales squared, exact equivalence.
+    Sgd,
+    /// AdamW: scales to the power 1, as the reference implementation (a heuristic).
+    AdamW,
+}
+
+impl UpdateRule {
+    /// The power scales are raised to.
+    pub fn power(self) -> i32 {
+        match self {
+            UpdateRule::Sgd => 2,
+            UpdateRule::AdamW => 1,
+        }
+    }
+}
+
+/// What the identity branch contributes to a re-initialised kernel's diagonal centre.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IdentityInit {
+    /// 1, as the paper describes.
+    One,
+    /// The searched u, as the reference implementation does by default ("makes almost no
+    /// difference").
+    Searched,
+}
+
+/// How to apply a RepOptimizer; the switches are the ablations of the paper's Table 4.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepOptimizerConfig {
+    /// Which optimizer the Grad Mults are for.
+    pub rule: UpdateRule,
+    /// Apply the Rule of Initialization (off: "without re-init").
+    pub reinit: bool,
+    /// Apply the Rule of Iteration (off: "without Grad Mult").
+    pub grad_mult: bool,
+    /// Identity term of the re-initialisation.
+    pub identity_init: IdentityInit,
+}
+
+impl Default for RepOptimizerConfig {
+    fn default() -> Self {
+        RepOptimizerConfig {
+            rule: UpdateRule::Sgd,
+            reinit: true,
+            grad_mult: true,
+            identity_init: IdentityInit::Searched,
+        }
+    }
+}
+
+const CENTRE: usize = 4;
+
+/// The Grad Mult of a `[co, ci, 3, 3]` kernel for one block's scales.
+///
+/// ```
+/// use repopt_models::{repoptimizer::grad_mult, scales::BlockScales};
+/// let s = BlockScales { block: "stage1.1".into(), conv: vec![2.0], one: vec![3.0], identity: Some(vec![0.5]) };
+/// let m = grad_mult(1, 1, &s, 2);
+/// assert_eq!(m[0], 4.0);         // s^2 off the centre
+/// assert_eq!(m[4], 4.0 + 9.0 + 1.0); // + t^2 + 1 at the (diagonal) centre
+/// ```
+pub fn grad_mult(co: usize, ci: usize, scales: &BlockScales, power: i32) -> Vec<f32> {
+    let mut m = vec![0.0f32; co * ci * 9];
+    for c in 0..co {
+        let s = scales.conv[c].powi(power);
+        let t = scales.one[c].powi(power);
+        for d in 0..ci {
+            let base = (c * ci + d) * 9;
+            m[base..base + 9].fill(s);
+            m[base + CENTRE] += t;
+            if scales.identity.is_some() && c == d {
+                m[base + CENTRE] += 1.0;
+            }
+        }
+    }
+    m
+}
+
+/// The CSLA block's equivalent 3x3 kernel: `s * w3 + t * w1 (centre) [+ identity (diagonal centre)]`.
+pub fn equivalent_kernel(
+    co: usize,
+    ci: usize,
+    w3: &[f32],
+    w1: &[f32],
+    scales: &BlockScales,
+    identity: Option<&[f32]>,
+) -> Vec<f32> {
+    let mut k = vec![0.0f32; co * ci * 9];
+    for c in 0..co {
+        for d in 0..ci {
+            let base = (c * ci + d) * 9;
+            for j in 0..9 {
+                k[base + j] = scales.conv[c] * w3[base + j];
+            }
+            k[base + CENTRE] += scales.one[c] * w1[c * ci + d];
+            if let (Some(u), true) = (identity, c == d) {
+                k[base + CENTRE] += u[c];
+            }
+        }
+    }
+    k
+}
+
+fn check_scales(model: &RepOptVgg, scales: &Scales) -> Result<()> {
+    let err = |message: String| ModelError::Scales {
+        origin: "RepOptimizer".into(),
+        message,
+    };
+    if model.blocks().len() != scales.blocks.len() {
+        return Err(err(format!(
+            "{} blocks of scales for a model of {} blocks",
+            scales.blocks.len(),
+            model.blocks().len()
+        )));
+    }
+    for (b, s) in model.blocks().iter().zip(&scales.blocks) {
+        if b.spec.name != s.block
+            || s.conv.len() != b.spec.out_channels
+            || s.identity.is_some() != b.spec.has_identity()
+        {
+            return Err(err(format!(
+                "scales of block '{}' do not fit model block '{}' ({} channels, identity: {})",
+                s.block,
+                b.spec.name,
+                b.spec.out_channels,
+                b.spec.has_identity()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Prepares a target-mode model for training with a RepOptimizer: re-initialises its 3x3
+/// kernels (unless `config.reinit` is off) from the current kernels as W3 and fresh 1x1
+/// kernels drawn from `seed`, and returns the optimizer's parameter groups (weight decay as
+/// [`RepOptVgg::param_specs`]) with Grad Mults on the 3x3 kernels (unless
+/// `config.grad_mult` is off).
+///
+/// ```no_run
+/// use repopt_models::{repoptimizer::{prepare, RepOptimizerConfig}, Mode, RepOptVgg, Scales, VggConfig};
+/// use repopt_tensor::{optim::{Sgd, SgdConfig}, Gpu};
+/// let gpu = Gpu::from_env()?;
+/// let config = VggConfig::preset("B1")?;
+/// let scales = Scales::load("RepOpt-VGG-B1-scales.pth".as_ref(), &config)?;
+/// let model = RepOptVgg::new(&gpu, config, Mode::Target, 0)?;
+/// let specs = prepare(&model, &scales, &RepOptimizerConfig::default(), 4e-5, 1)?;
+/// let optimizer = Sgd::new(specs, SgdConfig::default())?;
+/// # Ok::<(), repopt_models::ModelError>(())
+/// ```
+pub fn prepare(
+    model: &RepOptVgg,
+    scales: &Scales,
+    config: &RepOptimizerConfig,
+    weight_decay: f32,
+    seed: u64,
+) -> Result<Vec<ParamSpec>> {
+    if model.mode() != Mode::Target {
+        return Err(ModelError::WrongMode {
+            op: "RepOptimizer",
+            expected: "target",
+            got: model.mode(),
+        });
+    }
+    check_scales(model, scales)?;
+    let _guard = repopt_tensor::NoGradGuard::new();
+    let kernels = model.target_kernels()?;
+    let mut mults: Vec<(String, Tensor)> = Vec::new();
+    let mut init = Init::new(seed ^ 0x5EED_1D1D);
+    for ((name, kernel), s) in kernels.iter().zip(&scales.blocks) {
+        let (co, ci) = (kernel.shape()[0], kernel.shape()[1]);
+        if config.reinit {
+            let w1 = init.kernel(co, ci, 1);
+            let identity = s.identity.as_ref().map(|u| match config.identity_init {
+                IdentityInit::Searched => u.clone(),
+                IdentityInit::One => vec![1.0; co],
+            });
+            kernel.write(&equivalent_kernel(
+                co,
+                ci,
+                &kernel.to_vec()?,
+                &w1,
+                s,
+                identity.as_deref(),
+            ))?;
+        }
+        if config.grad_mult {
+            let m = grad_mult(co, ci, s, config.rule.power());
+            mults.push((
+                format!("{name}.conv.weight"),
+                Tensor::from_slice(kernel.gpu(), &m, kernel.shape())?,
+            ));
+        }
+    }
+    let mut specs = model.param_specs(weight_decay);
+    let names: Vec<String> = model.parameters().into_iter().map(|(n, _)| n).collect();
+    for (spec, name) in specs.iter_mut().zip(&names) {
+        if let Some((_, m)) = mults.iter().find(|(n, _)| n == name) {
+            spec.grad_mult = Some(m.clone());
+        }
+    }
+    Ok(specs)
+}

@@ -1,0 +1,279 @@
+//! "ImageFolder" datasets: one sub-folder of JPEG/PNG files per class.
+//!
+//! Images are decoded once, converted to RGB and resized to one fixed size,
+//! so that the rest of the pipeline sees the same dense `u8` CHW layout as
+//! for CIFAR. Decoding is the slow part, hence the thread pool.
+
+use std::io::Cursor;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use image::ImageReader;
+use image::imageops::{self, FilterType};
+
+use super::{DataError, Dataset, Split};
+
+/// File extensions (lower-case) that are decoded; everything else in a class
+/// folder is ignored.
+///
+/// # Example
+///
+/// ```
+/// assert!(repopt_train::data::IMAGE_EXTENSIONS.contains(&"png"));
+/// ```
+pub const IMAGE_EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];
+
+/// How deep class folders are searched for images; a guard against symlink
+/// cycles, far deeper than any real layout.
+const MAX_DEPTH: usize = 16;
+
+/// Loads an image-folder dataset.
+///
+/// Layout: `dir/<class>/**/<image>.{jpg,jpeg,png}` (extensions
+/// case-insensitive, other files ignored, sub-folders searched). With
+/// `split = Some(Split::Train)` the classes are read from `dir/train/`, with
+/// `Some(Split::Test)` from `dir/val/` or else `dir/test/`; with `None` from
+/// `dir` itself. Class indices follow the sorted class-folder names, and
+/// samples are sorted by path within a class; folders whose name starts with
+/// `.` are skipped.
+///
+/// Every image is decoded by content (not extension), converted to RGB and
+/// resized with a triangle (bilinear, antialiased) filter to `size`, given
+/// as `(height, width)`, ignoring aspect ratio. Decoding runs on up to
+/// [`std::thread::available_parallelism`] threads.
+///
+/// # Errors
+///
+/// [`DataError::NotFound`] for a missing split folder,
+/// [`DataError::NoClasses`], [`DataError::EmptyClass`], [`DataError::Image`]
+/// naming the first unreadable image (in sample order), [`DataError::Io`],
+/// and [`DataError::Config`] for a zero `size`.
+///
+/// # Example
+///
+/// ```no_run
+/// use repopt_train::data::{Split, load_image_folder};
+///
+/// let val = load_image_folder("data/imagenette".as_ref(), Some(Split::Test), (64, 64))?;
+/// assert_eq!((val.channels, val.height, val.width), (3, 64, 64));
+/// # Ok::<(), repopt_train::data::DataError>(())
+/// ```
+pub fn load_image_folder(
+    dir: &Path,
+    split: Option<Split>,
+    size: (usize, usize),
+) -> Result<Dataset, DataError> {
+    let (height, width) = size;
+    let max = u32::MAX as usize;
+    if height == 0 || width == 0 || height > max || width > max {
+        return Err(DataError::Config {
+            field: "image folder size (height, width)".into(),
+            expected: "non-zero sizes that fit in u32".into(),
+            found: format!("({height}, {width})"),
+        });
+    }
+    let root = split_root(dir, split)?;
+    let (class_names, class_dirs) = class_folders(&root)?;
+    let mut files: Vec<(PathBuf, u32)> = Vec::new();
+    for (label, class_dir) in class_dirs.iter().enumerate() {
+        let mut images = Vec::new();
+        collect_images(class_dir, 0, &mut images)?;
+        if images.is_empty() {
+            return Err(DataError::EmptyClass {
+                path: class_dir.clone(),
+            });
+        }
+        images.sort();
+        files.extend(images.into_iter().map(|p| (p, label as u32)));
+    }
+    let total = [3, height, width]
+        .iter()
+        .try_fold(files.len(), |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| DataError::Config {
+            field: "image folder size (height, width)".into(),
+            expected: format!("a size whose {} decoded images fit in memory", files.len()),
+            found: format!("({height}, {width})"),
+        })?;
+    let mut pixels = vec![0u8; total];
+    decode_all(&files, &mut pixels, height, width)?;
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "image-folder".to_string());
+    Ok(Dataset {
+        name,
+        images: pixels,
+        labels: files.iter().map(|(_, l)| *l).collect(),
+        channels: 3,
+        height,
+        width,
+        classes: class_names.len(),
+        class_names,
+    })
+}
+
+fn split_root(dir: &Path, split: Option<Split>) -> Result<PathBuf, DataError> {
+    let candidates: &[&str] = match split {
+        None => {
+            return if dir.is_dir() {
+                Ok(dir.to_path_buf())
+            } else {
+                Err(DataError::NotFound {
+                    dir: dir.to_path_buf(),
+                    what: "image folder".into(),
+                    looked_for: "a folder of class folders".into(),
+                })
+            };
+        }
+        Some(Split::Train) => &["train"],
+        Some(Split::Test) => &["val", "test"],
+    };
+    candidates
+        .iter()
+        .map(|c| dir.join(c))
+        .find(|p| p.is_dir())
+        .ok_or_else(|| DataError::NotFound {
+            dir: dir.to_path_buf(),
+            what: format!(
+                "{} split folder",
+                split.map(|s| s.to_string()).unwrap_or_default()
+            ),
+            looked_for: candidates
+                .iter()
+                .map(|c| format!("{c}/"))
+                .collect::<Vec<_>>()
+                .join(" or "),
+        })
+}
+
+fn class_folders(root: &Path) -> Result<(Vec<String>, Vec<PathBuf>), DataError> {
+    let entries = std::fs::read_dir(root).map_err(|e| DataError::io(root, e))?;
+    let mut classes: Vec<(String, PathBuf)> = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| DataError::io(root, e))?;
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with('.') && path.is_dir() {
+            classes.push((name, path));
+        }
+    }
+    if classes.is_empty() {
+        return Err(DataError::NoClasses {
+            dir: root.to_path_buf(),
+        });
+    }
+    classes.sort();
+    Ok(classes.into_iter().unzip())
+}
+
+fn collect_images(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<(), DataError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| DataError::io(dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| DataError::io(dir, e))?;
+        let path = entry.path();
+        if path.is_dir() {
+            let hidden = entry.file_name().to_string_lossy().starts_with('.');
+            if !hidden && depth < MAX_DEPTH {
+                collect_images(&path, depth + 1, out)?;
+            }
+        } else if has_image_extension(&path) {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+fn has_image_extension(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
+/// Decodes `files[i]` into the i-th image slot of `pixels` on a small thread
+/// pool. Work is handed out in sample order and nobody takes new work after
+/// a failure, so every sample before the first failing one has been tried
+/// and the error reported is always the first in sample order.
+fn decode_all(
+    files: &[(PathBuf, u32)],
+    pixels: &mut [u8],
+    height: usize,
+    width: usize,
+) -> Result<(), DataError> {
+    if files.is_empty() {
+        return Ok(());
+    }
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, files.len());
+    let work = Mutex::new(pixels.chunks_mut(3 * height * width).enumerate());
+    let failed = AtomicBool::new(false);
+    let errors: Mutex<Vec<(usize, DataError)>> = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                loop {
+                    if failed.load(Ordering::Acquire) {
+                        return;
+                    }
+                    let next = work.lock().unwrap_or_else(|p| p.into_inner()).next();
+                    let Some((i, slot)) = next else { return };
+                    if let Err(e) = decode_into(&files[i].0, slot, height, width) {
+                        failed.store(true, Ordering::Release);
+                        errors
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push((i, e));
+                    }
+                }
+            });
+        }
+    });
+    let mut errors = errors.into_inner().unwrap_or_else(|p| p.into_inner());
+    errors.sort_by_key(|(i, _)| *i);
+    match errors.into_iter().next() {
+        Some((_, e)) => Err(e),
+        None => Ok(()),
+    }
+}
+
+fn decode_into(path: &Path, slot: &mut [u8], height: usize, width: usize) -> Result<(), DataError> {
+    let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    let unreadable = |reason: String| DataError::Image {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let (w, h) = (width as u32, height as u32);
+    // A decoder bug must not take the whole process down for one bad file.
+    let rgb = catch_unwind(AssertUnwindSafe(|| {
+        let decoded = ImageReader::new(Cursor::new(&bytes))
+            .with_guessed_format()
+            .map_err(|e| e.to_string())?
+            .decode()
+            .map_err(|e| e.to_string())?;
+        if decoded.width() == 0 || decoded.height() == 0 {
+            return Err(format!(
+                "it has no pixels ({}x{})",
+                decoded.width(),
+                decoded.height()
+            ));
+        }
+        let rgb = decoded.to_rgb8();
+        Ok(if rgb.dimensions() == (w, h) {
+            rgb
+        } else {
+            imageops::resize(&rgb, w, h, FilterType::Triangle)
+        })
+    }))
+    .map_err(|_| unreadable("the decoder panicked".into()))?
+    .map_err(unreadable)?;
+    let plane = height * width;
+    for (p, px) in rgb.pixels().enumerate() {
+        for c in 0..3 {
+            slot[c * plane + p] = px.0[c];
+        }
+    }
+    Ok(())
+}

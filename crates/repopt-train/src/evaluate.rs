@@ -1,0 +1,96 @@
+//! Evaluation: top-1, top-5 and mean loss over a loader, in evaluation mode.
+
+use repopt_models::RepOptVgg;
+use repopt_tensor::{Tensor, no_grad};
+use serde::{Deserialize, Serialize};
+
+use crate::data::Loader;
+use crate::error::Result;
+
+/// Accuracy and loss on a dataset.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EvalResult {
+    /// Mean cross-entropy (no label smoothing).
+    pub loss: f64,
+    /// Top-1 accuracy, percent.
+    pub top1: f64,
+    /// Top-5 accuracy, percent (top-k with k = classes when there are fewer than 5).
+    pub top5: f64,
+    /// Images evaluated.
+    pub images: usize,
+}
+
+/// Accumulates predictions batch by batch.
+#[derive(Default)]
+pub struct Tally {
+    loss: f64,
+    top1: usize,
+    top5: usize,
+    images: usize,
+}
+
+impl Tally {
+    /// Adds a batch of logits `[n, classes]` (row-major) and labels.
+    pub fn add(&mut self, logits: &[f32], labels: &[u32], classes: usize) {
+        for (row, &label) in logits.chunks_exact(classes).zip(labels) {
+            let l = label as usize;
+            let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+            let lse = max
+                + row
+                    .iter()
+                    .map(|&z| (z as f64 - max).exp())
+                    .sum::<f64>()
+                    .ln();
+            self.loss += lse - row[l] as f64;
+            let better = row.iter().filter(|&&z| z > row[l]).count();
+            self.top1 += (better == 0) as usize;
+            self.top5 += (better < 5) as usize;
+            self.images += 1;
+        }
+    }
+
+    /// The result so far.
+    pub fn result(&self) -> EvalResult {
+        let n = self.images.max(1) as f64;
+        EvalResult {
+            loss: self.loss / n,
+            top1: 100.0 * self.top1 as f64 / n,
+            top5: 100.0 * self.top5 as f64 / n,
+            images: self.images,
+        }
+    }
+}
+
+/// Evaluates `model` (evaluation-mode batch norms) on every batch of `loader`'s epoch 0.
+pub fn evaluate(model: &RepOptVgg, loader: &Loader) -> Result<EvalResult> {
+    let gpu = model.linear().0.gpu().clone();
+    let classes = model.config().num_classes;
+    let mut tally = Tally::default();
+    for batch in loader.epoch(0) {
+        let logits = no_grad(|| -> Result<Vec<f32>> {
+            let x = Tensor::from_slice(&gpu, &batch.images, &batch.shape)?;
+            Ok(model.forward(&x, false)?.to_vec()?)
+        })?;
+        tally.add(&logits, &batch.labels, classes);
+    }
+    Ok(tally.result())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Tally;
+
+    #[test]
+    fn tally_counts_top1_top5_and_loss() {
+        let mut t = Tally::default();
+        // Label 0 is the arg-max; label 2 ranks third; label 6 ranks last of 7.
+        t.add(&[3.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0], &[0], 7);
+        t.add(&[3.0, 2.0, 1.0, 0.0, 0.0, 0.0, 0.0], &[2], 7);
+        t.add(&[6.0, 5.0, 4.0, 3.0, 2.0, 1.0, 0.0], &[6], 7);
+        let r = t.result();
+        assert_eq!(r.images, 3);
+        assert!((r.top1 - 100.0 / 3.0).abs() < 1e-9);
+        assert!((r.top5 - 200.0 / 3.0).abs() < 1e-9);
+        assert!(r.loss > 0.0);
+    }
+}

@@ -1,0 +1,76 @@
+//! `repopt convert`: any trained form -> the plain deploy model, checked on a batch.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use clap::Args;
+use repopt::models::checkpoint::save_model;
+use repopt::models::reparam::to_deploy;
+use repopt::tensor::{Tensor, no_grad};
+use repopt::train::trainer::load_trained_model;
+
+use super::gpu;
+
+#[derive(Args)]
+#[command(after_help = "Example:
+  repopt convert runs/repvgg -o runs/repvgg/deploy.safetensors")]
+pub struct ConvertCmd {
+    /// A run directory, a model file or a training checkpoint (repvgg, csla, hs or target).
+    checkpoint: PathBuf,
+    /// Where to write the deploy model.
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Images in the equivalence check batch.
+    #[arg(long, default_value_t = 8)]
+    check_batch: usize,
+    /// Resolution of the check batch.
+    #[arg(long, default_value_t = 32)]
+    resolution: usize,
+}
+
+pub fn run(cmd: &ConvertCmd, adapter: &str) -> anyhow::Result<()> {
+    let gpu = gpu(adapter)?;
+    let model = load_trained_model(&gpu, &cmd.checkpoint)?;
+    let deployed = to_deploy(&model)?;
+    let c = model.config().in_channels;
+    let shape = [cmd.check_batch, c, cmd.resolution, cmd.resolution];
+    let n: usize = shape.iter().product();
+    let mut s = 0x2545F4914F6CDD1Du64;
+    let data: Vec<f32> = (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect();
+    let x = Tensor::from_slice(&gpu, &data, &shape)?;
+    let (a, b) = no_grad(|| -> anyhow::Result<(Vec<f32>, Vec<f32>)> {
+        Ok((
+            model.forward(&x, false)?.to_vec()?,
+            deployed.forward(&x, false)?.to_vec()?,
+        ))
+    })?;
+    let scale = a.iter().map(|v| v.abs()).fold(0.0f32, f32::max).max(1.0);
+    let err = a
+        .iter()
+        .zip(&b)
+        .map(|(p, q)| (p - q).abs())
+        .fold(0.0f32, f32::max);
+    if err > 1e-3 * scale {
+        anyhow::bail!(
+            "the converted model's outputs differ by {err} (logits up to {scale}); not written"
+        );
+    }
+    save_model(&cmd.output, &deployed, &BTreeMap::new())?;
+    println!(
+        "{} {} -> deploy: {} -> {} parameters, max output difference {err:.2e} on {} random images; wrote {}",
+        model.config().name,
+        model.mode(),
+        model.parameter_count(),
+        deployed.parameter_count(),
+        cmd.check_batch,
+        cmd.output.display()
+    );
+    Ok(())
+}

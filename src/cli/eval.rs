@@ -1,0 +1,82 @@
+//! `repopt eval`.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use repopt::train::TrainConfig;
+use repopt::train::data::{Loader, LoaderConfig, Preset};
+use repopt::train::datasets::{limit, load};
+use repopt::train::evaluate::evaluate;
+use repopt::train::trainer::{files, load_trained_model};
+
+use super::gpu;
+use super::train::TrainArgs;
+
+#[derive(Args)]
+#[command(after_help = "Examples:
+  repopt eval runs/repopt
+  repopt eval runs/repopt/model.safetensors --test-limit 1000")]
+pub struct EvalCmd {
+    /// A run directory, a model file or a training checkpoint.
+    checkpoint: PathBuf,
+    /// Dataset settings (default: those the run was trained with, when its config.json is found).
+    #[command(flatten)]
+    args: TrainArgs,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(cmd: &EvalCmd, adapter: &str) -> anyhow::Result<()> {
+    let dir = if cmd.checkpoint.is_dir() {
+        cmd.checkpoint.clone()
+    } else {
+        cmd.checkpoint
+            .parent()
+            .map(PathBuf::from)
+            .unwrap_or_default()
+    };
+    let saved = dir.join(files::CONFIG);
+    let base = if saved.is_file() {
+        TrainConfig::from_file(&saved)?
+    } else {
+        TrainConfig::default()
+    };
+    let cfg = cmd.args.resolve(base)?;
+    let gpu = gpu(adapter)?;
+    let model = load_trained_model(&gpu, &cmd.checkpoint)?;
+    let test = limit(
+        load(
+            cfg.dataset,
+            &cfg.data_dir(),
+            repopt::train::data::Split::Test,
+            cfg.resolution,
+        )?,
+        cfg.test_limit,
+    );
+    let normalize = repopt::train::data::Normalize::for_dataset(&test.name, test.channels);
+    let loader = Loader::try_new(
+        std::sync::Arc::new(test),
+        LoaderConfig {
+            resize: cfg.resolution.map(|r| (r, r)),
+            workers: cfg.workers,
+            ..LoaderConfig::for_preset(Preset::Eval, cfg.eval_batch_size, normalize)
+        },
+    )?;
+    let r = evaluate(&model, &loader)?;
+    if cmd.json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        println!(
+            "{} ({} {}): top-1 {:.2}% top-5 {:.2}% loss {:.4} on {} images",
+            cmd.checkpoint.display(),
+            model.config().name,
+            model.mode(),
+            r.top1,
+            r.top5,
+            r.loss,
+            r.images
+        );
+    }
+    Ok(())
+}

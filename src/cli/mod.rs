@@ -1,0 +1,74 @@
+//! Command-line interface: argument parsing and one module per command family.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod convert;
+mod devices;
+mod eval;
+mod model;
+mod scales;
+mod train;
+
+/// RepOptimizers and RepOpt-VGG on any Vulkan, Metal or DX12 GPU (or the CPU via lavapipe).
+#[derive(Parser)]
+#[command(name = "repopt", version, about, long_about = None, after_help = EXAMPLES)]
+pub struct Cli {
+    /// Adapter to run on: auto, an index from `repopt devices`, vulkan/metal/dx12, software,
+    /// or part of the adapter's name (also REPOPT_ADAPTER).
+    #[arg(long, global = true, env = "REPOPT_ADAPTER", default_value = "auto")]
+    pub adapter: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+const EXAMPLES: &str = "Examples:
+  repopt devices
+  repopt model info --config B1 --mode target
+  repopt scales inspect RepOpt-VGG-B1-scales.pth --config B1";
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// List the adapters wgpu can see.
+    Devices(devices::DevicesArgs),
+    /// Describe model architectures.
+    #[command(subcommand)]
+    Model(model::ModelCommand),
+    /// Inspect and convert RepOptimizer scale files.
+    #[command(subcommand)]
+    Scales(scales::ScalesCommand),
+    /// Train a model (target, repvgg, csla or hs) with SGD, AdamW or a RepOptimizer.
+    Train(train::TrainCmd),
+    /// Evaluate a trained model on the test split.
+    Eval(eval::EvalCmd),
+    /// Convert a trained model to the plain deploy form, checking its outputs.
+    Convert(convert::ConvertCmd),
+}
+
+/// Opens the adapter the global --adapter flag selects.
+pub fn gpu(selector: &str) -> anyhow::Result<repopt::tensor::Gpu> {
+    Ok(repopt::tensor::Gpu::new(repopt::tensor::GpuOptions {
+        adapter: selector.parse().unwrap_or_default(),
+        ..Default::default()
+    })?)
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Devices(a) => devices::run(a),
+        Command::Model(c) => model::run(c),
+        Command::Scales(c) => scales::run(c),
+        Command::Train(c) => train::run(c, &cli.adapter),
+        Command::Eval(c) => eval::run(c, &cli.adapter),
+        Command::Convert(c) => convert::run(c, &cli.adapter),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

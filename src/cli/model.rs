@@ -1,0 +1,122 @@
+//! `repopt model info`.
+
+use clap::{Args, Subcommand};
+use repopt::models::info::model_info;
+use repopt::models::{Mode, VggConfig};
+
+#[derive(Subcommand)]
+pub enum ModelCommand {
+    /// Parameters, multiply-accumulates and per-stage output shapes of a configuration.
+    Info(InfoArgs),
+}
+
+/// Architecture selection shared by several commands.
+#[derive(Args, Clone, Debug)]
+pub struct ArchArgs {
+    /// A0, A1, B0, B1, B2, L1 or L2.
+    #[arg(long, default_value = "A0")]
+    pub config: String,
+    /// Blocks per stage, e.g. 1,2,2,1 (overrides the preset).
+    #[arg(long, value_delimiter = ',')]
+    pub num_blocks: Option<Vec<usize>>,
+    /// Width multipliers per stage, e.g. 0.25,0.25,0.25,0.5 (overrides the preset).
+    #[arg(long, value_delimiter = ',')]
+    pub widths: Option<Vec<f32>>,
+    /// Strides of stage 0 to 4, e.g. 1,1,2,2,2.
+    #[arg(long, value_delimiter = ',')]
+    pub strides: Option<Vec<usize>>,
+    /// Add a squeeze-excitation block after each ReLU.
+    #[arg(long)]
+    pub se: bool,
+}
+
+impl ArchArgs {
+    /// The configuration these flags describe for `in_channels` and `classes`.
+    pub fn config(&self, in_channels: usize, classes: usize) -> anyhow::Result<VggConfig> {
+        let mut c = VggConfig::preset(&self.config)?;
+        let custom =
+            self.num_blocks.is_some() || self.widths.is_some() || self.strides.is_some() || self.se;
+        check_len("--num-blocks", self.num_blocks.as_deref(), 4)?;
+        check_len("--widths", self.widths.as_deref(), 4)?;
+        check_len("--strides", self.strides.as_deref(), 5)?;
+        if let Some(b) = &self.num_blocks {
+            c.num_blocks = [b[0], b[1], b[2], b[3]];
+        }
+        if let Some(w) = &self.widths {
+            c.width_multipliers = [w[0], w[1], w[2], w[3]];
+        }
+        if let Some(s) = &self.strides {
+            c.strides = [s[0], s[1], s[2], s[3], s[4]];
+        }
+        if custom {
+            c.name = format!("{}-custom", c.name);
+        }
+        c.use_se = self.se;
+        c.in_channels = in_channels;
+        c.num_classes = classes;
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+#[derive(Args)]
+pub struct InfoArgs {
+    #[command(flatten)]
+    arch: ArchArgs,
+    /// target, repvgg, csla, hs or deploy.
+    #[arg(long, default_value = "target")]
+    mode: Mode,
+    /// Classes of the classifier.
+    #[arg(long, default_value_t = 1000)]
+    classes: usize,
+    /// Input channels.
+    #[arg(long, default_value_t = 3)]
+    in_channels: usize,
+    /// Square input resolution.
+    #[arg(long, default_value_t = 224)]
+    resolution: usize,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(cmd: &ModelCommand) -> anyhow::Result<()> {
+    let ModelCommand::Info(a) = cmd;
+    let config = a.arch.config(a.in_channels, a.classes)?;
+    let info = model_info(&config, a.mode, a.resolution)?;
+    if a.json {
+        println!("{}", serde_json::to_string(&info)?);
+        return Ok(());
+    }
+    println!(
+        "{} ({}), {}x{} input, {} classes",
+        info.config, info.mode, a.resolution, a.resolution, a.classes
+    );
+    println!(
+        "  parameters: {} ({:.1} M)",
+        info.params,
+        info.params as f64 / 1e6
+    );
+    println!(
+        "  multiply-accumulates: {} ({:.2} G)",
+        info.flops,
+        info.flops as f64 / 1e9
+    );
+    for s in &info.stages {
+        println!(
+            "  {:7} -> {} x {} x {}",
+            s.stage, s.channels, s.height, s.width
+        );
+    }
+    Ok(())
+}
+
+/// Checks a comma-separated list flag has exactly `n` values.
+pub fn check_len<T>(flag: &str, v: Option<&[T]>, n: usize) -> anyhow::Result<()> {
+    match v {
+        Some(v) if v.len() != n => {
+            anyhow::bail!("{flag} takes {n} comma-separated values, got {}", v.len())
+        }
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,109 @@
+//! `repopt scales inspect|convert`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use repopt::models::VggConfig;
+use repopt::models::scales::{Scales, read_named};
+
+#[derive(Subcommand)]
+pub enum ScalesCommand {
+    /// Mean s, t and u of every block (the data of the paper's Fig. 7).
+    Inspect(InspectArgs),
+    /// Convert a scale file (the authors' .pth or ours) to safetensors.
+    Convert(ConvertArgs),
+}
+
+#[derive(Args)]
+pub struct InspectArgs {
+    /// A .pth file of the authors or a .safetensors file written by `repopt search`.
+    file: PathBuf,
+    /// The configuration the scales are for (inferred from the file when omitted).
+    #[arg(long)]
+    config: Option<String>,
+    /// JSON lines {"block", "s", "t", "u"} instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct ConvertArgs {
+    /// Input scale file.
+    input: PathBuf,
+    /// Output safetensors file.
+    #[arg(short, long)]
+    output: PathBuf,
+    /// The configuration the scales are for (inferred from the file when omitted).
+    #[arg(long)]
+    config: Option<String>,
+}
+
+/// Reads scales, with the configuration named or else the preset (or saved config) they fit.
+fn load(file: &Path, config: Option<&str>) -> anyhow::Result<(Scales, VggConfig)> {
+    let named = read_named(file)?;
+    let origin = file.display().to_string();
+    if let Some(name) = config {
+        let cfg = VggConfig::preset(name)?;
+        return Ok((Scales::from_named(&named, &cfg, &origin)?, cfg));
+    }
+    if let Ok(meta) = repopt::models::checkpoint::load_tensors(file) {
+        if let Some(json) = meta.metadata.get("config") {
+            let cfg: VggConfig = serde_json::from_str(json)
+                .with_context(|| format!("{origin}: metadata 'config'"))?;
+            return Ok((Scales::from_named(&named, &cfg, &origin)?, cfg));
+        }
+    }
+    for name in VggConfig::preset_names() {
+        let cfg = VggConfig::preset(name)?;
+        if let Ok(s) = Scales::from_named(&named, &cfg, &origin) {
+            return Ok((s, cfg));
+        }
+    }
+    anyhow::bail!(
+        "{origin}: the scales fit none of the presets {}; name the configuration with --config",
+        VggConfig::preset_names().join(", ")
+    )
+}
+
+pub fn run(cmd: &ScalesCommand) -> anyhow::Result<()> {
+    match cmd {
+        ScalesCommand::Inspect(a) => {
+            let (scales, cfg) = load(&a.file, a.config.as_deref())?;
+            if a.json {
+                for b in scales.summary() {
+                    println!("{}", serde_json::to_string(&b)?);
+                }
+                return Ok(());
+            }
+            println!(
+                "{}: {} blocks of {} scales",
+                a.file.display(),
+                scales.blocks.len(),
+                cfg.name
+            );
+            println!(
+                "{:10} {:>10} {:>10} {:>10}",
+                "block", "mean s", "mean t", "mean u"
+            );
+            for b in scales.summary() {
+                let u =
+                    b.u.map(|u| format!("{u:10.4}"))
+                        .unwrap_or_else(|| format!("{:>10}", "-"));
+                println!("{:10} {:10.4} {:10.4} {u}", b.block, b.s, b.t);
+            }
+            Ok(())
+        }
+        ScalesCommand::Convert(a) => {
+            let (scales, cfg) = load(&a.input, a.config.as_deref())?;
+            scales.save(&a.output, &cfg)?;
+            println!(
+                "wrote {} blocks of {} scales to {}",
+                scales.blocks.len(),
+                cfg.name,
+                a.output.display()
+            );
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! `repopt train`, and the training flags `search` and `pipeline` share.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use repopt::models::Mode;
+use repopt::models::repoptimizer::IdentityInit;
+use repopt::train::TrainConfig;
+use repopt::train::config::{DatasetKind, OptimizerKind, ScalesSource};
+use repopt::train::data::Preset;
+use repopt::train::progress::ProgressReporter;
+use repopt::train::trainer::{files, train};
+
+use super::gpu;
+
+/// Flags that override a [`TrainConfig`] (all optional, so a config file can set them).
+#[derive(Args, Clone, Debug, Default)]
+pub struct TrainArgs {
+    /// TOML or JSON file with any of the settings below (flags override it).
+    #[arg(long, value_name = "FILE")]
+    pub config_file: Option<PathBuf>,
+    /// fashion-mnist, cifar10, cifar100 or folder.
+    #[arg(long)]
+    pub dataset: Option<DatasetKind>,
+    /// Dataset directory (default: /usr/share/datasets/fashion-mnist for Fashion-MNIST).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Resize images to this square resolution.
+    #[arg(long)]
+    pub resolution: Option<usize>,
+    /// Train on a fixed random subset of this many images.
+    #[arg(long)]
+    pub train_limit: Option<usize>,
+    /// Evaluate on a fixed random subset of this many images.
+    #[arg(long)]
+    pub test_limit: Option<usize>,
+    /// Augmentation preset: train (crop+flip+RandAugment), search (crop+flip) or eval (none).
+    #[arg(long)]
+    pub augment: Option<Preset>,
+    /// Data loader threads (0: one per core).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Architecture preset: A0, A1, B0, B1, B2, L1, L2.
+    #[arg(long = "config")]
+    pub arch: Option<String>,
+    /// Blocks per stage, e.g. 1,2,2,1.
+    #[arg(long, value_delimiter = ',')]
+    pub num_blocks: Option<Vec<usize>>,
+    /// Width multipliers per stage, e.g. 0.25,0.25,0.25,0.5.
+    #[arg(long, value_delimiter = ',')]
+    pub widths: Option<Vec<f32>>,
+    /// Strides of stage 0 to 4, e.g. 1,1,2,2,2.
+    #[arg(long, value_delimiter = ',')]
+    pub strides: Option<Vec<usize>>,
+    /// Squeeze-excitation after each ReLU.
+    #[arg(long)]
+    pub se: bool,
+    /// Block mode: target, repvgg, csla or hs.
+    #[arg(long)]
+    pub mode: Option<Mode>,
+    /// sgd, adamw, repopt-sgd or repopt-adamw.
+    #[arg(long)]
+    pub optimizer: Option<OptimizerKind>,
+    /// Scale file for a RepOptimizer (`repopt search` output, or the authors' .pth).
+    #[arg(long)]
+    pub scales: Option<PathBuf>,
+    /// Scales from: file, ones, hs-initial or channel-averaged (the paper's ablations).
+    #[arg(long)]
+    pub scales_source: Option<ScalesSource>,
+    /// RepOptimizer ablation: skip the re-initialisation.
+    #[arg(long)]
+    pub no_reinit: bool,
+    /// RepOptimizer ablation: skip the Grad Mults.
+    #[arg(long)]
+    pub no_grad_mult: bool,
+    /// Identity term of the re-initialisation: one or searched.
+    #[arg(long, value_parser = parse_identity)]
+    pub identity_init: Option<IdentityInit>,
+    /// Learning rate for a batch of --lr-batch images (scaled linearly to the batch size).
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Batch size the learning rate is given for.
+    #[arg(long)]
+    pub lr_batch: Option<usize>,
+    /// Warm-up epochs.
+    #[arg(long)]
+    pub warmup_epochs: Option<u64>,
+    /// Weight decay.
+    #[arg(long)]
+    pub weight_decay: Option<f32>,
+    /// SGD momentum.
+    #[arg(long)]
+    pub momentum: Option<f32>,
+    /// Plain instead of nesterov momentum.
+    #[arg(long)]
+    pub no_nesterov: bool,
+    /// Label smoothing.
+    #[arg(long)]
+    pub label_smoothing: Option<f32>,
+    /// Clip the gradient norm (refused with a RepOptimizer).
+    #[arg(long)]
+    pub clip_grad: Option<f32>,
+    /// Epochs.
+    #[arg(long)]
+    pub epochs: Option<u64>,
+    /// Batch size.
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Evaluation batch size.
+    #[arg(long)]
+    pub eval_batch_size: Option<usize>,
+    /// Seed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Output directory.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Log the loss every N steps.
+    #[arg(long)]
+    pub log_every: Option<u64>,
+    /// Stop after N steps in total (a checkpoint is written; --resume continues).
+    #[arg(long)]
+    pub stop_after_steps: Option<u64>,
+}
+
+fn parse_identity(s: &str) -> Result<IdentityInit, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "one" | "1" => Ok(IdentityInit::One),
+        "searched" => Ok(IdentityInit::Searched),
+        _ => Err(format!("'{s}': expected one or searched")),
+    }
+}
+
+impl TrainArgs {
+    /// `base` (or the config file, when given), overridden by the flags that were set.
+    pub fn resolve(&self, base: TrainConfig) -> anyhow::Result<TrainConfig> {
+        let mut c = match &self.config_file {
+            Some(f) => TrainConfig::from_file(f)?,
+            None => base,
+        };
+        macro_rules! set {
+            ($($field:ident),*) => { $( if let Some(v) = &self.$field { c.$field = v.clone().into(); } )* };
+        }
+        set!(
+            dataset,
+            resolution,
+            train_limit,
+            test_limit,
+            augment,
+            workers,
+            mode,
+            optimizer,
+            scales_source,
+            identity_init
+        );
+        set!(
+            lr,
+            lr_batch,
+            warmup_epochs,
+            weight_decay,
+            momentum,
+            label_smoothing,
+            epochs,
+            batch_size,
+            eval_batch_size,
+            seed,
+            log_every
+        );
+        if let Some(v) = &self.data_dir {
+            c.data_dir = Some(v.clone());
+        }
+        if let Some(v) = &self.scales {
+            c.scales = Some(v.clone());
+        }
+        if let Some(v) = self.clip_grad {
+            c.clip_grad = Some(v);
+        }
+        if let Some(v) = self.stop_after_steps {
+            c.stop_after_steps = Some(v);
+        }
+        if let Some(v) = &self.out {
+            c.out = v.clone();
+        }
+        if let Some(v) = &self.arch {
+            c.arch.preset = v.clone();
+        }
+        check_len("--num-blocks", self.num_blocks.as_deref(), 4)?;
+        check_len("--widths", self.widths.as_deref(), 4)?;
+        check_len("--strides", self.strides.as_deref(), 5)?;
+        if let Some(b) = &self.num_blocks {
+            c.arch.num_blocks = Some([b[0], b[1], b[2], b[3]]);
+        }
+        if let Some(w) = &self.widths {
+            c.arch.widths = Some([w[0], w[1], w[2], w[3]]);
+        }
+        if let Some(s) = &self.strides {
+            c.arch.strides = Some([s[0], s[1], s[2], s[3], s[4]]);
+        }
+        if self.se {
+            c.arch.se = true;
+        }
+        if self.no_reinit {
+            c.reinit = false;
+        }
+        if self.no_grad_mult {
+            c.grad_mult = false;
+        }
+        if self.no_nesterov {
+            c.nesterov = false;
+        }
+        Ok(c)
+    }
+}
+
+#[derive(Args)]
+#[command(after_help = "Examples:
+  repopt train --mode target --optimizer sgd --epochs 5 --out runs/target
+  repopt train --optimizer repopt-sgd --scales runs/search/scales.safetensors --out runs/repopt
+  repopt train --mode repvgg --config B1 --dataset cifar100 --data-dir data/cifar-100-binary
+  repopt train --out runs/repopt --resume")]
+pub struct TrainCmd {
+    #[command(flatten)]
+    pub args: TrainArgs,
+    /// Continue from the run's checkpoint (or the checkpoint given).
+    #[arg(long, num_args = 0..=1, value_name = "CHECKPOINT")]
+    pub resume: Option<Option<PathBuf>>,
+}
+
+/// Defaults of `repopt train` when no flags are given: a short run of the default model.
+pub fn train_defaults() -> TrainConfig {
+    TrainConfig {
+        out: PathBuf::from("runs/train"),
+        ..TrainConfig::default()
+    }
+}
+
+pub fn run(cmd: &TrainCmd, adapter: &str) -> anyhow::Result<()> {
+    let cfg = cmd.args.resolve(train_defaults())?;
+    let resume = cmd
+        .resume
+        .as_ref()
+        .map(|p| p.clone().unwrap_or_else(|| cfg.out.join(files::CHECKPOINT)));
+    let gpu = gpu(adapter)?;
+    eprintln!(
+        "training on {} -> {}",
+        gpu.adapter().name,
+        cfg.out.display()
+    );
+    let summary = train(
+        &gpu,
+        &cfg,
+        resume.as_deref(),
+        &mut ProgressReporter::new("train"),
+    )?;
+    println!("{}", serde_json::to_string(&summary)?);
+    Ok(())
+}
+
+/// Checks a comma-separated list flag has exactly `n` values.
+pub fn check_len<T>(flag: &str, v: Option<&[T]>, n: usize) -> anyhow::Result<()> {
+    match v {
+        Some(v) if v.len() != n => {
+            anyhow::bail!("{flag} takes {n} comma-separated values, got {}", v.len())
+        }
+        _ => Ok(()),
+    }
+}
