@@ -25,7 +25,7 @@ struct Params {
     cpad: u32,            // channel count of packed weights, a multiple of 16
     splits: u32,          // weight gradient: number of partial sums over output rows
     rows_per_split: u32,  // weight gradient: output rows (n, oh) per partial sum
-    _pad0: u32,
+    phase: u32,           // (used by conv_subgroup.wgsl)
     _pad1: u32,
     _pad2: u32,
 }

@@ -25,7 +25,7 @@ struct Params {
     cpad: u32,
     splits: u32,
     rows_per_split: u32,
-    _pad0: u32,
+    phase: u32,       // stride-2 input gradient: parity class (2 * row parity + column parity)
     _pad1: u32,
     _pad2: u32,
 }
@@ -64,6 +64,13 @@ fn spread(lo: f32, hi: f32, xa: f32, xb: f32, acc: Acc) -> Acc {
 fn to_array(a0: vec4<f32>, a1: vec4<f32>, a2: vec4<f32>, a3: vec4<f32>) -> array<f32, 16> {
     return array<f32, 16>(a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w,
                           a2.x, a2.y, a2.z, a2.w, a3.x, a3.y, a3.z, a3.w);
+}
+
+// Whether every invocation of this subgroup lies past `total` work items (of one per
+// invocation): such a subgroup can return at once, since subgroup operations only involve
+// the subgroup's own invocations. (Otherwise it works on clamped items and stores nothing.)
+fn subgroup_idle(ids: Ids, size: u32, total: u32) -> bool {
+    return group_index(ids) * size + ids.sg_id * ids.sg_size >= total;
 }
 
 // A pair of horizontally adjacent pixels of an n x rows x cols grid.
@@ -117,34 +124,45 @@ fn fwd_store(acc: Acc, pr: Pair, co0: u32) {
     }
 }
 
+// One kernel row of taps for both pixels. The pixels are `stride` apart, so their inputs
+// overlap: with stride 1 the row needs 4 distinct inputs rather than 6, with stride 2, 5.
+fn fwd_row(acc: Acc, plane: u32, ih: i32, iwa: i32, w_lo: u32, w_hi: u32) -> Acc {
+    let x0 = x_at(plane, ih, iwa);
+    let x1 = x_at(plane, ih, iwa + 1);
+    let x2 = x_at(plane, ih, iwa + 2);
+    let x3 = x_at(plane, ih, iwa + 3);
+    var b0 = x1;
+    var b1 = x2;
+    var b2 = x3;
+    if p.stride == 2u {
+        b0 = x2;
+        b1 = x3;
+        b2 = x_at(plane, ih, iwa + 4);
+    }
+    var a = spread(wt[w_lo], wt[w_hi], x0, b0, acc);
+    a = spread(wt[w_lo + 1u], wt[w_hi + 1u], x1, b1, a);
+    return spread(wt[w_lo + 2u], wt[w_hi + 2u], x2, b2, a);
+}
+
 // Grid: x/y fold blocks of 64 pixel pairs, z = block of 16 output channels.
+// Stride 1 or 2 (the pair's second pixel is `stride` inputs to the right).
 @compute @workgroup_size(64)
 fn conv3_forward(ids: Ids) {
-    let wg = ids.wg;
-    let nwg = ids.nwg;
-    let lid = local_index(ids);
-    let sg = ids.sg_lane;
-    let pr = pair_of(wg, nwg, lid, p.oh, p.ow);
-    let co0 = wg.z * 16u;
-    let lane = sg & 7u;
+    if subgroup_idle(ids, 64u, p.n * p.oh * ((p.ow + 1u) / 2u)) { return; }
+    let pr = pair_of(ids.wg, ids.nwg, local_index(ids), p.oh, p.ow);
+    let co0 = ids.wg.z * 16u;
+    let lane = ids.sg_lane & 7u;
     let kk = p.ci * 9u;
     var wlo = min(co0 + lane, p.co - 1u) * kk;
     var whi = min(co0 + 8u + lane, p.co - 1u) * kk;
     let ih0 = i32(pr.row * p.stride) - i32(p.pad);
     let iwa = i32(pr.col * p.stride) - i32(p.pad);
-    let iwb = iwa + i32(p.stride);
     var plane = pr.n * p.ci * p.h * p.w;
     var acc = zero_acc();
     for (var c = 0u; c < p.ci; c++) {
-        acc = fwd_tap(acc, plane, ih0, iwa, iwb, wlo, whi);
-        acc = fwd_tap(acc, plane, ih0, iwa + 1, iwb + 1, wlo + 1u, whi + 1u);
-        acc = fwd_tap(acc, plane, ih0, iwa + 2, iwb + 2, wlo + 2u, whi + 2u);
-        acc = fwd_tap(acc, plane, ih0 + 1, iwa, iwb, wlo + 3u, whi + 3u);
-        acc = fwd_tap(acc, plane, ih0 + 1, iwa + 1, iwb + 1, wlo + 4u, whi + 4u);
-        acc = fwd_tap(acc, plane, ih0 + 1, iwa + 2, iwb + 2, wlo + 5u, whi + 5u);
-        acc = fwd_tap(acc, plane, ih0 + 2, iwa, iwb, wlo + 6u, whi + 6u);
-        acc = fwd_tap(acc, plane, ih0 + 2, iwa + 1, iwb + 1, wlo + 7u, whi + 7u);
-        acc = fwd_tap(acc, plane, ih0 + 2, iwa + 2, iwb + 2, wlo + 8u, whi + 8u);
+        acc = fwd_row(acc, plane, ih0, iwa, wlo, whi);
+        acc = fwd_row(acc, plane, ih0 + 1, iwa, wlo + 3u, whi + 3u);
+        acc = fwd_row(acc, plane, ih0 + 2, iwa, wlo + 6u, whi + 6u);
         wlo += 9u;
         whi += 9u;
         plane += p.h * p.w;
@@ -158,6 +176,7 @@ fn conv1_forward(ids: Ids) {
     let nwg = ids.nwg;
     let lid = local_index(ids);
     let sg = ids.sg_lane;
+    if subgroup_idle(ids, 64u, p.n * p.oh * ((p.ow + 1u) / 2u)) { return; }
     let pr = pair_of(wg, nwg, lid, p.oh, p.ow);
     let co0 = wg.z * 16u;
     let lane = sg & 7u;
@@ -212,34 +231,44 @@ fn in_store(acc: Acc, pr: Pair, ci0: u32) {
     }
 }
 
-// Grid: x/y fold blocks of 64 input-pixel pairs, z = block of 16 input channels.
+fn dy_val(plane: u32, oh: i32, ow: i32) -> f32 {
+    let ok = oh >= 0 && oh < i32(p.oh) && ow >= 0 && ow < i32(p.ow);
+    return select(0.0, dy[select(0u, plane + u32(oh) * p.ow + u32(ow), ok)], ok);
+}
+
+// One kernel row (kh) of a stride-1 input gradient for input pixels (ih, iw) and (ih, iw + 1):
+// tap kw reaches output column iw + pad - kw, so the two pixels share three of their
+// four output-gradient values.
+fn in_row_s1(acc: Acc, plane: u32, oh: i32, c0: i32, w_lo: u32, w_hi: u32) -> Acc {
+    let d0 = dy_val(plane, oh, c0 - 2);
+    let d1 = dy_val(plane, oh, c0 - 1);
+    let d2 = dy_val(plane, oh, c0);
+    let d3 = dy_val(plane, oh, c0 + 1);
+    var a = spread(wb[w_lo], wb[w_hi], d2, d3, acc);
+    a = spread(wb[w_lo + 1u], wb[w_hi + 1u], d1, d2, a);
+    return spread(wb[w_lo + 2u], wb[w_hi + 2u], d0, d1, a);
+}
+
+// Stride-1 input gradient. Grid: x/y fold blocks of 64 input-pixel pairs, z = block of 16
+// input channels.
 @compute @workgroup_size(64)
 fn conv3_backward_input(ids: Ids) {
-    let wg = ids.wg;
-    let nwg = ids.nwg;
-    let lid = local_index(ids);
-    let sg = ids.sg_lane;
-    let pr = pair_of(wg, nwg, lid, p.h, p.w);
-    let ci0 = wg.z * 16u;
-    let lane = sg & 7u;
+    if subgroup_idle(ids, 64u, p.n * p.h * ((p.w + 1u) / 2u)) { return; }
+    let pr = pair_of(ids.wg, ids.nwg, local_index(ids), p.h, p.w);
+    let ci0 = ids.wg.z * 16u;
+    let lane = ids.sg_lane & 7u;
     // w[co, ci, tap] for this invocation's input channel, stepping through co.
     var wlo = min(ci0 + lane, p.ci - 1u) * 9u;
     var whi = min(ci0 + 8u + lane, p.ci - 1u) * 9u;
     let step = p.ci * 9u;
-    let ih = pr.row;
-    let iw = pr.col;
+    let oh0 = i32(pr.row + p.pad);
+    let c0 = i32(pr.col + p.pad);
     var plane = pr.n * p.co * p.oh * p.ow;
     var acc = zero_acc();
     for (var c = 0u; c < p.co; c++) {
-        acc = in_tap(acc, plane, ih, iw, 0u, 0u, wlo, whi);
-        acc = in_tap(acc, plane, ih, iw, 0u, 1u, wlo + 1u, whi + 1u);
-        acc = in_tap(acc, plane, ih, iw, 0u, 2u, wlo + 2u, whi + 2u);
-        acc = in_tap(acc, plane, ih, iw, 1u, 0u, wlo + 3u, whi + 3u);
-        acc = in_tap(acc, plane, ih, iw, 1u, 1u, wlo + 4u, whi + 4u);
-        acc = in_tap(acc, plane, ih, iw, 1u, 2u, wlo + 5u, whi + 5u);
-        acc = in_tap(acc, plane, ih, iw, 2u, 0u, wlo + 6u, whi + 6u);
-        acc = in_tap(acc, plane, ih, iw, 2u, 1u, wlo + 7u, whi + 7u);
-        acc = in_tap(acc, plane, ih, iw, 2u, 2u, wlo + 8u, whi + 8u);
+        acc = in_row_s1(acc, plane, oh0, c0, wlo, whi);
+        acc = in_row_s1(acc, plane, oh0 - 1, c0, wlo + 3u, whi + 3u);
+        acc = in_row_s1(acc, plane, oh0 - 2, c0, wlo + 6u, whi + 6u);
         wlo += step;
         whi += step;
         plane += p.oh * p.ow;
@@ -253,6 +282,7 @@ fn conv1_backward_input(ids: Ids) {
     let nwg = ids.nwg;
     let lid = local_index(ids);
     let sg = ids.sg_lane;
+    if subgroup_idle(ids, 64u, p.n * p.h * ((p.w + 1u) / 2u)) { return; }
     let pr = pair_of(wg, nwg, lid, p.h, p.w);
     let ci0 = wg.z * 16u;
     let lane = sg & 7u;
@@ -267,6 +297,66 @@ fn conv1_backward_input(ids: Ids) {
         plane += p.oh * p.ow;
     }
     in_store(acc, pr, ci0);
+}
+
+// Stride 2: an input pixel receives gradient only through the taps whose parity matches
+// its own (ih + pad - kh even), so masking every tap wastes three quarters of the work.
+// Instead each dispatch takes one parity class of input pixels (p.phase), for which the
+// valid taps are the same for every invocation, and loops over those taps alone. An
+// invocation owns two same-parity pixels of a row (two columns apart).
+@compute @workgroup_size(64)
+fn conv3_backward_input_s2(ids: Ids) {
+    let ph = p.phase / 2u;
+    let pw = p.phase % 2u;
+    let rows = (p.h - ph + 1u) / 2u;
+    let cols = (p.w - pw + 1u) / 2u;
+    if subgroup_idle(ids, 64u, p.n * rows * ((cols + 1u) / 2u)) { return; }
+    let pr = pair_of(ids.wg, ids.nwg, local_index(ids), rows, cols);
+    let ih = 2u * pr.row + ph;
+    let iwa = 2u * pr.col + pw;
+    let ci0 = ids.wg.z * 16u;
+    let lane = ids.sg_lane & 7u;
+    let wlo0 = min(ci0 + lane, p.ci - 1u) * 9u;
+    let whi0 = min(ci0 + 8u + lane, p.ci - 1u) * 9u;
+    let step = p.ci * 9u;
+    let kh0 = (ph + p.pad) % 2u;
+    let kw0 = (pw + p.pad) % 2u;
+    var plane = pr.n * p.co * p.oh * p.ow;
+    var wlo = wlo0;
+    var whi = whi0;
+    var acc = zero_acc();
+    for (var c = 0u; c < p.co; c++) {
+        for (var kh = kh0; kh < 3u; kh += 2u) {
+            let th = i32(ih + p.pad) - i32(kh);
+            let oh = th / 2;
+            let row_ok = th >= 0 && oh < i32(p.oh);
+            let grow = plane + u32(max(oh, 0)) * p.ow;
+            for (var kw = kw0; kw < 3u; kw += 2u) {
+                let tw = i32(iwa + p.pad) - i32(kw);
+                let owa = tw / 2;
+                let oka = row_ok && tw >= 0 && owa < i32(p.ow);
+                let okb = row_ok && owa + 1 < i32(p.ow);
+                let ga = select(0.0, dy[select(0u, grow + u32(owa), oka)], oka);
+                let gb = select(0.0, dy[select(0u, grow + u32(owa + 1), okb)], okb);
+                let tap = kh * 3u + kw;
+                acc = spread(wb[wlo + tap], wb[whi + tap], ga, gb, acc);
+            }
+        }
+        wlo += step;
+        whi += step;
+        plane += p.oh * p.ow;
+    }
+    let hw = p.h * p.w;
+    let base = (pr.n * p.ci + ci0) * hw + ih * p.w + iwa;
+    let count = min(16u, p.ci - ci0);
+    let va = to_array(acc.a0, acc.a1, acc.a2, acc.a3);
+    let vb = to_array(acc.b0, acc.b1, acc.b2, acc.b3);
+    for (var j = 0u; j < 16u; j++) {
+        if j < count {
+            if pr.first { dx[base + j * hw] = va[j]; }
+            if pr.second { dx[base + j * hw + 2u] = vb[j]; }
+        }
+    }
 }
 
 // ---- weight gradient ----------------------------------------------------------------------------
@@ -297,6 +387,7 @@ fn conv3_backward_weight(ids: Ids) {
     let lid = local_index(ids);
     let sg = ids.sg_lane;
     let rows3 = p.ci * 3u;
+    if wg.x * 64u + ids.sg_id * ids.sg_size >= rows3 { return; }
     let rr = wg.x * 64u + lid;
     let rc = min(rr, rows3 - 1u);
     let ci = rc / 3u;
@@ -359,6 +450,7 @@ fn conv1_backward_weight(ids: Ids) {
     let wg = ids.wg;
     let lid = local_index(ids);
     let sg = ids.sg_lane;
+    if wg.x * 64u + ids.sg_id * ids.sg_size >= p.ci { return; }
     let rr = wg.x * 64u + lid;
     let ci = min(rr, p.ci - 1u);
     let co0 = wg.y * 8u;

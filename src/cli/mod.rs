@@ -8,7 +8,9 @@ mod convert;
 mod devices;
 mod eval;
 mod model;
+mod pipeline;
 mod scales;
+mod search;
 mod train;
 
 /// RepOptimizers and RepOpt-VGG on any Vulkan, Metal or DX12 GPU (or the CPU via lavapipe).
@@ -24,6 +26,7 @@ pub struct Cli {
 }
 
 const EXAMPLES: &str = "Examples:
+  repopt pipeline                 # search, train RepOpt-VGG and baselines, compare (Fashion-MNIST)
   repopt devices
   repopt model info --config B1 --mode target
   repopt scales inspect RepOpt-VGG-B1-scales.pth --config B1";
@@ -38,6 +41,10 @@ pub enum Command {
     /// Inspect and convert RepOptimizer scale files.
     #[command(subcommand)]
     Scales(scales::ScalesCommand),
+    /// The main job: Hyper-Search, then RepOpt-VGG vs. plain SGD vs. RepVGG over seeds.
+    Pipeline(pipeline::PipelineCmd),
+    /// Hyper-Search: train the HS model and save its scales for a RepOptimizer.
+    Search(search::SearchCmd),
     /// Train a model (target, repvgg, csla or hs) with SGD, AdamW or a RepOptimizer.
     Train(train::TrainCmd),
     /// Evaluate a trained model on the test split.
@@ -60,6 +67,8 @@ pub fn main() -> ExitCode {
         Command::Devices(a) => devices::run(a),
         Command::Model(c) => model::run(c),
         Command::Scales(c) => scales::run(c),
+        Command::Pipeline(c) => pipeline::run(c, &cli.adapter),
+        Command::Search(c) => search::run(c, &cli.adapter),
         Command::Train(c) => train::run(c, &cli.adapter),
         Command::Eval(c) => eval::run(c, &cli.adapter),
         Command::Convert(c) => convert::run(c, &cli.adapter),

@@ -67,6 +67,7 @@ pub mod shaders {
     shader!(CONV, "conv.wgsl", true);
     shader!(CONV_SUBGROUP, "conv_subgroup.wgsl", true, true);
     shader!(MATMUL, "matmul.wgsl", true);
+    shader!(MATMUL_SUBGROUP, "matmul_subgroup.wgsl", true, true);
     shader!(BATCHNORM, "batchnorm.wgsl", false);
     shader!(REDUCE, "reduce.wgsl", false);
     shader!(LOSS, "loss.wgsl", false);
@@ -79,6 +80,7 @@ pub mod shaders {
         &CONV,
         &CONV_SUBGROUP,
         &MATMUL,
+        &MATMUL_SUBGROUP,
         &BATCHNORM,
         &REDUCE,
         &LOSS,

@@ -18,6 +18,9 @@ const CONV_SHAPES: &[([usize; 4], usize, usize, usize)] = &[
     ([2, 16, 5, 5], 16, 3, 2),
     ([5, 48, 8, 8], 48, 3, 1),
     ([4, 3, 15, 15], 64, 3, 2),
+    // Stride 2 where a parity class of input pixels is empty.
+    ([2, 5, 1, 6], 4, 3, 2),
+    ([1, 9, 2, 1], 17, 3, 2),
 ];
 
 #[test]
@@ -567,38 +570,40 @@ fn global_avg_pool_matches_reference_and_finite_differences() {
 
 #[test]
 fn linear_and_matmul_match_reference_and_finite_differences() {
-    let gpu = gpu();
-    for (i, (n, k, o)) in [
-        (1usize, 1usize, 1usize),
-        (3, 17, 10),
-        (33, 64, 257),
-        (5, 300, 3),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        let (xd, wd, bd) = (data(n * k, 500 + i as u64), data(o * k, 501), data(o, 502));
-        let x = Tensor::from_slice(&gpu, &xd, &[n, k]).unwrap();
-        let w = Tensor::from_slice(&gpu, &wd, &[o, k]).unwrap();
-        let b = Tensor::from_slice(&gpu, &bd, &[o]).unwrap();
-        let want = cpu::linear(&f64s(&xd), n, k, &f64s(&wd), o, &f64s(&bd));
-        assert_close(
-            "linear",
-            &ops::linear(&x, &w, &b).unwrap().to_vec().unwrap(),
-            &want,
-            1e-4,
-            1e-4,
-        );
-        let bm = data(k * o, 503);
-        let tb = Tensor::from_slice(&gpu, &bm, &[k, o]).unwrap();
-        let want = cpu::matmul(&f64s(&xd), &f64s(&bm), n, k, o);
-        assert_close(
-            "matmul",
-            &ops::matmul(&x, &tb).unwrap().to_vec().unwrap(),
-            &want,
-            1e-4,
-            1e-4,
-        );
+    for (family, gpu) in kernel_families() {
+        let _ = family;
+        for (i, (n, k, o)) in [
+            (1usize, 1usize, 1usize),
+            (3, 17, 10),
+            (33, 64, 257),
+            (5, 300, 3),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let (xd, wd, bd) = (data(n * k, 500 + i as u64), data(o * k, 501), data(o, 502));
+            let x = Tensor::from_slice(&gpu, &xd, &[n, k]).unwrap();
+            let w = Tensor::from_slice(&gpu, &wd, &[o, k]).unwrap();
+            let b = Tensor::from_slice(&gpu, &bd, &[o]).unwrap();
+            let want = cpu::linear(&f64s(&xd), n, k, &f64s(&wd), o, &f64s(&bd));
+            assert_close(
+                "linear",
+                &ops::linear(&x, &w, &b).unwrap().to_vec().unwrap(),
+                &want,
+                1e-4,
+                1e-4,
+            );
+            let bm = data(k * o, 503);
+            let tb = Tensor::from_slice(&gpu, &bm, &[k, o]).unwrap();
+            let want = cpu::matmul(&f64s(&xd), &f64s(&bm), n, k, o);
+            assert_close(
+                "matmul",
+                &ops::matmul(&x, &tb).unwrap().to_vec().unwrap(),
+                &want,
+                1e-4,
+                1e-4,
+            );
+        }
     }
     gradcheck(
         "linear",

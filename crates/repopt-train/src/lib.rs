@@ -11,8 +11,11 @@ pub mod datasets;
 mod error;
 pub mod evaluate;
 pub mod metrics;
+pub mod pipeline;
 pub mod progress;
+pub mod report;
 pub mod schedule;
+pub mod search;
 pub mod trainer;
 
 pub use config::TrainConfig;

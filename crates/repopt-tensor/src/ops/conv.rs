@@ -46,7 +46,8 @@ struct ConvParams {
     cpad: u32,
     splits: u32,
     rows_per_split: u32,
-    _pad: [u32; 3],
+    phase: u32,
+    _pad: [u32; 2],
 }
 
 /// The geometry of one convolution, checked once and shared by its kernels.
@@ -206,7 +207,32 @@ pub(crate) fn forward_raw(x: &Tensor, w: &Tensor, s: &ConvShape) -> Result<Tenso
 
 /// Input-gradient kernel only: `dx = conv_transpose(dy, w)`.
 pub(crate) fn backward_input_raw(dy: &Tensor, w: &Tensor, s: &ConvShape) -> Result<Tensor> {
-    if dy.gpu().uses_subgroup_kernels() {
+    if dy.gpu().uses_subgroup_kernels() && s.k == 3 && s.cfg.stride == 2 {
+        // One dispatch per parity class of input pixels; each covers its own pixels.
+        let dx = Tensor::empty(dy.gpu(), &[s.n, s.ci, s.h, s.w], DType::F32)?;
+        for phase in 0..4u32 {
+            let (ph, pw) = ((phase / 2) as usize, (phase % 2) as usize);
+            let rows = (s.h + 1 - ph) / 2;
+            let cols = (s.w + 1 - pw) / 2;
+            if rows == 0 || cols == 0 {
+                continue;
+            }
+            let mut p = s.params(0);
+            p.phase = phase;
+            let grid = pair_grid(dy, s.n, rows, cols, s.ci.div_ceil(TC));
+            dy.gpu().launch(
+                &CONV_SUBGROUP,
+                "conv3_backward_input_s2",
+                bytemuck::bytes_of(&p),
+                &[dy.buffer(), w.buffer(), dx.buffer()],
+                grid,
+            );
+        }
+        return Ok(dx);
+    }
+    // The subgroup kernels cover stride 1 (both sizes) and 1x1 at any stride; other cases
+    // use the plain kernel below.
+    if dy.gpu().uses_subgroup_kernels() && (s.k == 1 || s.cfg.stride == 1) {
         let dx = Tensor::empty(dy.gpu(), &[s.n, s.ci, s.h, s.w], DType::F32)?;
         let grid = pair_grid(dy, s.n, s.h, s.w, s.ci.div_ceil(TC));
         let entry = if s.k == 3 {

@@ -5,7 +5,7 @@ use bytemuck::{Pod, Zeroable};
 use super::elementwise::channel_reduce;
 use super::{as_u32, expect_rank};
 use crate::error::{Error, Result};
-use crate::launch::shaders::MATMUL;
+use crate::launch::shaders::{MATMUL, MATMUL_SUBGROUP};
 use crate::tensor::{DType, Tensor};
 
 #[repr(C)]
@@ -57,7 +57,12 @@ pub(crate) fn matmul_raw(
     k: usize,
     bias: Option<&Tensor>,
 ) -> Result<Tensor> {
-    let row_blocks = m.div_ceil(4);
+    let subgroups = a.gpu().uses_subgroup_kernels();
+    let row_blocks = if subgroups {
+        m.div_ceil(16)
+    } else {
+        m.div_ceil(4)
+    };
     if row_blocks > a.gpu().limits().max_compute_workgroups_per_dimension as usize {
         return Err(Error::shape(
             "matmul",
@@ -86,8 +91,13 @@ pub(crate) fn matmul_raw(
     };
     let c = Tensor::empty(a.gpu(), &[m, n], DType::F32)?;
     let gpu = a.gpu();
+    let (shader, columns_per_group) = if subgroups {
+        (&MATMUL_SUBGROUP, 128)
+    } else {
+        (&MATMUL, 256)
+    };
     gpu.launch(
-        &MATMUL,
+        shader,
         "matmul",
         bytemuck::bytes_of(&p),
         &[
@@ -96,7 +106,7 @@ pub(crate) fn matmul_raw(
             bias.unwrap_or(a).buffer(),
             c.buffer(),
         ],
-        [n.div_ceil(256) as u32, row_blocks as u32, 1],
+        [n.div_ceil(columns_per_group) as u32, row_blocks as u32, 1],
     );
     Ok(c)
 }

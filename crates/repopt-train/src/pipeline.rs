@@ -1,0 +1,416 @@
+//! The main job: Hyper-Search, then RepOpt-VGG trained with the searched scales beside the
+//! baselines it is meant to match (the plain model with SGD, and RepVGG), over several
+//! seeds, summarised in a table.
+
+use std::path::{Path, PathBuf};
+
+use repopt_models::Mode;
+use repopt_tensor::Gpu;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{OptimizerKind, ScalesSource, TrainConfig};
+use crate::error::{Result, TrainError};
+use crate::metrics::read_metrics;
+use crate::report::{markdown_table, plot_training};
+use crate::search::{hyper_search, search_config};
+use crate::trainer::{Observer, RunSummary, files, train};
+
+/// Settings of a pipeline.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Dataset, architecture and optimisation shared by every training run.
+    pub train: TrainConfig,
+    /// Epochs of the Hyper-Search run.
+    pub search_epochs: u64,
+    /// Training images of the Hyper-Search run (None: the training runs' setting).
+    pub search_train_limit: Option<usize>,
+    /// One training run per model per seed (the search uses the first).
+    pub seeds: Vec<u64>,
+    /// Search on another dataset than the training runs (the paper searches on CIFAR-100).
+    pub search_dataset: Option<crate::config::DatasetKind>,
+    /// Directory of the search dataset.
+    pub search_data_dir: Option<PathBuf>,
+    /// Resolution of the search images (None: the training runs').
+    pub search_resolution: Option<usize>,
+    /// Output directory.
+    pub out: PathBuf,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            train: TrainConfig::default(),
+            search_epochs: 2,
+            search_train_limit: None,
+            seeds: vec![0, 1, 2],
+            search_dataset: None,
+            search_data_dir: None,
+            search_resolution: None,
+            out: PathBuf::from("runs/pipeline"),
+        }
+    }
+}
+
+/// Named starting points for `repopt pipeline --preset`.
+pub const PRESETS: &[(&str, &str)] = &[
+    (
+        "quick",
+        "the default: a small RepOpt-VGG on Fashion-MNIST sized to finish within 20 minutes on a 2-core CPU",
+    ),
+    (
+        "a0",
+        "RepOpt-VGG-A0 on Fashion-MNIST at 32x32, 30 epochs (for a GPU)",
+    ),
+    (
+        "b1",
+        "the paper's recipe: B1, search on CIFAR-100 (240 epochs), train on an ImageNet-style folder at 224x224 (120 epochs)",
+    ),
+];
+
+/// The pipeline settings of a preset.
+pub fn preset(name: &str) -> Result<PipelineConfig> {
+    let quick_arch = crate::config::ArchConfig {
+        preset: "A0".into(),
+        num_blocks: Some([1, 2, 2, 1]),
+        widths: Some([0.25, 0.25, 0.25, 0.25]),
+        strides: Some([1, 2, 2, 2, 2]),
+        se: false,
+    };
+    Ok(match name {
+        "quick" => PipelineConfig {
+            train: TrainConfig {
+                arch: quick_arch,
+                train_limit: Some(12_000),
+                test_limit: Some(2_000),
+                epochs: 3,
+                warmup_epochs: 1,
+                batch_size: 64,
+                lr: 0.2,
+                weight_decay: 1e-4,
+                augment: crate::data::Preset::Search,
+                out: PathBuf::from("runs/pipeline"),
+                ..TrainConfig::default()
+            },
+            search_epochs: 3,
+            search_train_limit: None,
+            seeds: vec![0, 1, 2],
+            out: PathBuf::from("runs/pipeline"),
+            ..PipelineConfig::default()
+        },
+        "a0" => PipelineConfig {
+            train: TrainConfig {
+                arch: crate::config::ArchConfig::default(),
+                resolution: Some(32),
+                epochs: 30,
+                warmup_epochs: 2,
+                batch_size: 128,
+                augment: crate::data::Preset::Search,
+                ..TrainConfig::default()
+            },
+            search_epochs: 30,
+            out: PathBuf::from("runs/pipeline-a0"),
+            ..PipelineConfig::default()
+        },
+        "b1" => PipelineConfig {
+            train: TrainConfig {
+                dataset: crate::config::DatasetKind::Folder,
+                data_dir: Some(PathBuf::from("data/imagenet")),
+                resolution: Some(224),
+                arch: crate::config::ArchConfig {
+                    preset: "B1".into(),
+                    ..Default::default()
+                },
+                epochs: 120,
+                batch_size: 256,
+                ..TrainConfig::default()
+            },
+            search_epochs: 240,
+            search_dataset: Some(crate::config::DatasetKind::Cifar100),
+            search_data_dir: Some(PathBuf::from("data/cifar-100-binary")),
+            search_resolution: Some(32),
+            seeds: vec![0],
+            out: PathBuf::from("runs/pipeline-b1"),
+            ..PipelineConfig::default()
+        },
+        other => {
+            return Err(TrainError::Config(format!(
+                "unknown pipeline preset '{other}' (expected one of: {})",
+                PRESETS.iter().map(|p| p.0).collect::<Vec<_>>().join(", ")
+            )));
+        }
+    })
+}
+
+/// One model of the comparison.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Contender {
+    /// Row label.
+    pub label: &'static str,
+    /// Directory name prefix.
+    pub key: &'static str,
+    /// Block mode.
+    pub mode: Mode,
+    /// Optimizer.
+    pub optimizer: OptimizerKind,
+}
+
+/// RepOpt-VGG and its two baselines.
+pub const CONTENDERS: [Contender; 3] = [
+    Contender {
+        label: "RepOpt-VGG (RepOptimizer-SGD, searched scales)",
+        key: "repopt",
+        mode: Mode::Target,
+        optimizer: OptimizerKind::RepoptSgd,
+    },
+    Contender {
+        label: "plain VGG (SGD)",
+        key: "target",
+        mode: Mode::Target,
+        optimizer: OptimizerKind::Sgd,
+    },
+    Contender {
+        label: "RepVGG (SGD)",
+        key: "repvgg",
+        mode: Mode::Repvgg,
+        optimizer: OptimizerKind::Sgd,
+    },
+];
+
+/// A row of the comparison: one contender over all seeds.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Row {
+    /// Label.
+    pub model: String,
+    /// Block mode during training.
+    pub mode: String,
+    /// Optimizer.
+    pub optimizer: String,
+    /// Seeds.
+    pub seeds: Vec<u64>,
+    /// Final top-1 per seed.
+    pub top1: Vec<f64>,
+    /// Mean top-1.
+    pub top1_mean: f64,
+    /// Sample standard deviation of top-1 (0 for one seed).
+    pub top1_std: f64,
+    /// Mean final top-5.
+    pub top5_mean: f64,
+    /// Mean training throughput.
+    pub images_per_s: f64,
+    /// Mean training time in seconds.
+    pub train_seconds: f64,
+    /// Trainable parameters during training.
+    pub params: usize,
+}
+
+/// The pipeline's outcome.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Report {
+    /// Dataset.
+    pub dataset: String,
+    /// Architecture.
+    pub model: String,
+    /// Rows.
+    pub rows: Vec<Row>,
+    /// The scale file the RepOptimizer used.
+    pub scales: PathBuf,
+    /// Seconds the whole pipeline took.
+    pub seconds: f64,
+}
+
+fn mean_std(v: &[f64]) -> (f64, f64) {
+    let n = v.len().max(1) as f64;
+    let mean = v.iter().sum::<f64>() / n;
+    let var = if v.len() > 1 {
+        v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)
+    } else {
+        0.0
+    };
+    (mean, var.sqrt())
+}
+
+/// A finished run in `dir` trained with exactly `cfg`, if there is one (so an interrupted
+/// pipeline picks up where it stopped).
+fn finished(cfg: &TrainConfig) -> Option<RunSummary> {
+    let saved = TrainConfig::from_file(&cfg.out.join(files::CONFIG)).ok()?;
+    if &saved != cfg {
+        return None;
+    }
+    let text = std::fs::read_to_string(cfg.out.join(files::SUMMARY)).ok()?;
+    let s: RunSummary = serde_json::from_str(&text).ok()?;
+    (!s.stopped_early && s.epochs == cfg.epochs).then_some(s)
+}
+
+/// Progress reporting for the runs of a pipeline, one observer per run.
+pub trait Reporter {
+    /// The observer for run `label`.
+    fn observer(&mut self, label: &str) -> Box<dyn Observer>;
+    /// A finished (or reused) run.
+    fn done(&mut self, label: &str, summary: &RunSummary, reused: bool);
+}
+
+/// Runs the pipeline and writes `results.md`, `results.json` and `curves.svg` into its
+/// directory.
+pub fn run_pipeline(
+    gpu: &Gpu,
+    cfg: &PipelineConfig,
+    reporter: &mut dyn Reporter,
+) -> Result<Report> {
+    let start = std::time::Instant::now();
+    let first_seed = *cfg
+        .seeds
+        .first()
+        .ok_or_else(|| TrainError::Config("the pipeline needs at least one seed".into()))?;
+    std::fs::create_dir_all(&cfg.out).map_err(|e| TrainError::io(&cfg.out, e))?;
+    let mut search_cfg = TrainConfig {
+        epochs: cfg.search_epochs,
+        train_limit: cfg.search_train_limit.or(cfg.train.train_limit),
+        seed: first_seed,
+        out: cfg.out.join("search"),
+        ..search_config(cfg.train.clone())
+    };
+    if let Some(d) = cfg.search_dataset {
+        search_cfg.dataset = d;
+        search_cfg.data_dir = cfg.search_data_dir.clone();
+        search_cfg.test_limit = None;
+    }
+    if cfg.search_resolution.is_some() {
+        search_cfg.resolution = cfg.search_resolution;
+    }
+    let scales = search_cfg.out.join(crate::search::SCALES_FILE);
+    match finished(&search_cfg).filter(|_| scales.is_file()) {
+        Some(s) => reporter.done("hyper-search", &s, true),
+        None => {
+            let mut obs = reporter.observer("hyper-search");
+            let outcome = hyper_search(gpu, &search_cfg, None, obs.as_mut())?;
+            reporter.done("hyper-search", &outcome.run, false);
+        }
+    }
+    let mut rows = Vec::new();
+    let mut curves = Vec::new();
+    for c in CONTENDERS {
+        let mut runs = Vec::new();
+        for &seed in &cfg.seeds {
+            let run_cfg = TrainConfig {
+                mode: c.mode,
+                optimizer: c.optimizer,
+                scales: c.optimizer.is_repopt().then(|| scales.clone()),
+                scales_source: ScalesSource::File,
+                seed,
+                out: cfg.out.join(format!("{}-seed{seed}", c.key)),
+                ..cfg.train.clone()
+            };
+            let label = format!("{} seed {seed}", c.key);
+            let summary = match finished(&run_cfg) {
+                Some(s) => {
+                    reporter.done(&label, &s, true);
+                    s
+                }
+                None => {
+                    let mut obs = reporter.observer(&label);
+                    let s = train(gpu, &run_cfg, None, obs.as_mut())?;
+                    reporter.done(&label, &s, false);
+                    s
+                }
+            };
+            if seed == first_seed {
+                curves.push((
+                    c.key.to_string(),
+                    read_metrics(&run_cfg.out.join(files::METRICS))?,
+                ));
+            }
+            runs.push(summary);
+        }
+        let top1: Vec<f64> = runs
+            .iter()
+            .map(|r| r.final_eval.map_or(0.0, |e| e.top1))
+            .collect();
+        let (top1_mean, top1_std) = mean_std(&top1);
+        let n = runs.len().max(1) as f64;
+        rows.push(Row {
+            model: c.label.into(),
+            mode: c.mode.name().into(),
+            optimizer: c.optimizer.name().into(),
+            seeds: cfg.seeds.clone(),
+            top1,
+            top1_mean,
+            top1_std,
+            top5_mean: runs
+                .iter()
+                .map(|r| r.final_eval.map_or(0.0, |e| e.top5))
+                .sum::<f64>()
+                / n,
+            images_per_s: runs.iter().map(|r| r.images_per_s).sum::<f64>() / n,
+            train_seconds: runs.iter().map(|r| r.train_seconds).sum::<f64>() / n,
+            params: runs.first().map_or(0, |r| r.params),
+        });
+    }
+    plot_training(&curves, &cfg.out.join("curves.svg"))?;
+    let report = Report {
+        dataset: cfg.train.dataset.name().into(),
+        model: cfg.train.arch.preset.clone(),
+        rows,
+        scales,
+        seconds: start.elapsed().as_secs_f64(),
+    };
+    write_report(&cfg.out, &report)?;
+    Ok(report)
+}
+
+/// The comparison as a Markdown table.
+pub fn results_markdown(report: &Report) -> String {
+    let rows: Vec<Vec<String>> = report
+        .rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.model.clone(),
+                format!("{:.2} ± {:.2}", r.top1_mean, r.top1_std),
+                format!("{:.2}", r.top5_mean),
+                format!("{:.0}", r.images_per_s),
+                format!("{:.0}", r.train_seconds),
+                format!("{:.3} M", r.params as f64 / 1e6),
+            ]
+        })
+        .collect();
+    let seeds = report.rows.first().map_or(0, |r| r.seeds.len());
+    format!(
+        "{}\nTop-1 is the mean ± sample standard deviation over {seeds} seed(s) on the {} test split.\n",
+        markdown_table(
+            &[
+                "model",
+                "top-1 (%)",
+                "top-5 (%)",
+                "train images/s",
+                "train s",
+                "train-time params"
+            ],
+            &rows
+        ),
+        report.dataset
+    )
+}
+
+fn write_report(out: &Path, report: &Report) -> Result<()> {
+    repopt_models::checkpoint::write_atomic(
+        &out.join("results.md"),
+        results_markdown(report).as_bytes(),
+    )?;
+    let json =
+        serde_json::to_string_pretty(report).map_err(|e| TrainError::Config(e.to_string()))?;
+    repopt_models::checkpoint::write_atomic(&out.join("results.json"), json.as_bytes())?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mean_std;
+
+    #[test]
+    fn mean_and_sample_std() {
+        let (m, s) = mean_std(&[1.0, 2.0, 3.0]);
+        assert!((m - 2.0).abs() < 1e-12 && (s - 1.0).abs() < 1e-12);
+        assert_eq!(mean_std(&[5.0]), (5.0, 0.0));
+    }
+}

@@ -1,0 +1,287 @@
+//! Reports: SVG plots of training curves and of searched scales per block (the paper's
+//! Fig. 7), and the pipeline's comparison table as Markdown.
+
+use std::path::Path;
+
+use plotters::prelude::*;
+use repopt_models::scales::BlockSummary;
+
+use crate::error::{Result, TrainError};
+use crate::metrics::Metric;
+
+fn plot_err(path: &Path, e: impl std::fmt::Display) -> TrainError {
+    TrainError::Config(format!("plotting {}: {e}", path.display()))
+}
+
+const COLORS: [RGBColor; 6] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+];
+
+fn range(values: impl Iterator<Item = f64>) -> (f64, f64) {
+    let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+        (a.min(v), b.max(v))
+    });
+    if !lo.is_finite() {
+        return (0.0, 1.0);
+    }
+    let pad = ((hi - lo) * 0.05).max(1e-3);
+    (lo - pad, hi + pad)
+}
+
+/// Training loss per step and test top-1 per epoch for one or more runs, side by side.
+///
+/// ```no_run
+/// use repopt_train::{metrics::read_metrics, report::plot_training};
+/// let m = read_metrics("runs/train/metrics.jsonl".as_ref())?;
+/// plot_training(&[("target".to_string(), m)], "runs/train/curves.svg".as_ref())?;
+/// # Ok::<(), repopt_train::TrainError>(())
+/// ```
+pub fn plot_training(runs: &[(String, Vec<Metric>)], path: &Path) -> Result<()> {
+    let root = SVGBackend::new(path, (1100, 420)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
+    let (left, right) = root.split_horizontally(550);
+    let train: Vec<(usize, Vec<(f64, f64)>)> = runs
+        .iter()
+        .enumerate()
+        .map(|(i, (_, m))| {
+            let pts = m
+                .iter()
+                .filter_map(|x| match x {
+                    Metric::Train { step, loss, .. } => Some((*step as f64, *loss)),
+                    _ => None,
+                })
+                .collect();
+            (i, pts)
+        })
+        .collect();
+    let evals: Vec<(usize, Vec<(f64, f64)>)> = runs
+        .iter()
+        .enumerate()
+        .map(|(i, (_, m))| {
+            let pts = m
+                .iter()
+                .filter_map(|x| match x {
+                    Metric::Eval { epoch, top1, .. } => Some(((*epoch + 1) as f64, *top1)),
+                    _ => None,
+                })
+                .collect();
+            (i, pts)
+        })
+        .collect();
+    let (x0, x1) = range(train.iter().flat_map(|(_, p)| p.iter().map(|q| q.0)));
+    let (y0, y1) = range(train.iter().flat_map(|(_, p)| p.iter().map(|q| q.1)));
+    let mut chart = ChartBuilder::on(&left)
+        .caption("training loss", ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(48)
+        .build_cartesian_2d(x0.max(0.0)..x1, y0.max(0.0)..y1)
+        .map_err(|e| plot_err(path, e))?;
+    chart
+        .configure_mesh()
+        .x_desc("step")
+        .y_desc("loss")
+        .draw()
+        .map_err(|e| plot_err(path, e))?;
+    for (i, pts) in &train {
+        let color = COLORS[i % COLORS.len()];
+        chart
+            .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))
+            .map_err(|e| plot_err(path, e))?
+            .label(runs[*i].0.clone())
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], color.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .border_style(BLACK)
+        .background_style(WHITE.mix(0.8))
+        .draw()
+        .map_err(|e| plot_err(path, e))?;
+    let (ex0, ex1) = range(evals.iter().flat_map(|(_, p)| p.iter().map(|q| q.0)));
+    let (ey0, ey1) = range(evals.iter().flat_map(|(_, p)| p.iter().map(|q| q.1)));
+    let mut chart = ChartBuilder::on(&right)
+        .caption("test top-1 (%)", ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(48)
+        .build_cartesian_2d(ex0..ex1, ey0..ey1.min(100.5))
+        .map_err(|e| plot_err(path, e))?;
+    chart
+        .configure_mesh()
+        .x_desc("epoch")
+        .y_desc("top-1 %")
+        .draw()
+        .map_err(|e| plot_err(path, e))?;
+    for (i, pts) in &evals {
+        let color = COLORS[i % COLORS.len()];
+        chart
+            .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))
+            .map_err(|e| plot_err(path, e))?;
+        chart
+            .draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))
+            .map_err(|e| plot_err(path, e))?;
+    }
+    root.present().map_err(|e| plot_err(path, e))?;
+    Ok(())
+}
+
+/// Mean searched scales per block: s (3x3), t (1x1) and u (identity, where it exists), as
+/// in the paper's Fig. 7.
+pub fn plot_scales(summary: &[BlockSummary], title: &str, path: &Path) -> Result<()> {
+    let root = SVGBackend::new(path, (900, 420)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
+    let n = summary.len().max(1) as f64;
+    let (y0, y1) = range(
+        summary
+            .iter()
+            .flat_map(|b| [Some(b.s as f64), Some(b.t as f64), b.u.map(f64::from)])
+            .flatten(),
+    );
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(48)
+        .build_cartesian_2d(0.5..n + 0.5, y0.min(0.0)..y1)
+        .map_err(|e| plot_err(path, e))?;
+    chart
+        .configure_mesh()
+        .x_desc("block")
+        .y_desc("mean scale")
+        .draw()
+        .map_err(|e| plot_err(path, e))?;
+    let series: [(&str, Vec<(f64, f64)>); 3] = [
+        (
+            "3x3 (s)",
+            summary
+                .iter()
+                .enumerate()
+                .map(|(i, b)| ((i + 1) as f64, b.s as f64))
+                .collect(),
+        ),
+        (
+            "1x1 (t)",
+            summary
+                .iter()
+                .enumerate()
+                .map(|(i, b)| ((i + 1) as f64, b.t as f64))
+                .collect(),
+        ),
+        (
+            "identity (u)",
+            summary
+                .iter()
+                .enumerate()
+                .filter_map(|(i, b)| b.u.map(|u| ((i + 1) as f64, u as f64)))
+                .collect(),
+        ),
+    ];
+    for (k, (label, pts)) in series.iter().enumerate() {
+        let color = COLORS[k];
+        chart
+            .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))
+            .map_err(|e| plot_err(path, e))?
+            .label(*label)
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], color.stroke_width(2)));
+        chart
+            .draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))
+            .map_err(|e| plot_err(path, e))?;
+    }
+    chart
+        .configure_series_labels()
+        .border_style(BLACK)
+        .background_style(WHITE.mix(0.8))
+        .draw()
+        .map_err(|e| plot_err(path, e))?;
+    root.present().map_err(|e| plot_err(path, e))?;
+    Ok(())
+}
+
+/// A Markdown table from a header and rows of cells.
+pub fn markdown_table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut out = format!(
+        "| {} |\n|{}|\n",
+        header.join(" | "),
+        header.iter().map(|_| "---").collect::<Vec<_>>().join("|")
+    );
+    for r in rows {
+        out.push_str(&format!("| {} |\n", r.join(" | ")));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plots_are_written_as_svg() {
+        let dir = std::env::temp_dir().join(format!("repopt-plot-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let m = vec![
+            Metric::Train {
+                epoch: 0,
+                step: 10,
+                loss: 2.0,
+                lr: 0.1,
+                images_per_s: 10.0,
+            },
+            Metric::Train {
+                epoch: 0,
+                step: 20,
+                loss: 1.5,
+                lr: 0.1,
+                images_per_s: 10.0,
+            },
+            Metric::Eval {
+                epoch: 0,
+                step: 20,
+                loss: 1.0,
+                top1: 60.0,
+                top5: 95.0,
+            },
+            Metric::Eval {
+                epoch: 1,
+                step: 40,
+                loss: 0.8,
+                top1: 70.0,
+                top5: 97.0,
+            },
+        ];
+        let p = dir.join("curves.svg");
+        plot_training(&[("a".into(), m.clone()), ("b".into(), m)], &p).unwrap();
+        let svg = std::fs::read_to_string(&p).unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains("training loss"));
+        let s = vec![
+            BlockSummary {
+                block: "stage0".into(),
+                s: 1.0,
+                t: 0.9,
+                u: None,
+            },
+            BlockSummary {
+                block: "stage1.1".into(),
+                s: 0.7,
+                t: 1.2,
+                u: Some(0.5),
+            },
+        ];
+        let p = dir.join("scales.svg");
+        plot_scales(&s, "mean scales", &p).unwrap();
+        assert!(
+            std::fs::read_to_string(&p)
+                .unwrap()
+                .contains("identity (u)")
+        );
+        std::fs::remove_dir_all(&dir).ok();
+        assert_eq!(
+            markdown_table(&["a", "b"], &[vec!["1".into(), "2".into()]]),
+            "| a | b |\n|---|---|\n| 1 | 2 |\n"
+        );
+    }
+}

@@ -1,0 +1,92 @@
+//! Hyper-Search: train the Hyper-Search model (the CSLA model with trainable scales) and
+//! keep its final scales as the RepOptimizer's hyper-parameters.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use repopt_models::scales::BlockSummary;
+use repopt_models::{Mode, Scales};
+use repopt_tensor::Gpu;
+
+use crate::config::{OptimizerKind, TrainConfig};
+use crate::data::Preset;
+use crate::error::{Result, TrainError};
+use crate::metrics::read_metrics;
+use crate::report::{plot_scales, plot_training};
+use crate::trainer::{Observer, RunSummary, files, load_trained_model, train};
+
+/// The searched scales (safetensors, reference names).
+pub const SCALES_FILE: &str = "scales.safetensors";
+/// Mean scales per block as JSON lines.
+pub const SCALES_SUMMARY: &str = "scales.jsonl";
+/// Mean scales per block, plotted.
+pub const SCALES_PLOT: &str = "scales.svg";
+/// Training curves.
+pub const CURVES_PLOT: &str = "curves.svg";
+
+/// What a search produced.
+#[derive(Clone, Debug)]
+pub struct SearchOutcome {
+    /// The Hyper-Search model's training run.
+    pub run: RunSummary,
+    /// The scale file for `repopt train --optimizer repopt-sgd --scales`.
+    pub scales_path: PathBuf,
+    /// Mean scales per block.
+    pub summary: Vec<BlockSummary>,
+}
+
+/// `base` set up for Hyper-Search as in the paper: the HS model, plain SGD, crop + flip
+/// only, and gradient clipping at 5.
+pub fn search_config(base: TrainConfig) -> TrainConfig {
+    TrainConfig {
+        mode: Mode::Hs,
+        optimizer: OptimizerKind::Sgd,
+        augment: Preset::Search,
+        clip_grad: base.clip_grad.or(Some(5.0)),
+        scales: None,
+        ..base
+    }
+}
+
+/// Runs Hyper-Search as `cfg` describes (which must be a Hyper-Search model trained with a
+/// plain optimizer) and writes the scales, their summary and plots into the run directory.
+pub fn hyper_search(
+    gpu: &Gpu,
+    cfg: &TrainConfig,
+    resume: Option<&Path>,
+    observer: &mut dyn Observer,
+) -> Result<SearchOutcome> {
+    if cfg.mode != Mode::Hs || cfg.optimizer.is_repopt() {
+        return Err(TrainError::Config(format!(
+            "Hyper-Search trains the hs model with a plain optimizer (got mode {}, optimizer {})",
+            cfg.mode, cfg.optimizer
+        )));
+    }
+    let run = train(gpu, cfg, resume, observer)?;
+    let model = load_trained_model(gpu, &cfg.out.join(files::MODEL))?;
+    let scales = Scales::from_model(&model)?;
+    let scales_path = cfg.out.join(SCALES_FILE);
+    scales.save(&scales_path, model.config())?;
+    let summary = scales.summary();
+    let mut text = Vec::new();
+    for b in &summary {
+        writeln!(text, "{}", serde_json::to_string(b).unwrap_or_default())
+            .map_err(|e| TrainError::io(&cfg.out, e))?;
+    }
+    repopt_models::checkpoint::write_atomic(&cfg.out.join(SCALES_SUMMARY), &text)?;
+    plot_scales(
+        &summary,
+        &format!("mean searched scales per block ({})", model.config().name),
+        &cfg.out.join(SCALES_PLOT),
+    )?;
+    let metrics = read_metrics(&cfg.out.join(files::METRICS))?;
+    plot_training(
+        &[("hyper-search".into(), metrics)],
+        &cfg.out.join(CURVES_PLOT),
+    )?;
+    Ok(SearchOutcome {
+        run,
+        scales_path,
+        summary,
+    })
+}

@@ -1,0 +1,101 @@
+// C[M, N] = A[M, K] B[K, N] (+ bias[N]) for adapters with subgroups of at least 8.
+//
+// A workgroup owns 16 rows of C; each invocation owns two columns of them (32 results).
+// The 16 A values a step needs are the same for every invocation, so invocations 0..7 of
+// each group of 8 load them (two each) and pass them on with subgroupBroadcast, as in
+// conv_subgroup.wgsl. Same parameter block as matmul.wgsl.
+
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    has_bias: u32,
+    sam: u32,
+    sak: u32,
+    sbk: u32,
+    sbn: u32,
+    accumulate: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<storage, read_write> c: array<f32>;
+
+// Subgroup operations stay out of branches (they need every invocation of the subgroup).
+fn lanes_0_3(v: f32) -> vec4<f32> {
+    return vec4<f32>(subgroupBroadcast(v, 0u), subgroupBroadcast(v, 1u), subgroupBroadcast(v, 2u), subgroupBroadcast(v, 3u));
+}
+
+fn lanes_4_7(v: f32) -> vec4<f32> {
+    return vec4<f32>(subgroupBroadcast(v, 4u), subgroupBroadcast(v, 5u), subgroupBroadcast(v, 6u), subgroupBroadcast(v, 7u));
+}
+
+fn store_column(col: u32, m0: u32, v0: vec4<f32>, v1: vec4<f32>, v2: vec4<f32>, v3: vec4<f32>) {
+    if col >= p.n { return; }
+    let vals = array<f32, 16>(v0.x, v0.y, v0.z, v0.w, v1.x, v1.y, v1.z, v1.w,
+                              v2.x, v2.y, v2.z, v2.w, v3.x, v3.y, v3.z, v3.w);
+    var extra = 0.0;
+    if p.has_bias == 1u { extra = bias[col]; }
+    for (var i = 0u; i < 16u; i++) {
+        let m = m0 + i;
+        if m < p.m {
+            var out = vals[i] + extra;
+            if p.accumulate == 1u { out += c[m * p.n + col]; }
+            c[m * p.n + col] = out;
+        }
+    }
+}
+
+// Grid: x = blocks of 128 columns (64 invocations x 2), y = blocks of 16 rows.
+@compute @workgroup_size(64)
+fn matmul(ids: Ids) {
+    let n_pairs = (p.n + 1u) / 2u;
+    if ids.wg.x * 64u + ids.sg_id * ids.sg_size >= n_pairs { return; }
+    let m0 = ids.wg.y * 16u;
+    let pair = min(ids.wg.x * 64u + local_index(ids), n_pairs - 1u);
+    let n0 = 2u * pair;
+    let nlast = p.n - 1u;
+    let lane = ids.sg_lane & 7u;
+    let mlast = p.m - 1u;
+    var ra = min(m0 + lane, mlast) * p.sam;
+    var rb = min(m0 + 8u + lane, mlast) * p.sam;
+    let cb0 = min(n0, nlast) * p.sbn;
+    let cb1 = min(n0 + 1u, nlast) * p.sbn;
+    var bk = 0u;
+    var x0 = vec4<f32>(0.0);
+    var x1 = vec4<f32>(0.0);
+    var x2 = vec4<f32>(0.0);
+    var x3 = vec4<f32>(0.0);
+    var y0 = vec4<f32>(0.0);
+    var y1 = vec4<f32>(0.0);
+    var y2 = vec4<f32>(0.0);
+    var y3 = vec4<f32>(0.0);
+    for (var k = 0u; k < p.k; k++) {
+        let lo = a[ra];
+        let hi = a[rb];
+        let b0 = vec4<f32>(b[bk + cb0]);
+        let b1 = vec4<f32>(b[bk + cb1]);
+        let w0 = lanes_0_3(lo);
+        let w1 = lanes_4_7(lo);
+        let w2 = lanes_0_3(hi);
+        let w3 = lanes_4_7(hi);
+        x0 = fma(w0, b0, x0);
+        x1 = fma(w1, b0, x1);
+        x2 = fma(w2, b0, x2);
+        x3 = fma(w3, b0, x3);
+        y0 = fma(w0, b1, y0);
+        y1 = fma(w1, b1, y1);
+        y2 = fma(w2, b1, y2);
+        y3 = fma(w3, b1, y3);
+        ra += p.sak;
+        rb += p.sak;
+        bk += p.sbk;
+    }
+    store_column(n0, m0, x0, x1, x2, x3);
+    store_column(n0 + 1u, m0, y0, y1, y2, y3);
+}

@@ -1,0 +1,113 @@
+//! `repopt pipeline`: the main job.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use repopt::train::pipeline::{PRESETS, Reporter, preset, results_markdown, run_pipeline};
+use repopt::train::progress::ProgressReporter;
+use repopt::train::trainer::{Observer, RunSummary};
+
+use super::gpu;
+use super::train::TrainArgs;
+
+#[derive(Args)]
+#[command(after_help = "Examples:
+  repopt pipeline                      # the quick default on Fashion-MNIST
+  repopt pipeline --seeds 0            # one seed instead of three
+  repopt pipeline --preset a0          # RepOpt-VGG-A0, 30 epochs (use a GPU)
+  repopt pipeline --preset b1 --data-dir /data/imagenet --search-data-dir /data/cifar-100-binary")]
+pub struct PipelineCmd {
+    /// Starting point: quick (default), a0 or b1.
+    #[arg(long, default_value = "quick")]
+    preset: String,
+    /// Training flags applied to every run of the comparison (and the search).
+    #[command(flatten)]
+    args: TrainArgs,
+    /// Epochs of the Hyper-Search run.
+    #[arg(long)]
+    search_epochs: Option<u64>,
+    /// Training images of the Hyper-Search run.
+    #[arg(long)]
+    search_train_limit: Option<usize>,
+    /// Directory of the search dataset (when the preset searches on another dataset).
+    #[arg(long)]
+    search_data_dir: Option<PathBuf>,
+    /// Seeds, e.g. 0,1,2.
+    #[arg(long, value_delimiter = ',')]
+    seeds: Option<Vec<u64>>,
+}
+
+struct Progress;
+
+impl Reporter for Progress {
+    fn observer(&mut self, label: &str) -> Box<dyn Observer> {
+        Box::new(ProgressReporter::new(label.to_string()))
+    }
+
+    fn done(&mut self, label: &str, s: &RunSummary, reused: bool) {
+        let top1 = s
+            .final_eval
+            .map(|e| format!("{:.2}%", e.top1))
+            .unwrap_or_else(|| "-".into());
+        eprintln!(
+            "{label}: top-1 {top1}, {:.0} images/s{}",
+            s.images_per_s,
+            if reused {
+                " (finished earlier, reused)"
+            } else {
+                ""
+            }
+        );
+    }
+}
+
+pub fn run(cmd: &PipelineCmd, adapter: &str) -> anyhow::Result<()> {
+    let mut cfg = preset(&cmd.preset).map_err(|e| {
+        anyhow::anyhow!(
+            "{e}\n{}",
+            PRESETS
+                .iter()
+                .map(|(n, d)| format!("  {n}: {d}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    })?;
+    let out = cmd.args.out.clone().unwrap_or(cfg.out.clone());
+    cfg.train = cmd.args.resolve(cfg.train)?;
+    cfg.out = out;
+    if let Some(e) = cmd.search_epochs {
+        cfg.search_epochs = e;
+    }
+    if let Some(l) = cmd.search_train_limit {
+        cfg.search_train_limit = Some(l);
+    }
+    if let Some(d) = &cmd.search_data_dir {
+        cfg.search_data_dir = Some(d.clone());
+    }
+    if let Some(s) = &cmd.seeds {
+        cfg.seeds = s.clone();
+    }
+    let gpu = gpu(adapter)?;
+    eprintln!(
+        "pipeline '{}' on {} -> {}",
+        cmd.preset,
+        gpu.adapter().name,
+        cfg.out.display()
+    );
+    std::fs::create_dir_all(&cfg.out)?;
+    std::fs::write(
+        cfg.out.join("pipeline.json"),
+        serde_json::to_string_pretty(&cfg)?,
+    )?;
+    let report = run_pipeline(&gpu, &cfg, &mut Progress)?;
+    println!("{}", results_markdown(&report));
+    println!(
+        "{} runs in {:.0} s; table: {}, curves: {}, scales: {}",
+        1 + report.rows.len() * cfg.seeds.len(),
+        report.seconds,
+        cfg.out.join("results.md").display(),
+        cfg.out.join("curves.svg").display(),
+        cfg.out.join("search/scales.svg").display()
+    );
+    Ok(())
+}
