@@ -17,9 +17,9 @@ struct Params {
     eps: f32,
     bias_correction1: f32,  // 1 - beta1^t
     bias_correction2: f32,  // 1 - beta2^t
-    _pad0: f32,
-    _pad1: f32,
-    _pad2: f32,
+    row: u32,               // structured Grad Mult: elements per output channel (ci * 9)
+    rows: u32,              // structured Grad Mult: output channels
+    identity: u32,          // structured Grad Mult: 1 adds 1 at the diagonal centre
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -63,4 +63,70 @@ fn adamw_step(ids: Ids) {
     exp_avg_sq[i] = v;
     let denom = sqrt(v / p.bias_correction2) + p.eps;
     param[i] = w - (p.lr / p.bias_correction1) * m / denom;
+}
+
+// ---- the RepOptimizer's Grad Mult from per-channel factors --------------------------------
+// For a [co, ci, 3, 3] kernel, M[c, d, h, w] = f[c] + (centre ? f[co + c] : 0)
+// + (centre and c == d and identity ? 1 : 0), f holding s^p then t^p. Computing M instead
+// of storing it saves a kernel-sized tensor per layer and its traffic. Grid: x = blocks of
+// 256 elements of one output channel's row, y = the output channel, so the channel's
+// factors are the same for the whole workgroup.
+
+@group(0) @binding(1) var<storage, read_write> w1: array<f32>;
+@group(0) @binding(2) var<storage, read> g1: array<f32>;
+@group(0) @binding(3) var<storage, read> factors: array<f32>;
+@group(0) @binding(4) var<storage, read_write> m1: array<f32>;
+@group(0) @binding(5) var<storage, read_write> v1: array<f32>;
+
+// `each` and `centre` are the channel's two factors; `r` indexes its [ci, 3, 3] row.
+fn structured_mult(each: f32, centre_term: f32, c: u32, r: u32) -> f32 {
+    let d = r / 9u;
+    var m = each;
+    if r - d * 9u == 4u {
+        m += centre_term;
+        if p.identity == 1u && c == d { m += 1.0; }
+    }
+    return m;
+}
+
+@compute @workgroup_size(256)
+fn sgd_step_conv3x3(ids: Ids) {
+    let c = ids.wg.y;
+    let r = ids.wg.x * 256u + local_index(ids);
+    if r >= p.row { return; }
+    let i = c * p.row + r;
+    let w = w1[i];
+    var d = g1[i] * structured_mult(factors[c], factors[p.rows + c], c, r) + p.weight_decay * w;
+    var buf = d;
+    if p.first == 0u { buf = p.momentum * m1[i] + (1.0 - p.dampening) * d; }
+    m1[i] = buf;
+    if p.nesterov == 1u { d = d + p.momentum * buf; } else { d = buf; }
+    w1[i] = w - p.lr * d;
+}
+
+@compute @workgroup_size(256)
+fn adamw_step_conv3x3(ids: Ids) {
+    let c = ids.wg.y;
+    let r = ids.wg.x * 256u + local_index(ids);
+    if r >= p.row { return; }
+    let i = c * p.row + r;
+    let g = g1[i] * structured_mult(factors[c], factors[p.rows + c], c, r);
+    let w = w1[i] * (1.0 - p.lr * p.weight_decay);
+    let m = p.beta1 * m1[i] + (1.0 - p.beta1) * g;
+    let v = p.beta2 * v1[i] + (1.0 - p.beta2) * g * g;
+    m1[i] = m;
+    v1[i] = v;
+    w1[i] = w - (p.lr / p.bias_correction1) * m / (sqrt(v / p.bias_correction2) + p.eps);
+}
+
+// Writes the dense M of a structured Grad Mult (for the unfused path and for checking).
+@group(0) @binding(1) var<storage, read> expand_factors: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dense: array<f32>;
+
+@compute @workgroup_size(256)
+fn expand_conv3x3_mult(ids: Ids) {
+    let c = ids.wg.y;
+    let r = ids.wg.x * 256u + local_index(ids);
+    if r >= p.row { return; }
+    dense[c * p.row + r] = structured_mult(expand_factors[c], expand_factors[p.rows + c], c, r);
 }

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod convert;
 mod devices;
 mod eval;
@@ -51,6 +52,9 @@ pub enum Command {
     Eval(eval::EvalCmd),
     /// Convert a trained model to the plain deploy form, checking its outputs.
     Convert(convert::ConvertCmd),
+    /// Benchmarks: peak, kernels, update, train, maxbatch (or all).
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 /// Opens the adapter the global --adapter flag selects.
@@ -72,6 +76,7 @@ pub fn main() -> ExitCode {
         Command::Train(c) => train::run(c, &cli.adapter),
         Command::Eval(c) => eval::run(c, &cli.adapter),
         Command::Convert(c) => convert::run(c, &cli.adapter),
+        Command::Bench(c) => bench::run(c, &cli.adapter),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -47,12 +47,12 @@ fn load(file: &Path, config: Option<&str>) -> anyhow::Result<(Scales, VggConfig)
         let cfg = VggConfig::preset(name)?;
         return Ok((Scales::from_named(&named, &cfg, &origin)?, cfg));
     }
-    if let Ok(meta) = repopt::models::checkpoint::load_tensors(file) {
-        if let Some(json) = meta.metadata.get("config") {
-            let cfg: VggConfig = serde_json::from_str(json)
-                .with_context(|| format!("{origin}: metadata 'config'"))?;
-            return Ok((Scales::from_named(&named, &cfg, &origin)?, cfg));
-        }
+    if let Ok(meta) = repopt::models::checkpoint::load_tensors(file)
+        && let Some(json) = meta.metadata.get("config")
+    {
+        let cfg: VggConfig =
+            serde_json::from_str(json).with_context(|| format!("{origin}: metadata 'config'"))?;
+        return Ok((Scales::from_named(&named, &cfg, &origin)?, cfg));
     }
     for name in VggConfig::preset_names() {
         let cfg = VggConfig::preset(name)?;

@@ -38,8 +38,12 @@ pub struct KernelResult {
     pub shape: String,
     /// Median milliseconds per call.
     pub ms: f64,
-    /// Useful GFLOP/s (2 x multiply-accumulates of the mathematical operation).
+    /// Useful GFLOP/s (2 x multiply-accumulates of the mathematical operation); for
+    /// memory-bound kernels (batch norm), the GB/s of the tensors read and written instead.
     pub gflops: f64,
+    /// Whether `gflops` holds GB/s (memory-bound kernel).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub memory_bound: bool,
 }
 
 /// A convolution problem: batch, channels in and out, square image, kernel, stride.
@@ -97,6 +101,7 @@ pub fn conv(gpu: &Gpu, cases: &[ConvCase], budget: TimingBudget) -> Result<Vec<K
                 shape: c.label(),
                 ms,
                 gflops: flops / (ms / 1e3) / 1e9,
+                memory_bound: false,
             })
         };
         let t = time_gpu(gpu, budget, || {
@@ -126,5 +131,86 @@ pub fn matmul(gpu: &Gpu, size: usize, budget: TimingBudget) -> Result<KernelResu
         shape: format!("{size}x{size}x{size}"),
         ms: t.median_s * 1e3,
         gflops: flops / t.median_s / 1e9,
+        memory_bound: false,
     })
+}
+
+/// The convolution shapes of a network's stages at a resolution: for each stage, its
+/// stride-1 3x3 block (or the stride-2 first block where the stage has no other), and the
+/// 1x1 convolution of the same shape that RepVGG adds beside it.
+pub fn stage_cases(config: &repopt_models::VggConfig, res: usize, batch: usize) -> Vec<ConvCase> {
+    let mut out = Vec::new();
+    let mut hw = res;
+    let mut seen = std::collections::BTreeSet::new();
+    for spec in config.blocks() {
+        let in_hw = hw;
+        hw = (hw + 2 - 3) / spec.stride + 1;
+        let stage = spec.name.split('.').next().unwrap_or("").to_string();
+        if spec.name == "stage0" || seen.contains(&stage) {
+            continue;
+        }
+        let is_last_of_stage = spec.stride == 1
+            || config.num_blocks[stage[5..].parse::<usize>().unwrap_or(1) - 1] == 1;
+        if is_last_of_stage {
+            seen.insert(stage);
+            for k in [3, 1] {
+                out.push(ConvCase {
+                    n: batch,
+                    ci: spec.in_channels,
+                    co: spec.out_channels,
+                    hw: in_hw,
+                    k,
+                    stride: spec.stride,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Batch norm (training forward with ReLU, and backward) on `[n, c, hw, hw]`: GB/s of the
+/// tensors each pass reads and writes.
+pub fn batch_norm(
+    gpu: &Gpu,
+    n: usize,
+    c: usize,
+    hw: usize,
+    budget: TimingBudget,
+) -> Result<Vec<KernelResult>> {
+    use repopt_tensor::ops::BatchNormStats;
+    let x = fill(gpu, &[n, c, hw, hw], 6)?.into_parameter();
+    let gamma = Tensor::full(gpu, &[c], 1.0)?.into_parameter();
+    let beta = Tensor::zeros(gpu, &[c])?.into_parameter();
+    let stats = BatchNormStats::new(gpu, c)?;
+    let dy = fill(gpu, &[n, c, hw, hw], 7)?;
+    let bytes = (n * c * hw * hw * 4) as f64;
+    let shape = format!("N{n} C{c} {hw}x{hw}");
+    // Forward: statistics read x twice, normalising reads x and writes y.
+    let t = time_gpu(gpu, budget, || {
+        no_grad(|| ops::batch_norm2d(&x, &gamma, &beta, &stats, true, true)).map(drop)
+    })?;
+    let fwd = KernelResult {
+        kernel: "batch_norm_forward".into(),
+        shape: shape.clone(),
+        ms: t.median_s * 1e3,
+        gflops: 4.0 * bytes / t.median_s / 1e9,
+        memory_bound: true,
+    };
+    // Forward + backward: the forward's 4 passes, then the gradient reduction reading x
+    // and dy and the input gradient reading both and writing dx.
+    let t = time_gpu(gpu, budget, || {
+        ops::batch_norm2d(&x, &gamma, &beta, &stats, true, true)?.backward_with(&dy)?;
+        x.zero_grad();
+        gamma.zero_grad();
+        beta.zero_grad();
+        Ok(())
+    })?;
+    let bwd = KernelResult {
+        kernel: "batch_norm_forward_backward".into(),
+        shape,
+        ms: t.median_s * 1e3,
+        gflops: 9.0 * bytes / t.median_s / 1e9,
+        memory_bound: true,
+    };
+    Ok(vec![fwd, bwd])
 }

@@ -4,4 +4,7 @@
 //! one adapter in one run, so ratios between them are meaningful.
 
 pub mod kernels;
+pub mod report;
 pub mod timing;
+pub mod train;
+pub mod update;

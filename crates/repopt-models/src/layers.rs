@@ -70,9 +70,7 @@ impl SqueezeExcite {
     /// A gate for `channels` channels.
     pub fn new(gpu: &Gpu, channels: usize, init: &mut Init) -> Result<Self> {
         let hidden = (channels / 4).max(1);
-        let p = |data: Vec<f32>, shape: &[usize]| {
-            Ok::<_, repopt_tensor::Error>(Tensor::parameter(gpu, &data, shape)?)
-        };
+        let p = |data: Vec<f32>, shape: &[usize]| Tensor::parameter(gpu, &data, shape);
         Ok(SqueezeExcite {
             down_weight: p(init.kernel(hidden, channels, 1), &[hidden, channels, 1, 1])?,
             down_bias: p(init.bias(hidden, channels), &[hidden])?,

@@ -53,8 +53,8 @@ impl Fused {
 
     /// Adds `scale[c] * x[c]` (an identity branch) on the kernel's diagonal centre.
     fn add_identity(&mut self, scale: &[f64]) {
-        for c in 0..self.co {
-            self.kernel[((c * self.ci + c) * 3 + 1) * 3 + 1] += scale[c];
+        for (c, s) in scale.iter().enumerate().take(self.co) {
+            self.kernel[((c * self.ci + c) * 3 + 1) * 3 + 1] += s;
         }
     }
 

@@ -13,7 +13,7 @@
 //! momentum and weight decay; for AdamW it is the reference's heuristic).
 
 use repopt_tensor::Tensor;
-use repopt_tensor::optim::ParamSpec;
+use repopt_tensor::optim::{GradMult, ParamSpec};
 use serde::{Deserialize, Serialize};
 
 use crate::Mode;
@@ -193,7 +193,7 @@ pub fn prepare(
     check_scales(model, scales)?;
     let _guard = repopt_tensor::NoGradGuard::new();
     let kernels = model.target_kernels()?;
-    let mut mults: Vec<(String, Tensor)> = Vec::new();
+    let mut mults: Vec<(String, GradMult)> = Vec::new();
     let mut init = Init::new(seed ^ 0x5EED_1D1D);
     for ((name, kernel), s) in kernels.iter().zip(&scales.blocks) {
         let (co, ci) = (kernel.shape()[0], kernel.shape()[1]);
@@ -213,10 +213,16 @@ pub fn prepare(
             ))?;
         }
         if config.grad_mult {
-            let m = grad_mult(co, ci, s, config.rule.power());
+            // The update kernel computes M from these 2 * co factors instead of a stored
+            // [co, ci, 3, 3] tensor (the values of `grad_mult`, a kernel's worth less memory).
+            let p = config.rule.power();
+            let factors: Vec<f32> = s.conv.iter().chain(&s.one).map(|v| v.powi(p)).collect();
             mults.push((
                 format!("{name}.conv.weight"),
-                Tensor::from_slice(kernel.gpu(), &m, kernel.shape())?,
+                GradMult::Conv3x3 {
+                    factors: Tensor::from_slice(kernel.gpu(), &factors, &[2 * co])?,
+                    identity: s.identity.is_some(),
+                },
             ));
         }
     }

@@ -144,6 +144,17 @@ pub(crate) fn backward(root: &Tensor) -> Result<()> {
         )));
     }
     let seed = Tensor::full(root.gpu(), root.shape(), 1.0)?;
+    backward_from(root, seed)
+}
+
+pub(crate) fn backward_from(root: &Tensor, seed: Tensor) -> Result<()> {
+    if seed.shape() != root.shape() {
+        return Err(Error::Autograd(format!(
+            "the seed gradient has shape {:?}, the tensor {:?}",
+            seed.shape(),
+            root.shape()
+        )));
+    }
     let _guard = NoGradGuard::new();
     let node = match &root.inner.grad_state {
         GradState::Constant => {

@@ -295,6 +295,12 @@ pub struct GpuOptions {
     /// Use the plain kernels even where subgroup kernels could run (also set by
     /// `REPOPT_SUBGROUPS=0`); tests use it to check both families.
     pub disable_subgroup_kernels: bool,
+    /// Memory planning only: tensors are accounted at their full size but backed by
+    /// placeholder buffers, kernels are not run and read-backs return zeros. Peak byte
+    /// counts equal those of a real run (they depend only on the order of allocations and
+    /// frees), at no compute cost: what `repopt bench maxbatch` uses. This adapter's
+    /// per-binding size limit is not applied, so plans hold for larger devices too.
+    pub plan_only: bool,
 }
 
 pub(crate) struct GpuInner {
@@ -304,6 +310,7 @@ pub(crate) struct GpuInner {
     pub(crate) limits: wgpu::Limits,
     pub(crate) features: wgpu::Features,
     pub(crate) subgroup_kernels: bool,
+    pub(crate) plan_only: bool,
     pub(crate) pipelines: PipelineCache,
     pub(crate) pool: Mutex<BufferPool>,
     pub(crate) batch: Mutex<Batch>,
@@ -374,6 +381,7 @@ impl Gpu {
         let batch = Batch::new(&device, uniform_align);
         let mut pool = BufferPool::default();
         pool.limit = options.memory_limit;
+        pool.placeholders = options.plan_only;
         let env_off = std::env::var("REPOPT_SUBGROUPS").is_ok_and(|v| v == "0");
         let subgroup_kernels = summary.supports_subgroup_kernels()
             && features.contains(wgpu::Features::SUBGROUP)
@@ -387,6 +395,7 @@ impl Gpu {
                 limits,
                 features,
                 subgroup_kernels,
+                plan_only: options.plan_only,
                 pipelines: PipelineCache::default(),
                 pool: Mutex::new(pool),
                 batch: Mutex::new(batch),
@@ -415,6 +424,11 @@ impl Gpu {
     /// The optional features the device was opened with.
     pub fn features(&self) -> wgpu::Features {
         self.inner.features
+    }
+
+    /// Whether this device only plans memory (see [`GpuOptions::plan_only`]).
+    pub fn is_plan_only(&self) -> bool {
+        self.inner.plan_only
     }
 
     /// Whether convolutions and matrix products run the subgroup kernels (see

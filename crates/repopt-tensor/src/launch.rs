@@ -111,10 +111,10 @@ fn checks_forced() -> bool {
 /// Kernel developers can point `REPOPT_SHADER_DIR` at a copy of `shaders/` to try kernel
 /// changes without rebuilding; files missing there fall back to the embedded source.
 fn source_of(shader: &Shader, subgroups: bool) -> String {
-    if let Some(dir) = std::env::var_os("REPOPT_SHADER_DIR") {
-        if let Ok(text) = std::fs::read_to_string(std::path::Path::new(&dir).join(shader.name)) {
-            return full_source(subgroups, &text);
-        }
+    if let Some(dir) = std::env::var_os("REPOPT_SHADER_DIR")
+        && let Ok(text) = std::fs::read_to_string(std::path::Path::new(&dir).join(shader.name))
+    {
+        return full_source(subgroups, &text);
     }
     full_source(subgroups, shader.source)
 }
@@ -270,10 +270,14 @@ impl Gpu {
         workgroups: [u32; 3],
     ) {
         assert!(
-            params.len() <= MAX_PARAMS && params.len() % 4 == 0,
+            params.len() <= MAX_PARAMS && params.len().is_multiple_of(4),
             "{entry}: bad uniform block size"
         );
         let inner = &*self.inner;
+        if inner.plan_only {
+            inner.batch.lock().expect("batch lock").dispatches += 1;
+            return;
+        }
         debug_assert!(
             !shader.needs_subgroups || inner.subgroup_kernels,
             "{} needs subgroups",
@@ -334,7 +338,7 @@ impl Gpu {
 
     /// Records a copy of host data into `dst` (ordered with the recorded dispatches).
     pub(crate) fn upload(&self, dst: &wgpu::Buffer, data: &[u8]) {
-        if data.is_empty() {
+        if data.is_empty() || self.inner.plan_only {
             return;
         }
         let inner = &*self.inner;
@@ -355,6 +359,9 @@ impl Gpu {
     /// Records a device-side copy of `bytes` from `src` to `dst`.
     pub(crate) fn copy(&self, src: &wgpu::Buffer, dst: &wgpu::Buffer, bytes: u64) {
         let inner = &*self.inner;
+        if inner.plan_only {
+            return;
+        }
         let mut batch = inner.batch.lock().expect("batch lock");
         let len = bytes.next_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT);
         batch
@@ -365,6 +372,9 @@ impl Gpu {
     /// Records a fill of `dst` with zeros.
     pub(crate) fn zero(&self, dst: &wgpu::Buffer) {
         let inner = &*self.inner;
+        if inner.plan_only {
+            return;
+        }
         let mut batch = inner.batch.lock().expect("batch lock");
         batch.encoder(&inner.device).clear_buffer(dst, 0, None);
     }
@@ -372,6 +382,9 @@ impl Gpu {
     /// Submits everything recorded, waits for it, and returns the first `bytes` of `src`.
     pub(crate) fn download(&self, src: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
         let inner = &*self.inner;
+        if inner.plan_only {
+            return Ok(vec![0; bytes as usize]);
+        }
         let len = bytes.next_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT);
         let staging = inner.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("download"),

@@ -15,6 +15,65 @@ use crate::ops::elementwise::{ElementwiseParams, axpby_inplace, scale_by_device_
 use crate::ops::groups;
 use crate::tensor::Tensor;
 
+/// A per-element gradient multiplier.
+#[derive(Clone, Debug)]
+pub enum GradMult {
+    /// Any multiplier, as a tensor of the parameter's shape.
+    Dense(Tensor),
+    /// The RepOptimizer's multiplier of a `[co, ci, 3, 3]` kernel, computed in the update
+    /// kernel from `2 * co` factors instead of stored:
+    /// `M[c, d, h, w] = f[c] + (centre ? f[co + c] : 0) + (centre && c == d && identity ? 1 : 0)`.
+    Conv3x3 {
+        /// `[2 * co]`: the per-channel term, then the centre term.
+        factors: Tensor,
+        /// Whether the diagonal centre gets the identity branch's 1.
+        identity: bool,
+    },
+}
+
+impl GradMult {
+    /// The multiplier as a dense tensor of `shape` (computed on the device for
+    /// [`GradMult::Conv3x3`]).
+    pub fn to_dense(&self, shape: &[usize]) -> Result<Tensor> {
+        match self {
+            GradMult::Dense(t) => Ok(t.clone()),
+            GradMult::Conv3x3 { factors, identity } => {
+                let (co, row) = conv3x3_dims("GradMult::to_dense", shape, factors)?;
+                let gpu = factors.gpu();
+                let dense = Tensor::empty(gpu, shape, crate::DType::F32)?;
+                let params = OptimParams {
+                    row: row as u32,
+                    rows: co as u32,
+                    identity: *identity as u32,
+                    ..Default::default()
+                };
+                gpu.launch(
+                    &OPTIM,
+                    "expand_conv3x3_mult",
+                    bytemuck::bytes_of(&params),
+                    &[factors.buffer(), dense.buffer()],
+                    [groups(row, 256), co as u32, 1],
+                );
+                Ok(dense)
+            }
+        }
+    }
+}
+
+/// `(co, ci * 9)` of a 3x3 kernel shape whose factors hold `2 * co` values.
+fn conv3x3_dims(what: &'static str, shape: &[usize], factors: &Tensor) -> Result<(usize, usize)> {
+    if shape.len() != 4 || shape[2] != 3 || shape[3] != 3 || factors.numel() != 2 * shape[0] {
+        return Err(Error::shape(
+            what,
+            format!(
+                "a structured Grad Mult needs a [co, ci, 3, 3] parameter and 2 * co factors; got {shape:?} and {} factors",
+                factors.numel()
+            ),
+        ));
+    }
+    Ok((shape[0], shape[1] * 9))
+}
+
 /// One parameter as an optimizer sees it.
 #[derive(Clone, Debug)]
 pub struct ParamSpec {
@@ -22,8 +81,8 @@ pub struct ParamSpec {
     pub tensor: Tensor,
     /// Weight decay for this tensor (0 for BN parameters, biases, ...).
     pub weight_decay: f32,
-    /// Per-element gradient multiplier, same shape as the parameter.
-    pub grad_mult: Option<Tensor>,
+    /// Per-element gradient multiplier.
+    pub grad_mult: Option<GradMult>,
 }
 
 impl ParamSpec {
@@ -45,18 +104,25 @@ fn check_specs(what: &'static str, params: &[ParamSpec]) -> Result<()> {
                 format!("entry {i} is not a parameter (leaf requiring grad)"),
             ));
         }
-        if let Some(m) = &p.grad_mult {
-            if m.shape() != p.tensor.shape() {
-                return Err(Error::shape(
-                    what,
-                    format!(
-                        "grad mult of entry {i} has shape {:?}, parameter {:?}",
-                        m.shape(),
-                        p.tensor.shape()
-                    ),
-                ));
+        match &p.grad_mult {
+            Some(GradMult::Dense(m)) => {
+                if m.shape() != p.tensor.shape() {
+                    return Err(Error::shape(
+                        what,
+                        format!(
+                            "grad mult of entry {i} has shape {:?}, parameter {:?}",
+                            m.shape(),
+                            p.tensor.shape()
+                        ),
+                    ));
+                }
+                p.tensor.same_gpu(what, m)?;
             }
-            p.tensor.same_gpu(what, m)?;
+            Some(GradMult::Conv3x3 { factors, .. }) => {
+                conv3x3_dims(what, p.tensor.shape(), factors)?;
+                p.tensor.same_gpu(what, factors)?;
+            }
+            None => {}
         }
     }
     Ok(())
@@ -89,7 +155,9 @@ struct OptimParams {
     eps: f32,
     bias_correction1: f32,
     bias_correction2: f32,
-    _pad: [f32; 3],
+    row: u32,
+    rows: u32,
+    identity: u32,
 }
 
 /// SGD hyper-parameters (the learning rate is given to each `step`, so schedules need no
@@ -134,11 +202,12 @@ pub trait Optimizer {
 /// SGD with momentum, nesterov, per-parameter weight decay and Grad Mults.
 ///
 /// ```no_run
-/// use repopt_tensor::{optim::{Optimizer, ParamSpec, Sgd, SgdConfig}, Gpu, Tensor};
+/// use repopt_tensor::{optim::{GradMult, Optimizer, ParamSpec, Sgd, SgdConfig}, Gpu, Tensor};
 /// let gpu = Gpu::from_env()?;
 /// let w = Tensor::parameter(&gpu, &[1.0, 2.0], &[2])?;
 /// let mult = Tensor::from_slice(&gpu, &[2.0, 0.5], &[2])?;
-/// let mut opt = Sgd::new(vec![ParamSpec { tensor: w.clone(), weight_decay: 1e-4, grad_mult: Some(mult) }], SgdConfig::default())?;
+/// let spec = ParamSpec { tensor: w.clone(), weight_decay: 1e-4, grad_mult: Some(GradMult::Dense(mult)) };
+/// let mut opt = Sgd::new(vec![spec], SgdConfig::default())?;
 /// w.mul(&w)?.sum()?.backward()?;
 /// opt.step(0.1)?;
 /// opt.zero_grad();
@@ -180,9 +249,8 @@ impl Sgd {
     fn step_fused(&self, p: &ParamSpec, g: &Tensor, buf: &Tensor, first: bool, lr: f32) {
         let w = &p.tensor;
         let n4 = w.numel().div_ceil(4);
-        let params = OptimParams {
+        let mut params = OptimParams {
             n4: n4 as u32,
-            has_mult: p.grad_mult.is_some() as u32,
             first: first as u32,
             nesterov: self.config.nesterov as u32,
             lr,
@@ -192,14 +260,35 @@ impl Sgd {
             ..Default::default()
         };
         let gpu = w.gpu();
-        let mult = p.grad_mult.as_ref().unwrap_or(g);
-        gpu.launch(
-            &OPTIM,
-            "sgd_step",
-            bytemuck::bytes_of(&params),
-            &[w.buffer(), g.buffer(), mult.buffer(), buf.buffer()],
-            gpu.grid(groups(n4, 256)),
-        );
+        match &p.grad_mult {
+            Some(GradMult::Conv3x3 { factors, identity }) => {
+                let (co, row) = (w.shape()[0], w.numel() / w.shape()[0]);
+                params.row = row as u32;
+                params.rows = co as u32;
+                params.identity = *identity as u32;
+                gpu.launch(
+                    &OPTIM,
+                    "sgd_step_conv3x3",
+                    bytemuck::bytes_of(&params),
+                    &[w.buffer(), g.buffer(), factors.buffer(), buf.buffer()],
+                    [groups(row, 256), co as u32, 1],
+                );
+            }
+            other => {
+                let mult = match other {
+                    Some(GradMult::Dense(m)) => m,
+                    _ => g,
+                };
+                params.has_mult = other.is_some() as u32;
+                gpu.launch(
+                    &OPTIM,
+                    "sgd_step",
+                    bytemuck::bytes_of(&params),
+                    &[w.buffer(), g.buffer(), mult.buffer(), buf.buffer()],
+                    gpu.grid(groups(n4, 256)),
+                );
+            }
+        }
     }
 
     fn step_unfused(
@@ -213,7 +302,7 @@ impl Sgd {
         let w = &p.tensor;
         let c = &self.config;
         let d = match &p.grad_mult {
-            Some(m) => g.detach().mul(m)?,
+            Some(m) => g.detach().mul(&m.to_dense(w.shape())?)?,
             None => g.deep_clone()?,
         };
         axpby_inplace(&d, 1.0, &w.detach(), p.weight_decay)?;
@@ -382,9 +471,8 @@ impl Optimizer for AdamW {
             };
             let w = &p.tensor;
             let n4 = w.numel().div_ceil(4);
-            let params = OptimParams {
+            let mut params = OptimParams {
                 n4: n4 as u32,
-                has_mult: p.grad_mult.is_some() as u32,
                 lr,
                 weight_decay: p.weight_decay,
                 beta1: c.beta1,
@@ -395,20 +483,47 @@ impl Optimizer for AdamW {
                 ..Default::default()
             };
             let gpu = w.gpu();
-            let mult = p.grad_mult.as_ref().unwrap_or(&g);
-            gpu.launch(
-                &OPTIM,
-                "adamw_step",
-                bytemuck::bytes_of(&params),
-                &[
-                    w.buffer(),
-                    g.buffer(),
-                    mult.buffer(),
-                    m.buffer(),
-                    v.buffer(),
-                ],
-                gpu.grid(groups(n4, 256)),
-            );
+            match &p.grad_mult {
+                Some(GradMult::Conv3x3 { factors, identity }) => {
+                    let (co, row) = (w.shape()[0], w.numel() / w.shape()[0]);
+                    params.row = row as u32;
+                    params.rows = co as u32;
+                    params.identity = *identity as u32;
+                    gpu.launch(
+                        &OPTIM,
+                        "adamw_step_conv3x3",
+                        bytemuck::bytes_of(&params),
+                        &[
+                            w.buffer(),
+                            g.buffer(),
+                            factors.buffer(),
+                            m.buffer(),
+                            v.buffer(),
+                        ],
+                        [groups(row, 256), co as u32, 1],
+                    );
+                }
+                other => {
+                    let mult = match other {
+                        Some(GradMult::Dense(m)) => m,
+                        _ => &g,
+                    };
+                    params.has_mult = other.is_some() as u32;
+                    gpu.launch(
+                        &OPTIM,
+                        "adamw_step",
+                        bytemuck::bytes_of(&params),
+                        &[
+                            w.buffer(),
+                            g.buffer(),
+                            mult.buffer(),
+                            m.buffer(),
+                            v.buffer(),
+                        ],
+                        gpu.grid(groups(n4, 256)),
+                    );
+                }
+            }
         }
         Ok(())
     }

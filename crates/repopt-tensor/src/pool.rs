@@ -47,6 +47,8 @@ pub(crate) struct BufferPool {
     pooled: u64,
     created: u64,
     pub(crate) limit: Option<u64>,
+    /// Memory planning: create 16-byte buffers but account the full class size.
+    pub(crate) placeholders: bool,
 }
 
 impl BufferPool {
@@ -57,14 +59,14 @@ impl BufferPool {
         bytes: u64,
     ) -> Result<(wgpu::Buffer, u64)> {
         let class = size_class(bytes);
-        if let Some(limit) = self.limit {
-            if self.live + class > limit {
-                return Err(Error::OutOfMemory {
-                    requested: class,
-                    live: self.live,
-                    limit,
-                });
-            }
+        if let Some(limit) = self.limit
+            && self.live + class > limit
+        {
+            return Err(Error::OutOfMemory {
+                requested: class,
+                live: self.live,
+                limit,
+            });
         }
         let buffer = match self.free.get_mut(&class).and_then(Vec::pop) {
             Some(b) => {
@@ -81,7 +83,7 @@ impl BufferPool {
                 self.created += 1;
                 device.create_buffer(&wgpu::BufferDescriptor {
                     label: None,
-                    size: class,
+                    size: if self.placeholders { 16 } else { class },
                     usage: USAGE,
                     mapped_at_creation: false,
                 })

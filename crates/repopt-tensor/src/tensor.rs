@@ -33,10 +33,10 @@ impl Storage {
 
 impl Drop for Storage {
     fn drop(&mut self) {
-        if let Some(buffer) = self.buffer.take() {
-            if let Ok(mut pool) = self.gpu.inner.pool.lock() {
-                pool.release(buffer, self.class);
-            }
+        if let Some(buffer) = self.buffer.take()
+            && let Ok(mut pool) = self.gpu.inner.pool.lock()
+        {
+            pool.release(buffer, self.class);
         }
     }
 }
@@ -92,7 +92,8 @@ impl Tensor {
         let numel = numel_of(shape);
         let bytes = (numel.max(1) * 4) as u64;
         let limit = gpu.inner.limits.max_storage_buffer_binding_size;
-        if bytes > limit {
+        // Planning counts bytes for any device, so this adapter's binding limit is not applied.
+        if bytes > limit && !gpu.inner.plan_only {
             return Err(Error::TensorTooLarge {
                 shape: shape.to_vec(),
                 bytes,
@@ -315,17 +316,17 @@ impl Tensor {
     pub fn set_grad(&self, grad: Option<Tensor>) -> Result<()> {
         match &self.inner.grad_state {
             GradState::Leaf(leaf) => {
-                if let Some(g) = &grad {
-                    if g.shape() != self.shape() {
-                        return Err(Error::shape(
-                            "set_grad",
-                            format!(
-                                "gradient {:?} does not match parameter {:?}",
-                                g.shape(),
-                                self.shape()
-                            ),
-                        ));
-                    }
+                if let Some(g) = &grad
+                    && g.shape() != self.shape()
+                {
+                    return Err(Error::shape(
+                        "set_grad",
+                        format!(
+                            "gradient {:?} does not match parameter {:?}",
+                            g.shape(),
+                            self.shape()
+                        ),
+                    ));
                 }
                 *leaf.grad.lock().expect("grad lock") = grad;
                 Ok(())
@@ -347,6 +348,23 @@ impl Tensor {
     /// gradients add to what the parameters already hold.
     pub fn backward(&self) -> Result<()> {
         autograd::backward(self)
+    }
+
+    /// Back-propagates `grad` (the gradient of some scalar with respect to this tensor, same
+    /// shape) into every parameter this tensor depends on.
+    ///
+    /// ```no_run
+    /// use repopt_tensor::{Gpu, Tensor};
+    /// let gpu = Gpu::from_env()?;
+    /// let w = Tensor::parameter(&gpu, &[1.0, 2.0], &[2])?;
+    /// let y = w.relu()?;
+    /// y.backward_with(&Tensor::from_slice(&gpu, &[0.5, -1.0], &[2])?)?;
+    /// assert_eq!(w.grad().unwrap().to_vec()?, vec![0.5, -1.0]);
+    /// # Ok::<(), repopt_tensor::Error>(())
+    /// ```
+    pub fn backward_with(&self, grad: &Tensor) -> Result<()> {
+        self.same_gpu("backward_with", grad)?;
+        autograd::backward_from(self, grad.detach())
     }
 
     pub(crate) fn expect_dtype(&self, op: &'static str, dtype: DType) -> Result<()> {

@@ -59,6 +59,17 @@ fn constants_get_no_gradient_and_no_grad_records_nothing() {
 }
 
 #[test]
+fn backward_with_a_seed_gradient_weights_each_output() {
+    let gpu = gpu();
+    let w = Tensor::parameter(&gpu, &[1.0, -2.0, 3.0], &[3]).unwrap();
+    let seed = Tensor::from_slice(&gpu, &[0.5, 2.0, -1.0], &[3]).unwrap();
+    w.scale(3.0).unwrap().backward_with(&seed).unwrap();
+    assert_eq!(w.grad().unwrap().to_vec().unwrap(), vec![1.5, 6.0, -3.0]);
+    let bad = Tensor::zeros(&gpu, &[2]).unwrap();
+    assert!(w.scale(1.0).unwrap().backward_with(&bad).is_err());
+}
+
+#[test]
 fn backward_needs_a_scalar_and_refuses_a_freed_graph() {
     let gpu = gpu();
     let w = Tensor::parameter(&gpu, &[1.0, 2.0], &[2]).unwrap();
@@ -183,4 +194,53 @@ fn the_pool_reuses_buffers_across_identical_steps() {
         created,
         "a steady loop allocates nothing new"
     );
+}
+
+/// A plan-only device accounts exactly the bytes a real run allocates, without running it.
+#[test]
+fn plan_only_devices_count_the_same_peak_bytes() {
+    use repopt_tensor::optim::{Optimizer, ParamSpec, Sgd, SgdConfig};
+    use repopt_tensor::{AdapterSelector, GpuOptions};
+    let run = |plan_only: bool| {
+        let gpu = repopt_tensor::Gpu::new(GpuOptions {
+            adapter: AdapterSelector::from_env(),
+            plan_only,
+            ..Default::default()
+        })
+        .unwrap();
+        let x = Tensor::from_slice(&gpu, &data(6 * 3 * 12 * 12, 1), &[6, 3, 12, 12]).unwrap();
+        let y = Tensor::from_u32(&gpu, &[0, 1, 2, 0, 1, 2], &[6]).unwrap();
+        let w = Tensor::parameter(&gpu, &data(8 * 3 * 9, 2), &[8, 3, 3, 3]).unwrap();
+        let gamma = Tensor::parameter(&gpu, &[1.0; 8], &[8]).unwrap();
+        let beta = Tensor::parameter(&gpu, &[0.0; 8], &[8]).unwrap();
+        let stats = ops::BatchNormStats::new(&gpu, 8).unwrap();
+        let fc = Tensor::parameter(&gpu, &data(3 * 8, 3), &[3, 8]).unwrap();
+        let fb = Tensor::parameter(&gpu, &[0.0; 3], &[3]).unwrap();
+        let specs = [&w, &gamma, &beta, &fc, &fb]
+            .map(|t| ParamSpec::new(t.clone(), 1e-4))
+            .to_vec();
+        let mut opt = Sgd::new(specs, SgdConfig::default()).unwrap();
+        gpu.reset_peak_memory();
+        for _ in 0..2 {
+            let h = ops::conv2d(&x, &w, ops::Conv2dConfig::same(3, 2)).unwrap();
+            let h = ops::batch_norm2d(&h, &gamma, &beta, &stats, true, true).unwrap();
+            let logits = ops::linear(&ops::global_avg_pool(&h).unwrap(), &fc, &fb).unwrap();
+            ops::cross_entropy(&logits, &y, 0.1)
+                .unwrap()
+                .backward()
+                .unwrap();
+            opt.step(0.1).unwrap();
+            opt.zero_grad();
+        }
+        gpu.synchronize().unwrap();
+        let m = gpu.memory();
+        (m.peak_live_bytes, m.live_bytes, gpu.dispatch_count())
+    };
+    let real = run(false);
+    let planned = run(true);
+    assert_eq!(
+        real, planned,
+        "(peak bytes, live bytes, dispatches): real vs planned"
+    );
+    assert!(real.0 > 0);
 }

@@ -4,7 +4,8 @@ mod common;
 
 use common::{assert_close, data, f64s, gpu};
 use repopt_tensor::optim::{
-    AdamW, AdamWConfig, Optimizer, ParamSpec, Sgd, SgdConfig, UpdateKernels, clip_grad_norm,
+    AdamW, AdamWConfig, GradMult, Optimizer, ParamSpec, Sgd, SgdConfig, UpdateKernels,
+    clip_grad_norm,
 };
 use repopt_tensor::{Tensor, reference as cpu};
 
@@ -17,7 +18,7 @@ fn check_sgd(len: usize, mult: bool, config: SgdConfig, kernels: UpdateKernels) 
     let spec = ParamSpec {
         tensor: w.clone(),
         weight_decay: 0.05,
-        grad_mult: mult.then(|| Tensor::from_slice(&gpu, &m, &[len]).unwrap()),
+        grad_mult: mult.then(|| GradMult::Dense(Tensor::from_slice(&gpu, &m, &[len]).unwrap())),
     };
     let mut opt = Sgd::new(vec![spec], config).unwrap().with_kernels(kernels);
     let mut rw = f64s(&w0);
@@ -92,7 +93,7 @@ fn adamw_matches_reference() {
         let spec = ParamSpec {
             tensor: w.clone(),
             weight_decay: 0.05,
-            grad_mult: mult.then(|| Tensor::from_slice(&gpu, &m, &[len]).unwrap()),
+            grad_mult: mult.then(|| GradMult::Dense(Tensor::from_slice(&gpu, &m, &[len]).unwrap())),
         };
         let c = AdamWConfig::default();
         let mut opt = AdamW::new(vec![spec], c).unwrap();
@@ -184,7 +185,7 @@ fn grad_mult_shape_must_match_the_parameter() {
         vec![ParamSpec {
             tensor: w,
             weight_decay: 0.0,
-            grad_mult: Some(m),
+            grad_mult: Some(GradMult::Dense(m)),
         }],
         SgdConfig::default(),
     )
@@ -234,4 +235,66 @@ fn clip_grad_norm_scales_to_the_limit_only_when_above_it() {
         1e-5,
         0.0,
     );
+}
+
+/// The RepOptimizer's Grad Mult computed from per-channel factors equals the formula, and
+/// updates with it equal updates with the same multiplier stored densely.
+#[test]
+fn structured_grad_mults_match_dense_ones() {
+    let gpu = gpu();
+    for (co, ci, identity) in [(4usize, 4usize, true), (5, 3, false), (17, 17, true)] {
+        let shape = [co, ci, 3, 3];
+        let len = co * ci * 9;
+        let f: Vec<f32> = data(2 * co, 70).iter().map(|v| 1.0 + v).collect();
+        let factors = Tensor::from_slice(&gpu, &f, &[2 * co]).unwrap();
+        let structured = GradMult::Conv3x3 { factors, identity };
+        let dense = structured.to_dense(&shape).unwrap().to_vec().unwrap();
+        for c in 0..co {
+            for d in 0..ci {
+                for t in 0..9 {
+                    let mut want = f[c];
+                    if t == 4 {
+                        want += f[co + c];
+                        if identity && c == d {
+                            want += 1.0;
+                        }
+                    }
+                    assert_eq!(dense[(c * ci + d) * 9 + t], want, "M[{c},{d},{t}]");
+                }
+            }
+        }
+        let dense_mult = GradMult::Dense(Tensor::from_slice(&gpu, &dense, &shape).unwrap());
+        for adam in [false, true] {
+            let run = |mult: GradMult| -> Vec<f32> {
+                let w = Tensor::parameter(&gpu, &data(len, 71), &shape).unwrap();
+                let spec = ParamSpec {
+                    tensor: w.clone(),
+                    weight_decay: 0.01,
+                    grad_mult: Some(mult),
+                };
+                let mut opt: Box<dyn Optimizer> = if adam {
+                    Box::new(AdamW::new(vec![spec], AdamWConfig::default()).unwrap())
+                } else {
+                    Box::new(Sgd::new(vec![spec], SgdConfig::default()).unwrap())
+                };
+                for step in 0..3 {
+                    w.set_grad(Some(
+                        Tensor::from_slice(&gpu, &data(len, 80 + step), &shape).unwrap(),
+                    ))
+                    .unwrap();
+                    opt.step(0.05).unwrap();
+                }
+                w.to_vec().unwrap()
+            };
+            let a = run(structured.clone());
+            let b = run(dense_mult.clone());
+            assert_close(
+                &format!("structured vs dense (adam {adam}) {shape:?}"),
+                &a,
+                &f64s(&b),
+                1e-6,
+                1e-6,
+            );
+        }
+    }
 }

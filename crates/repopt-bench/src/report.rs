@@ -1,0 +1,250 @@
+//! Tables and target ratios, shared by `repopt bench` and `cargo bench`.
+
+use serde::Serialize;
+
+use crate::kernels::{KernelResult, PeakResult};
+use crate::train::{MaxBatchResult, MemoryResult, StepResult};
+use crate::update::UpdateResult;
+
+/// A ratio measured in one run against the project's target for it.
+#[derive(Clone, Debug, Serialize)]
+pub struct Target {
+    /// What is compared.
+    pub target: String,
+    /// The measured ratio.
+    pub value: f64,
+    /// The target it should reach.
+    pub goal: f64,
+    /// Whether it does.
+    pub met: bool,
+}
+
+fn target(name: impl Into<String>, value: f64, goal: f64) -> Target {
+    Target {
+        target: name.into(),
+        value,
+        goal,
+        met: value >= goal,
+    }
+}
+
+/// The performance targets the results allow checking.
+pub fn targets(
+    peak: Option<&PeakResult>,
+    kernels: &[KernelResult],
+    updates: &[UpdateResult],
+    steps: &[StepResult],
+    max_batches: &[MaxBatchResult],
+) -> Vec<Target> {
+    let mut out = Vec::new();
+    let by = |v: &str| updates.iter().find(|u| u.variant == v);
+    if let (Some(f), Some(u)) = (by("fused"), by("unfused")) {
+        out.push(target(
+            "fused RepOpt-SGD / unfused (elements/s)",
+            f.elements_per_s / u.elements_per_s,
+            2.0,
+        ));
+    }
+    if let (Some(f), Some(c)) = (by("fused"), by("copy")) {
+        out.push(target(
+            "fused RepOpt-SGD GB/s / copy GB/s",
+            f.gb_per_s / c.gb_per_s,
+            0.7,
+        ));
+    }
+    let step =
+        |mode: &str, config: &str| steps.iter().find(|s| s.mode == mode && s.config == config);
+    let mut configs: Vec<&str> = steps.iter().map(|s| s.config.as_str()).collect();
+    configs.dedup();
+    for config in configs {
+        if let (Some(t), Some(r)) = (step("target", config), step("repvgg", config)) {
+            out.push(target(
+                format!("{config}: RepOpt-VGG step speed / RepVGG"),
+                t.images_per_s / r.images_per_s,
+                1.6,
+            ));
+            out.push(target(
+                format!("{config}: RepVGG peak bytes / RepOpt-VGG"),
+                r.peak_bytes as f64 / t.peak_bytes as f64,
+                1.3,
+            ));
+        }
+    }
+    let mb = |mode: &str| max_batches.iter().find(|m| m.mode == mode);
+    if let (Some(t), Some(r)) = (mb("target"), mb("repvgg")) {
+        out.push(target(
+            format!("{}: RepOpt-VGG max batch / RepVGG", t.config),
+            t.max_batch as f64 / r.max_batch.max(1) as f64,
+            1.3,
+        ));
+    }
+    if let Some(p) = peak {
+        for k in kernels.iter().filter(|k| !k.memory_bound) {
+            let goal = if k.kernel == "matmul" {
+                0.30
+            } else if k.kernel.starts_with("conv3x3") {
+                0.25
+            } else {
+                continue;
+            };
+            out.push(target(
+                format!("{} {} / FMA peak", k.kernel, k.shape),
+                k.gflops / p.gflops,
+                goal,
+            ));
+        }
+    }
+    out
+}
+
+/// Prints rows as an aligned table.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].len())
+                .chain([header[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: Vec<String>| {
+        cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
+    };
+    let mut out = line(header.iter().map(|s| s.to_string()).collect());
+    out.push('\n');
+    for r in rows {
+        out.push_str(&line(r.clone()));
+        out.push('\n');
+    }
+    out
+}
+
+/// Kernel results as a table.
+pub fn kernels_table(kernels: &[KernelResult]) -> String {
+    table(
+        &["kernel", "shape", "ms", "GFLOP/s"],
+        &kernels
+            .iter()
+            .map(|k| {
+                vec![
+                    k.kernel.clone(),
+                    k.shape.clone(),
+                    format!("{:.2}", k.ms),
+                    if k.memory_bound {
+                        format!("{:.1} GB/s", k.gflops)
+                    } else {
+                        format!("{:.1}", k.gflops)
+                    },
+                ]
+            })
+            .collect::<Vec<_>>(),
+    )
+}
+
+/// Update results as a table.
+pub fn updates_table(updates: &[UpdateResult]) -> String {
+    table(
+        &["variant", "kernels", "ms", "Melements/s", "GB/s"],
+        &updates
+            .iter()
+            .map(|u| {
+                vec![
+                    u.variant.clone(),
+                    u.kernels.to_string(),
+                    format!("{:.2}", u.ms),
+                    format!("{:.0}", u.elements_per_s / 1e6),
+                    format!("{:.1}", u.gb_per_s),
+                ]
+            })
+            .collect::<Vec<_>>(),
+    )
+}
+
+/// Training-step results as a table.
+pub fn steps_table(steps: &[StepResult]) -> String {
+    table(
+        &[
+            "mode", "config", "batch", "res", "images/s", "ms/step", "peak MiB",
+        ],
+        &steps
+            .iter()
+            .map(|s| {
+                vec![
+                    s.mode.clone(),
+                    s.config.clone(),
+                    s.batch.to_string(),
+                    s.res.to_string(),
+                    format!("{:.1}", s.images_per_s),
+                    format!("{:.1}", s.ms_per_step),
+                    format!("{:.1}", s.peak_bytes as f64 / 1048576.0),
+                ]
+            })
+            .collect::<Vec<_>>(),
+    )
+}
+
+/// Max-batch results as a table.
+pub fn max_batch_table(results: &[MaxBatchResult]) -> String {
+    table(
+        &["mode", "config", "res", "limit MiB", "max batch"],
+        &results
+            .iter()
+            .map(|m| {
+                vec![
+                    m.mode.clone(),
+                    m.config.clone(),
+                    m.res.to_string(),
+                    format!("{:.0}", m.memory_limit as f64 / 1048576.0),
+                    m.max_batch.to_string(),
+                ]
+            })
+            .collect::<Vec<_>>(),
+    )
+}
+
+/// Planned peak bytes as a table, with each mode's ratio to the first.
+pub fn memory_table(results: &[MemoryResult]) -> String {
+    let base = results.first().map_or(1, |r| r.peak_bytes.max(1)) as f64;
+    table(
+        &["mode", "config", "batch", "res", "peak MiB", "vs first"],
+        &results
+            .iter()
+            .map(|m| {
+                vec![
+                    m.mode.clone(),
+                    m.config.clone(),
+                    m.batch.to_string(),
+                    m.res.to_string(),
+                    format!("{:.1}", m.peak_bytes as f64 / 1048576.0),
+                    format!("{:.2}", m.peak_bytes as f64 / base),
+                ]
+            })
+            .collect::<Vec<_>>(),
+    )
+}
+
+/// Targets as a table.
+pub fn targets_table(targets: &[Target]) -> String {
+    table(
+        &["target", "measured", "goal", "met"],
+        &targets
+            .iter()
+            .map(|t| {
+                vec![
+                    t.target.clone(),
+                    format!("{:.2}", t.value),
+                    format!(">= {:.2}", t.goal),
+                    if t.met { "yes".into() } else { "no".into() },
+                ]
+            })
+            .collect::<Vec<_>>(),
+    )
+}

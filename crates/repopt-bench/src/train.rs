@@ -1,0 +1,250 @@
+//! Whole training steps (forward, loss, backward, optimizer) per model mode, and the largest
+//! batch whose step fits a memory limit: the paper's Table 2 comparison of RepOpt-VGG and
+//! RepVGG, measured on this engine.
+
+use repopt_models::repoptimizer::{RepOptimizerConfig, prepare};
+use repopt_models::{Mode, RepOptVgg, Scales, VggConfig};
+use repopt_tensor::optim::{Optimizer, Sgd, SgdConfig};
+use repopt_tensor::{Error, Gpu, GpuOptions, Result, Tensor, ops};
+use serde::Serialize;
+
+use crate::timing::{TimingBudget, time_gpu};
+
+/// One training-step measurement.
+#[derive(Clone, Debug, Serialize)]
+pub struct StepResult {
+    /// Block mode (target is RepOpt-VGG trained with its RepOptimizer).
+    pub mode: String,
+    /// Architecture.
+    pub config: String,
+    /// Batch size.
+    pub batch: usize,
+    /// Square input resolution.
+    pub res: usize,
+    /// Training images per second.
+    pub images_per_s: f64,
+    /// Median milliseconds per step.
+    pub ms_per_step: f64,
+    /// The engine's peak live device bytes during a step (parameters, gradients, optimizer
+    /// state and activations included).
+    pub peak_bytes: u64,
+}
+
+/// A model, its optimizer and a synthetic batch, ready to step.
+struct Rig {
+    model: RepOptVgg,
+    opt: Box<dyn Optimizer>,
+    x: Tensor,
+    y: Tensor,
+}
+
+fn rig(
+    gpu: &Gpu,
+    config: &VggConfig,
+    mode: Mode,
+    batch: usize,
+    res: usize,
+) -> std::result::Result<Rig, repopt_models::ModelError> {
+    let model = RepOptVgg::new(gpu, config.clone(), mode, 0)?;
+    // Target mode trains with the RepOptimizer (Grad Mults from HS-initial scales: the
+    // values do not change the cost); the other modes with plain SGD.
+    let specs = if mode == Mode::Target {
+        prepare(
+            &model,
+            &Scales::hs_initial(config),
+            &RepOptimizerConfig::default(),
+            4e-5,
+            0,
+        )?
+    } else {
+        model.param_specs(4e-5)
+    };
+    let opt: Box<dyn Optimizer> = Box::new(Sgd::new(specs, SgdConfig::default())?);
+    let n = batch * config.in_channels * res * res;
+    let data: Vec<f32> = (0..n)
+        .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+        .collect();
+    let x = Tensor::from_slice(gpu, &data, &[batch, config.in_channels, res, res])?;
+    let labels: Vec<u32> = (0..batch)
+        .map(|i| (i % config.num_classes) as u32)
+        .collect();
+    let y = Tensor::from_u32(gpu, &labels, &[batch])?;
+    Ok(Rig { model, opt, x, y })
+}
+
+fn step(r: &mut Rig) -> Result<()> {
+    let logits = r.model.forward(&r.x, true).map_err(model_to_engine)?;
+    let loss = ops::cross_entropy(&logits, &r.y, 0.1)?;
+    loss.backward()?;
+    r.opt.step(1e-3)?;
+    r.opt.zero_grad();
+    Ok(())
+}
+
+fn model_to_engine(e: repopt_models::ModelError) -> Error {
+    match e {
+        repopt_models::ModelError::Engine(e) => e,
+        other => Error::Invalid {
+            op: "bench",
+            message: other.to_string(),
+        },
+    }
+}
+
+/// Times one training step of `config` in each mode.
+pub fn train_steps(
+    gpu: &Gpu,
+    config: &VggConfig,
+    modes: &[Mode],
+    batch: usize,
+    res: usize,
+    budget: TimingBudget,
+) -> Result<Vec<StepResult>> {
+    let mut out = Vec::new();
+    for &mode in modes {
+        let mut r = rig(gpu, config, mode, batch, res).map_err(model_to_engine)?;
+        step(&mut r)?;
+        gpu.synchronize()?;
+        gpu.reset_peak_memory();
+        step(&mut r)?;
+        gpu.synchronize()?;
+        let peak_bytes = gpu.memory().peak_live_bytes;
+        let t = time_gpu(gpu, budget, || step(&mut r))?;
+        out.push(StepResult {
+            mode: mode.name().into(),
+            config: config.name.clone(),
+            batch,
+            res,
+            images_per_s: batch as f64 / t.median_s,
+            ms_per_step: t.median_s * 1e3,
+            peak_bytes,
+        });
+    }
+    Ok(out)
+}
+
+/// The largest batch (`{"mode", "max_batch"}`).
+#[derive(Clone, Debug, Serialize)]
+pub struct MaxBatchResult {
+    /// Block mode.
+    pub mode: String,
+    /// Architecture.
+    pub config: String,
+    /// Square input resolution.
+    pub res: usize,
+    /// The engine's memory limit in bytes.
+    pub memory_limit: u64,
+    /// Largest batch whose training step fits (0 if not even two images do).
+    pub max_batch: usize,
+}
+
+/// Whether a training step at `batch` fits `limit` bytes on a fresh device.
+fn fits(
+    options: &GpuOptions,
+    config: &VggConfig,
+    mode: Mode,
+    batch: usize,
+    res: usize,
+) -> Result<bool> {
+    let gpu = Gpu::new(options.clone())?;
+    let attempt = (|| -> Result<()> {
+        let mut r = rig(&gpu, config, mode, batch, res).map_err(model_to_engine)?;
+        step(&mut r)?;
+        gpu.synchronize()
+    })();
+    match attempt {
+        Ok(()) => Ok(true),
+        Err(Error::OutOfMemory { .. }) | Err(Error::TensorTooLarge { .. }) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Finds, by doubling then bisection, the largest batch whose training step keeps the
+/// engine's live allocations within `memory_limit` bytes (the paper's MaxBS, made
+/// independent of the device's own memory size). Steps are planned, not run (see
+/// `GpuOptions::plan_only`): the allocations and their accounting are those of a real
+/// step, the arithmetic is skipped.
+pub fn max_batch(
+    adapter: &repopt_tensor::AdapterSelector,
+    config: &VggConfig,
+    mode: Mode,
+    res: usize,
+    memory_limit: u64,
+    cap: usize,
+) -> Result<MaxBatchResult> {
+    let options = GpuOptions {
+        adapter: adapter.clone(),
+        memory_limit: Some(memory_limit),
+        plan_only: true,
+        ..Default::default()
+    };
+    // Batch norm needs two values per channel, and the last stage can be 1x1: start at 2.
+    let (mut lo, mut hi) = (0usize, 2usize);
+    while hi <= cap && fits(&options, config, mode, hi, res)? {
+        lo = hi;
+        hi *= 2;
+    }
+    let mut hi = hi.min(cap + 1);
+    while hi - lo > 1 {
+        let mid = (lo + hi) / 2;
+        if fits(&options, config, mode, mid, res)? {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    Ok(MaxBatchResult {
+        mode: mode.name().into(),
+        config: config.name.clone(),
+        res,
+        memory_limit,
+        max_batch: lo,
+    })
+}
+
+/// Peak bytes of one training step (`{"mode", "config", "batch", "res", "peak_bytes"}`).
+#[derive(Clone, Debug, Serialize)]
+pub struct MemoryResult {
+    /// Block mode.
+    pub mode: String,
+    /// Architecture.
+    pub config: String,
+    /// Batch.
+    pub batch: usize,
+    /// Square input resolution.
+    pub res: usize,
+    /// The engine's peak live bytes during the step (after a first step, so optimizer state
+    /// is included).
+    pub peak_bytes: u64,
+}
+
+/// The peak bytes of a training step per mode, planned on a plan-only device (exact
+/// accounting, no arithmetic), so settings far too slow to run here can be measured.
+pub fn planned_peak(
+    adapter: &repopt_tensor::AdapterSelector,
+    config: &VggConfig,
+    modes: &[Mode],
+    batch: usize,
+    res: usize,
+) -> Result<Vec<MemoryResult>> {
+    let mut out = Vec::new();
+    for &mode in modes {
+        let gpu = Gpu::new(GpuOptions {
+            adapter: adapter.clone(),
+            plan_only: true,
+            ..Default::default()
+        })?;
+        let mut r = rig(&gpu, config, mode, batch, res).map_err(model_to_engine)?;
+        step(&mut r)?;
+        gpu.reset_peak_memory();
+        step(&mut r)?;
+        out.push(MemoryResult {
+            mode: mode.name().into(),
+            config: config.name.clone(),
+            batch,
+            res,
+            peak_bytes: gpu.memory().peak_live_bytes,
+        });
+    }
+    Ok(out)
+}

@@ -1,0 +1,85 @@
+//! Optimizer-step throughput: the fused RepOptimizer-SGD kernel against the same update as
+//! separate kernels, plain fused SGD, fused RepOptimizer-AdamW, and a plain copy of the
+//! same bytes (the memory-bandwidth ceiling).
+
+use repopt_tensor::ops::elementwise::copy_kernel;
+use repopt_tensor::optim::{
+    AdamW, AdamWConfig, GradMult, Optimizer, ParamSpec, Sgd, SgdConfig, UpdateKernels,
+};
+use repopt_tensor::{Gpu, Result, Tensor};
+use serde::Serialize;
+
+use crate::timing::{TimingBudget, time_gpu};
+
+/// One update variant: `{"variant", "elements_per_s", "gb_per_s"}`.
+#[derive(Clone, Debug, Serialize)]
+pub struct UpdateResult {
+    /// fused, unfused, plain, adamw or copy.
+    pub variant: String,
+    /// Parameter elements updated per second.
+    pub elements_per_s: f64,
+    /// Bytes the variant reads and writes, per second (its own traffic, counted from what
+    /// its kernels access).
+    pub gb_per_s: f64,
+    /// Median milliseconds per update.
+    pub ms: f64,
+    /// Kernel launches per update.
+    pub kernels: usize,
+}
+
+fn fill(gpu: &Gpu, n: usize, seed: u32) -> Result<Tensor> {
+    let data: Vec<f32> = (0..n)
+        .map(|i| {
+            ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 9) as f32 / 8388608.0 - 0.5
+        })
+        .collect();
+    Tensor::from_slice(gpu, &data, &[n])
+}
+
+/// Times each variant on a parameter of `n` elements.
+pub fn update(gpu: &Gpu, n: usize, budget: TimingBudget) -> Result<Vec<UpdateResult>> {
+    let w = fill(gpu, n, 1)?.into_parameter();
+    let grad = fill(gpu, n, 2)?;
+    let mult = fill(gpu, n, 3)?;
+    w.set_grad(Some(grad.clone()))?;
+    let bytes = (n * 4) as f64;
+    let mut out = Vec::new();
+    let mut record = |variant: &str, secs: f64, tensors_moved: f64, kernels: usize| {
+        out.push(UpdateResult {
+            variant: variant.into(),
+            elements_per_s: n as f64 / secs,
+            gb_per_s: tensors_moved * bytes / secs / 1e9,
+            ms: secs * 1e3,
+            kernels,
+        })
+    };
+    let spec = |m: Option<Tensor>| ParamSpec {
+        tensor: w.clone(),
+        weight_decay: 4e-5,
+        grad_mult: m.map(GradMult::Dense),
+    };
+    let sgd = SgdConfig::default();
+    // Fused RepOptimizer-SGD: reads w, g, M, buf; writes w, buf.
+    let mut fused = Sgd::new(vec![spec(Some(mult.clone()))], sgd)?;
+    let t = time_gpu(gpu, budget, || fused.step(1e-6))?;
+    record("fused", t.median_s, 6.0, 1);
+    // The same update as five kernels: d = g*M; d += wd*w; buf = m*buf + d; d += m*buf;
+    // w -= lr*d, each reading its operands and writing its result.
+    let mut unfused =
+        Sgd::new(vec![spec(Some(mult.clone()))], sgd)?.with_kernels(UpdateKernels::Unfused);
+    let t = time_gpu(gpu, budget, || unfused.step(1e-6))?;
+    record("unfused", t.median_s, 15.0, 5);
+    // Plain fused SGD: reads w, g, buf; writes w, buf.
+    let mut plain = Sgd::new(vec![spec(None)], sgd)?;
+    let t = time_gpu(gpu, budget, || plain.step(1e-6))?;
+    record("plain", t.median_s, 5.0, 1);
+    // Fused RepOptimizer-AdamW: reads w, g, M, m, v; writes w, m, v.
+    let mut adamw = AdamW::new(vec![spec(Some(mult.clone()))], AdamWConfig::default())?;
+    let t = time_gpu(gpu, budget, || adamw.step(1e-6))?;
+    record("adamw", t.median_s, 8.0, 1);
+    // A copy kernel: reads and writes once.
+    let dst = Tensor::zeros(gpu, &[n])?;
+    let t = time_gpu(gpu, budget, || copy_kernel(&grad, &dst))?;
+    record("copy", t.median_s, 2.0, 1);
+    Ok(out)
+}

@@ -1,0 +1,327 @@
+//! `repopt bench`: the benchmark suite.
+
+use clap::{Args, Subcommand};
+use repopt::bench::kernels::{self, ConvCase};
+use repopt::bench::report::{
+    self, kernels_table, max_batch_table, memory_table, steps_table, targets_table, updates_table,
+};
+use repopt::bench::timing::TimingBudget;
+use repopt::bench::{train, update};
+use repopt::models::{Mode, VggConfig};
+
+use super::gpu;
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// The adapter's arithmetic peak (register-only FMA kernel).
+    Peak(Common),
+    /// Convolutions, batch norm and matmul at network stage shapes, with the FMA peak.
+    Kernels(KernelArgs),
+    /// Fused RepOpt-SGD step vs. unfused kernels vs. plain SGD vs. AdamW vs. a copy.
+    Update(UpdateArgs),
+    /// One full training step per model mode.
+    Train(TrainArgs),
+    /// The largest batch whose training step fits a memory limit.
+    Maxbatch(MaxBatchArgs),
+    /// Peak bytes of a training step per mode at any size (planned, not run).
+    Memory(MemoryArgs),
+    /// Every benchmark with its defaults, and the targets.
+    All(Common),
+}
+
+#[derive(Args, Clone)]
+pub struct Common {
+    /// JSON lines instead of tables.
+    #[arg(long)]
+    json: bool,
+    /// Fewer and shorter samples (smoke runs).
+    #[arg(long)]
+    quick: bool,
+}
+
+impl Common {
+    fn budget(&self) -> TimingBudget {
+        if self.quick {
+            TimingBudget::quick()
+        } else {
+            TimingBudget::default()
+        }
+    }
+}
+
+#[derive(Args, Clone)]
+pub struct KernelArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Networks whose stage shapes are measured.
+    #[arg(long, value_delimiter = ',', default_value = "A0,B1")]
+    configs: Vec<String>,
+    /// Input resolution the stage shapes are taken at.
+    #[arg(long, default_value_t = 64)]
+    res: usize,
+    /// Batch.
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// Side of the square matmul.
+    #[arg(long, default_value_t = 1024)]
+    matmul: usize,
+}
+
+#[derive(Args, Clone)]
+pub struct UpdateArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Parameter elements updated.
+    #[arg(long, default_value_t = 1 << 23)]
+    params: usize,
+}
+
+#[derive(Args, Clone)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Architecture.
+    #[arg(long, default_value = "A0")]
+    config: String,
+    /// Modes (target trains with its RepOptimizer).
+    #[arg(long, value_delimiter = ',', default_value = "target,repvgg,hs")]
+    modes: Vec<Mode>,
+    /// Batch.
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// Input resolution.
+    #[arg(long, default_value_t = 32)]
+    res: usize,
+}
+
+#[derive(Args, Clone)]
+pub struct MaxBatchArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Architecture.
+    #[arg(long, default_value = "B1")]
+    config: String,
+    /// Modes.
+    #[arg(long, value_delimiter = ',', default_value = "target,repvgg")]
+    modes: Vec<Mode>,
+    /// Input resolution.
+    #[arg(long, default_value_t = 32)]
+    res: usize,
+    /// The engine's memory limit in bytes.
+    #[arg(long, default_value_t = 1 << 30)]
+    memory_limit: u64,
+    /// Largest batch tried.
+    #[arg(long, default_value_t = 4096)]
+    cap: usize,
+}
+
+#[derive(Args, Clone)]
+pub struct MemoryArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Architecture.
+    #[arg(long, default_value = "B1")]
+    config: String,
+    /// Modes.
+    #[arg(long, value_delimiter = ',', default_value = "target,repvgg")]
+    modes: Vec<Mode>,
+    /// Batch.
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// Input resolution.
+    #[arg(long, default_value_t = 224)]
+    res: usize,
+}
+
+fn print_json<T: serde::Serialize>(items: &[T]) -> anyhow::Result<()> {
+    for i in items {
+        println!("{}", serde_json::to_string(i)?);
+    }
+    Ok(())
+}
+
+fn header(gpu: &repopt::tensor::Gpu) {
+    eprintln!(
+        "adapter: {} ({}, {}, subgroup kernels: {})",
+        gpu.adapter().name,
+        gpu.adapter().backend.to_str(),
+        gpu.adapter().device_type_name(),
+        gpu.uses_subgroup_kernels()
+    );
+}
+
+fn kernel_suite(
+    g: &repopt::tensor::Gpu,
+    a: &KernelArgs,
+) -> anyhow::Result<(kernels::PeakResult, Vec<kernels::KernelResult>)> {
+    let b = a.common.budget();
+    let peak = kernels::peak(g, b)?;
+    let mut cases: Vec<ConvCase> = Vec::new();
+    for name in &a.configs {
+        let cfg = VggConfig::preset(name)?;
+        cases.extend(kernels::stage_cases(&cfg, a.res, a.batch));
+    }
+    let mut results = kernels::conv(g, &cases, b)?;
+    if let Some(c) = cases.first() {
+        results.extend(kernels::batch_norm(g, a.batch, c.co, c.hw, b)?);
+    }
+    results.push(kernels::matmul(g, a.matmul, b)?);
+    Ok((peak, results))
+}
+
+pub fn run(cmd: &BenchCommand, adapter: &str) -> anyhow::Result<()> {
+    let g = gpu(adapter)?;
+    header(&g);
+    match cmd {
+        BenchCommand::Peak(c) => {
+            let p = kernels::peak(&g, c.budget())?;
+            if c.json {
+                print_json(&[p])?;
+            } else {
+                println!("FMA peak: {:.1} GFLOP/s on {}", p.gflops, p.adapter);
+            }
+        }
+        BenchCommand::Kernels(a) => {
+            let (peak, results) = kernel_suite(&g, a)?;
+            if a.common.json {
+                print_json(&[&peak])?;
+                print_json(&results)?;
+            } else {
+                println!("FMA peak: {:.1} GFLOP/s\n", peak.gflops);
+                println!("{}", kernels_table(&results));
+                println!(
+                    "{}",
+                    targets_table(&report::targets(Some(&peak), &results, &[], &[], &[]))
+                );
+            }
+        }
+        BenchCommand::Update(a) => {
+            let r = update::update(&g, a.params, a.common.budget())?;
+            if a.common.json {
+                print_json(&r)?;
+            } else {
+                println!("{} parameters\n{}", a.params, updates_table(&r));
+                println!(
+                    "{}",
+                    targets_table(&report::targets(None, &[], &r, &[], &[]))
+                );
+            }
+        }
+        BenchCommand::Train(a) => {
+            let cfg = VggConfig {
+                num_classes: 1000,
+                ..VggConfig::preset(&a.config)?
+            };
+            let r = train::train_steps(&g, &cfg, &a.modes, a.batch, a.res, a.common.budget())?;
+            if a.common.json {
+                print_json(&r)?;
+            } else {
+                println!("{}", steps_table(&r));
+                println!(
+                    "{}",
+                    targets_table(&report::targets(None, &[], &[], &r, &[]))
+                );
+            }
+        }
+        BenchCommand::Maxbatch(a) => {
+            let cfg = VggConfig {
+                num_classes: 1000,
+                ..VggConfig::preset(&a.config)?
+            };
+            let selector = adapter.parse().unwrap_or_default();
+            let r: Vec<_> = a
+                .modes
+                .iter()
+                .map(|&m| train::max_batch(&selector, &cfg, m, a.res, a.memory_limit, a.cap))
+                .collect::<Result<_, _>>()?;
+            if a.common.json {
+                print_json(&r)?;
+            } else {
+                println!("{}", max_batch_table(&r));
+                println!(
+                    "{}",
+                    targets_table(&report::targets(None, &[], &[], &[], &r))
+                );
+            }
+        }
+        BenchCommand::Memory(a) => {
+            let cfg = VggConfig {
+                num_classes: 1000,
+                ..VggConfig::preset(&a.config)?
+            };
+            let r = train::planned_peak(
+                &adapter.parse().unwrap_or_default(),
+                &cfg,
+                &a.modes,
+                a.batch,
+                a.res,
+            )?;
+            if a.common.json {
+                print_json(&r)?;
+            } else {
+                println!("{}", memory_table(&r));
+            }
+        }
+        BenchCommand::All(c) => run_all(&g, adapter, c)?,
+    }
+    Ok(())
+}
+
+fn run_all(g: &repopt::tensor::Gpu, adapter: &str, c: &Common) -> anyhow::Result<()> {
+    let b = c.budget();
+    let (peak, kernels) = kernel_suite(
+        g,
+        &KernelArgs {
+            common: c.clone(),
+            configs: vec!["A0".into(), "B1".into()],
+            res: 64,
+            batch: 32,
+            matmul: 1024,
+        },
+    )?;
+    let updates = update::update(g, 1 << 23, b)?;
+    let mut steps = Vec::new();
+    for name in ["A0", "B1"] {
+        let cfg = VggConfig {
+            num_classes: 1000,
+            ..VggConfig::preset(name)?
+        };
+        steps.extend(train::train_steps(
+            g,
+            &cfg,
+            &[Mode::Target, Mode::Repvgg, Mode::Hs],
+            32,
+            32,
+            b,
+        )?);
+    }
+    let b1 = VggConfig {
+        num_classes: 1000,
+        ..VggConfig::preset("B1")?
+    };
+    let selector = adapter.parse().unwrap_or_default();
+    let maxb: Vec<_> = [Mode::Target, Mode::Repvgg]
+        .iter()
+        .map(|&m| train::max_batch(&selector, &b1, m, 32, 1 << 30, 4096))
+        .collect::<Result<_, _>>()?;
+    let targets = report::targets(Some(&peak), &kernels, &updates, &steps, &maxb);
+    if c.json {
+        print_json(&[&peak])?;
+        print_json(&kernels)?;
+        print_json(&updates)?;
+        print_json(&steps)?;
+        print_json(&maxb)?;
+        print_json(&targets)?;
+    } else {
+        println!("FMA peak: {:.1} GFLOP/s\n", peak.gflops);
+        println!(
+            "{}\n{}\n{}\n{}",
+            kernels_table(&kernels),
+            updates_table(&updates),
+            steps_table(&steps),
+            max_batch_table(&maxb)
+        );
+        println!("{}", targets_table(&targets));
+    }
+    Ok(())
+}
