@@ -5,6 +5,7 @@ use repopt::bench::kernels::{self, ConvCase};
 use repopt::bench::report::{
     self, kernels_table, max_batch_table, memory_table, steps_table, targets_table, updates_table,
 };
+use repopt::bench::suite::{SuiteSizes, run_suite};
 use repopt::bench::timing::TimingBudget;
 use repopt::bench::{train, update};
 use repopt::models::{Mode, VggConfig};
@@ -268,60 +269,12 @@ pub fn run(cmd: &BenchCommand, adapter: &str) -> anyhow::Result<()> {
 }
 
 fn run_all(g: &repopt::tensor::Gpu, adapter: &str, c: &Common) -> anyhow::Result<()> {
-    let b = c.budget();
-    let (peak, kernels) = kernel_suite(
-        g,
-        &KernelArgs {
-            common: c.clone(),
-            configs: vec!["A0".into(), "B1".into()],
-            res: 64,
-            batch: 32,
-            matmul: 1024,
-        },
-    )?;
-    let updates = update::update(g, 1 << 23, b)?;
-    let mut steps = Vec::new();
-    for name in ["A0", "B1"] {
-        let cfg = VggConfig {
-            num_classes: 1000,
-            ..VggConfig::preset(name)?
-        };
-        steps.extend(train::train_steps(
-            g,
-            &cfg,
-            &[Mode::Target, Mode::Repvgg, Mode::Hs],
-            32,
-            32,
-            b,
-        )?);
-    }
-    let b1 = VggConfig {
-        num_classes: 1000,
-        ..VggConfig::preset("B1")?
-    };
     let selector = adapter.parse().unwrap_or_default();
-    let maxb: Vec<_> = [Mode::Target, Mode::Repvgg]
-        .iter()
-        .map(|&m| train::max_batch(&selector, &b1, m, 32, 1 << 30, 4096))
-        .collect::<Result<_, _>>()?;
-    let targets = report::targets(Some(&peak), &kernels, &updates, &steps, &maxb);
+    let results = run_suite(g, &selector, &SuiteSizes::default(), c.budget())?;
     if c.json {
-        print_json(&[&peak])?;
-        print_json(&kernels)?;
-        print_json(&updates)?;
-        print_json(&steps)?;
-        print_json(&maxb)?;
-        print_json(&targets)?;
+        println!("{}", results.json_lines());
     } else {
-        println!("FMA peak: {:.1} GFLOP/s\n", peak.gflops);
-        println!(
-            "{}\n{}\n{}\n{}",
-            kernels_table(&kernels),
-            updates_table(&updates),
-            steps_table(&steps),
-            max_batch_table(&maxb)
-        );
-        println!("{}", targets_table(&targets));
+        println!("{}", results.tables());
     }
     Ok(())
 }

@@ -5,6 +5,7 @@
 
 pub mod kernels;
 pub mod report;
+pub mod suite;
 pub mod timing;
 pub mod train;
 pub mod update;

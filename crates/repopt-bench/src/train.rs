@@ -81,7 +81,7 @@ fn step(r: &mut Rig) -> Result<()> {
     Ok(())
 }
 
-fn model_to_engine(e: repopt_models::ModelError) -> Error {
+pub(crate) fn model_to_engine(e: repopt_models::ModelError) -> Error {
     match e {
         repopt_models::ModelError::Engine(e) => e,
         other => Error::Invalid {

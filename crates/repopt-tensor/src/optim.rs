@@ -259,36 +259,14 @@ impl Sgd {
             dampening: self.config.dampening,
             ..Default::default()
         };
-        let gpu = w.gpu();
-        match &p.grad_mult {
-            Some(GradMult::Conv3x3 { factors, identity }) => {
-                let (co, row) = (w.shape()[0], w.numel() / w.shape()[0]);
-                params.row = row as u32;
-                params.rows = co as u32;
-                params.identity = *identity as u32;
-                gpu.launch(
-                    &OPTIM,
-                    "sgd_step_conv3x3",
-                    bytemuck::bytes_of(&params),
-                    &[w.buffer(), g.buffer(), factors.buffer(), buf.buffer()],
-                    [groups(row, 256), co as u32, 1],
-                );
-            }
-            other => {
-                let mult = match other {
-                    Some(GradMult::Dense(m)) => m,
-                    _ => g,
-                };
-                params.has_mult = other.is_some() as u32;
-                gpu.launch(
-                    &OPTIM,
-                    "sgd_step",
-                    bytemuck::bytes_of(&params),
-                    &[w.buffer(), g.buffer(), mult.buffer(), buf.buffer()],
-                    gpu.grid(groups(n4, 256)),
-                );
-            }
-        }
+        launch_fused_step(
+            ("sgd_step", "sgd_step_conv3x3"),
+            w,
+            g,
+            p.grad_mult.as_ref(),
+            &mut params,
+            &[buf.buffer()],
+        );
     }
 
     fn step_unfused(
@@ -482,48 +460,14 @@ impl Optimizer for AdamW {
                 bias_correction2: 1.0 - c.beta2.powi(t),
                 ..Default::default()
             };
-            let gpu = w.gpu();
-            match &p.grad_mult {
-                Some(GradMult::Conv3x3 { factors, identity }) => {
-                    let (co, row) = (w.shape()[0], w.numel() / w.shape()[0]);
-                    params.row = row as u32;
-                    params.rows = co as u32;
-                    params.identity = *identity as u32;
-                    gpu.launch(
-                        &OPTIM,
-                        "adamw_step_conv3x3",
-                        bytemuck::bytes_of(&params),
-                        &[
-                            w.buffer(),
-                            g.buffer(),
-                            factors.buffer(),
-                            m.buffer(),
-                            v.buffer(),
-                        ],
-                        [groups(row, 256), co as u32, 1],
-                    );
-                }
-                other => {
-                    let mult = match other {
-                        Some(GradMult::Dense(m)) => m,
-                        _ => &g,
-                    };
-                    params.has_mult = other.is_some() as u32;
-                    gpu.launch(
-                        &OPTIM,
-                        "adamw_step",
-                        bytemuck::bytes_of(&params),
-                        &[
-                            w.buffer(),
-                            g.buffer(),
-                            mult.buffer(),
-                            m.buffer(),
-                            v.buffer(),
-                        ],
-                        gpu.grid(groups(n4, 256)),
-                    );
-                }
-            }
+            launch_fused_step(
+                ("adamw_step", "adamw_step_conv3x3"),
+                w,
+                &g,
+                p.grad_mult.as_ref(),
+                &mut params,
+                &[m.buffer(), v.buffer()],
+            );
         }
         Ok(())
     }
@@ -584,6 +528,51 @@ impl Optimizer for AdamW {
         }
         self.steps = steps;
         Ok(())
+    }
+}
+
+/// Launches a fused update kernel in the variant the Grad Mult asks for: `conv3x3_kernel`
+/// (per-channel factors, one workgroup row per output channel), or `kernel` with a dense
+/// multiplier or none. Both take `[weight, grad, multiplier, state...]`.
+fn launch_fused_step(
+    (kernel, conv3x3_kernel): (&'static str, &'static str),
+    w: &Tensor,
+    g: &Tensor,
+    grad_mult: Option<&GradMult>,
+    params: &mut OptimParams,
+    state: &[&wgpu::Buffer],
+) {
+    let gpu = w.gpu();
+    match grad_mult {
+        Some(GradMult::Conv3x3 { factors, identity }) => {
+            let (co, row) = (w.shape()[0], w.numel() / w.shape()[0]);
+            params.row = row as u32;
+            params.rows = co as u32;
+            params.identity = *identity as u32;
+            let buffers = [&[w.buffer(), g.buffer(), factors.buffer()], state].concat();
+            gpu.launch(
+                &OPTIM,
+                conv3x3_kernel,
+                bytemuck::bytes_of(params),
+                &buffers,
+                [groups(row, 256), co as u32, 1],
+            );
+        }
+        other => {
+            let mult = match other {
+                Some(GradMult::Dense(m)) => m,
+                _ => g,
+            };
+            params.has_mult = other.is_some() as u32;
+            let buffers = [&[w.buffer(), g.buffer(), mult.buffer()], state].concat();
+            gpu.launch(
+                &OPTIM,
+                kernel,
+                bytemuck::bytes_of(params),
+                &buffers,
+                gpu.grid(groups(params.n4 as usize, 256)),
+            );
+        }
     }
 }
 

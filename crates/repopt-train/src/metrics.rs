@@ -1,7 +1,7 @@
 //! Metrics as JSON lines: one object per logged step or evaluation, appended to
 //! `metrics.jsonl` in the run directory and easy to plot or parse.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
@@ -41,25 +41,47 @@ pub enum Metric {
     },
 }
 
-/// Appends metrics to a file, flushing each line so a crash loses nothing already logged.
+/// Writes metrics to a file, flushing each line so a crash loses nothing already logged.
 pub struct MetricsLog {
     path: PathBuf,
     out: BufWriter<File>,
 }
 
 impl MetricsLog {
-    /// Opens (appending) `dir/metrics.jsonl`.
-    pub fn open(dir: &Path) -> Result<Self> {
+    /// Starts `dir/metrics.jsonl` afresh for a new run.
+    pub fn create(dir: &Path) -> Result<Self> {
         let path = dir.join("metrics.jsonl");
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(|e| TrainError::io(&path, e))?;
+        let file = File::create(&path).map_err(|e| TrainError::io(&path, e))?;
         Ok(MetricsLog {
             path,
             out: BufWriter::new(file),
         })
+    }
+
+    /// Continues `dir/metrics.jsonl` for a run resumed at `step`: lines logged after that
+    /// step (by the interrupted process, past its last checkpoint) are dropped, since the
+    /// resumed run logs those steps again.
+    pub fn resume(dir: &Path, step: u64) -> Result<Self> {
+        let path = dir.join("metrics.jsonl");
+        let kept: Vec<String> = match std::fs::read_to_string(&path) {
+            Ok(text) => text
+                .lines()
+                .filter(|l| {
+                    serde_json::from_str::<Metric>(l).is_ok_and(|m| match m {
+                        Metric::Train { step: s, .. } | Metric::Eval { step: s, .. } => s <= step,
+                    })
+                })
+                .map(str::to_string)
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(TrainError::io(&path, e)),
+        };
+        let mut log = Self::create(dir)?;
+        for line in kept {
+            writeln!(log.out, "{line}").map_err(|e| TrainError::io(&log.path, e))?;
+        }
+        log.out.flush().map_err(|e| TrainError::io(&log.path, e))?;
+        Ok(log)
     }
 
     /// Writes one line.

@@ -81,7 +81,7 @@ pub fn preset(name: &str) -> Result<PipelineConfig> {
         "quick" => PipelineConfig {
             train: TrainConfig {
                 arch: quick_arch,
-                train_limit: Some(12_000),
+                train_limit: Some(10_000),
                 test_limit: Some(2_000),
                 epochs: 3,
                 warmup_epochs: 1,

@@ -336,7 +336,10 @@ pub fn train(
         Some(path) => restore(path, cfg, &model, opt.as_mut())?,
         None => Position::default(),
     };
-    let mut log = MetricsLog::open(&cfg.out)?;
+    let mut log = match resume {
+        Some(_) => MetricsLog::resume(&cfg.out, pos.step)?,
+        None => MetricsLog::create(&cfg.out)?,
+    };
     let checkpoint_path = cfg.out.join(files::CHECKPOINT);
     let total = per_epoch * cfg.epochs;
     observer.start(&cfg.out.display().to_string(), total, pos.step);
@@ -352,9 +355,8 @@ pub fn train(
         let mut log_clock = Instant::now();
         let epoch_clock = Instant::now();
         let mut epoch_images = 0u64;
-        let mut lr = schedule.lr_at(pos.step);
         for batch in train_loader.epoch_from(epoch, pos.batch as usize) {
-            lr = schedule.lr_at(pos.step);
+            let lr = schedule.lr_at(pos.step);
             let n = batch.len();
             let x = Tensor::from_slice(gpu, &batch.images, &batch.shape)?;
             let y = Tensor::from_u32(gpu, &batch.labels, &[n])?;
@@ -432,7 +434,6 @@ pub fn train(
         observer.eval(epoch, &result);
         best_top1 = best_top1.max(result.top1);
         final_eval = Some(result);
-        let _ = lr;
         pos.epoch += 1;
         pos.batch = 0;
         save_checkpoint(&cfg.out, cfg, &model, opt.as_ref(), pos)?;

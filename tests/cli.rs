@@ -1,0 +1,213 @@
+//! The `repopt` binary as a user runs it.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn repopt(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_repopt"))
+        .args(args)
+        .output()
+        .expect("the repopt binary runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The authors' scale files, or None (printed as skipped) unless `REPOPT_REQUIRE_SHARED_DATA`
+/// makes their absence a failure.
+fn official_scales(test: &str) -> Option<PathBuf> {
+    let dir = PathBuf::from(
+        std::env::var("REPOPT_SHARED_DATA").unwrap_or_else(|_| "../shared/data".into()),
+    )
+    .join("official-scales");
+    if dir.is_dir() {
+        return Some(dir);
+    }
+    if std::env::var_os("REPOPT_REQUIRE_SHARED_DATA").is_some() {
+        panic!(
+            "{test}: {} is missing (set REPOPT_SHARED_DATA)",
+            dir.display()
+        );
+    }
+    eprintln!(
+        "SKIPPED {test}: {} not found (set REPOPT_SHARED_DATA to the data directory)",
+        dir.display()
+    );
+    None
+}
+
+#[test]
+fn devices_lists_an_adapter_with_its_limits() {
+    let o = repopt(&["devices", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let adapters: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(!adapters.is_empty(), "no adapter listed");
+    for a in &adapters {
+        assert!(a["name"].as_str().is_some_and(|n| !n.is_empty()), "{a}");
+        assert!(a["max_storage_buffer_binding_size"].as_u64().unwrap() > 0);
+    }
+    let text = repopt(&["devices"]);
+    assert!(stdout(&text).contains("max storage binding"));
+}
+
+#[test]
+fn model_info_counts_b1_parameters() {
+    let o = repopt(&[
+        "model",
+        "info",
+        "--config",
+        "B1",
+        "--mode",
+        "target",
+        "--classes",
+        "1000",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let info: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    let params = info["params"].as_u64().unwrap();
+    assert_eq!(
+        (params as f64 / 1e5).round(),
+        518.0,
+        "B1 has 51.8M parameters"
+    );
+    assert!(info["flops"].as_u64().unwrap() > 1_000_000_000);
+}
+
+#[test]
+fn scales_inspect_prints_every_b1_block() {
+    let Some(dir) = official_scales("scales_inspect_prints_every_b1_block") else {
+        return;
+    };
+    let file = dir.join("RepOpt-VGG-B1-scales.pth");
+    let o = repopt(&[
+        "scales",
+        "inspect",
+        file.to_str().unwrap(),
+        "--config",
+        "B1",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let blocks: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(blocks.len(), 28);
+    assert_eq!(blocks[0]["block"], "stage0");
+    assert_eq!(blocks[2]["block"], "stage1.1");
+    assert!(
+        blocks[2]["u"].as_f64().is_some(),
+        "stage1.1 has an identity branch"
+    );
+    assert!(
+        blocks[1]["u"].is_null(),
+        "stage1.0 has stride 2, so no identity"
+    );
+    let table = repopt(&[
+        "scales",
+        "inspect",
+        file.to_str().unwrap(),
+        "--config",
+        "B1",
+    ]);
+    assert!(table.status.success());
+    assert!(stdout(&table).lines().count() >= 28);
+}
+
+#[test]
+fn bad_input_is_a_clear_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("run.toml");
+    std::fs::write(&config, "epochs = \"many\"\n").unwrap();
+    let o = repopt(&["train", "--config-file", config.to_str().unwrap()]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(err.contains("run.toml") && err.contains("epochs"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+
+    let missing = dir.path().join("nothing-here.pth");
+    let o = repopt(&["scales", "inspect", missing.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("nothing-here.pth"), "{}", stderr(&o));
+
+    let o = repopt(&[
+        "train",
+        "--dataset",
+        "cifar10",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+}
+
+/// The main job shrunk to seconds: one seed, one epoch, 128 images, four blocks.
+const TINY_PIPELINE: [&str; 19] = [
+    "pipeline",
+    "--seeds",
+    "0",
+    "--train-limit",
+    "128",
+    "--test-limit",
+    "64",
+    "--epochs",
+    "1",
+    "--search-epochs",
+    "1",
+    "--warmup-epochs",
+    "0",
+    "--batch-size",
+    "32",
+    "--num-blocks",
+    "1,1,1,1",
+    "--widths",
+    "0.25,0.25,0.25,0.25",
+];
+
+#[test]
+fn pipeline_runs_the_main_job_end_to_end_on_a_slice_of_fashion_mnist() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("pipeline");
+    let out_arg = out.to_str().unwrap();
+    let args = [&TINY_PIPELINE[..], &["--out", out_arg]].concat();
+    let o = repopt(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    let rows = results["rows"].as_array().unwrap();
+    let optimizers: Vec<&str> = rows
+        .iter()
+        .map(|r| r["optimizer"].as_str().unwrap())
+        .collect();
+    assert_eq!(optimizers, ["repopt-sgd", "sgd", "sgd"]);
+    for r in rows {
+        let top1 = r["top1_mean"].as_f64().unwrap();
+        assert!((0.0..=100.0).contains(&top1), "{r}");
+    }
+    let table = std::fs::read_to_string(out.join("results.md")).unwrap();
+    assert!(
+        table.contains("RepOpt-VGG") && table.contains("RepVGG"),
+        "{table}"
+    );
+    for file in [
+        "search/scales.safetensors",
+        "search/scales.svg",
+        "curves.svg",
+    ] {
+        assert!(out.join(file).exists(), "the pipeline wrote no {file}");
+    }
+
+    // A second invocation reuses the finished runs instead of training again.
+    let again = repopt(&args);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(stderr(&again).contains("reused"), "{}", stderr(&again));
+}
