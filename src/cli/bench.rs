@@ -261,6 +261,7 @@ pub fn run(cmd: &BenchCommand, adapter: &str) -> anyhow::Result<()> {
                 print_json(&r)?;
             } else {
                 println!("{}", memory_table(&r));
+                println!("{}", targets_table(&report::memory_targets(&r)));
             }
         }
         BenchCommand::All(c) => run_all(&g, adapter, c)?,

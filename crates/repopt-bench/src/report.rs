@@ -97,6 +97,28 @@ pub fn targets(
     out
 }
 
+/// The memory target from planned peaks: RepVGG's peak bytes over RepOpt-VGG's, per config,
+/// batch and resolution.
+pub fn memory_targets(memory: &[MemoryResult]) -> Vec<Target> {
+    let mut out = Vec::new();
+    for t in memory.iter().filter(|m| m.mode == "target") {
+        let same = |m: &&MemoryResult| {
+            m.mode == "repvgg" && m.config == t.config && m.batch == t.batch && m.res == t.res
+        };
+        if let Some(r) = memory.iter().find(same) {
+            out.push(target(
+                format!(
+                    "{} b{} r{}: RepVGG planned peak bytes / RepOpt-VGG",
+                    t.config, t.batch, t.res
+                ),
+                r.peak_bytes as f64 / t.peak_bytes as f64,
+                1.3,
+            ));
+        }
+    }
+    out
+}
+
 /// Prints rows as an aligned table.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let widths: Vec<usize> = (0..header.len())
@@ -214,7 +236,14 @@ pub fn max_batch_table(results: &[MaxBatchResult]) -> String {
 pub fn memory_table(results: &[MemoryResult]) -> String {
     let base = results.first().map_or(1, |r| r.peak_bytes.max(1)) as f64;
     table(
-        &["mode", "config", "batch", "res", "peak MiB", "vs first"],
+        &[
+            "mode",
+            "config",
+            "batch",
+            "res",
+            "planned peak MiB",
+            "vs first",
+        ],
         &results
             .iter()
             .map(|m| {

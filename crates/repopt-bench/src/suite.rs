@@ -7,7 +7,7 @@ use serde::Serialize;
 use crate::kernels::{self, KernelResult, PeakResult};
 use crate::report::{self, Target};
 use crate::timing::TimingBudget;
-use crate::train::{self, MaxBatchResult, StepResult};
+use crate::train::{self, MaxBatchResult, MemoryResult, StepResult};
 use crate::update::{self, UpdateResult};
 
 /// Every figure of one suite run, measured on one adapter.
@@ -23,6 +23,8 @@ pub struct SuiteResults {
     pub steps: Vec<StepResult>,
     /// Largest batches under the memory limit.
     pub max_batches: Vec<MaxBatchResult>,
+    /// Peak bytes of steps too large to run here, planned with exact accounting.
+    pub planned: Vec<MemoryResult>,
     /// The targets these figures allow checking.
     pub targets: Vec<Target>,
 }
@@ -44,6 +46,8 @@ pub struct SuiteSizes {
     pub update_params: usize,
     /// Memory limit for the max-batch search, bytes.
     pub memory_limit: u64,
+    /// Resolution of the planned (not run) memory comparison, as in the paper's Table 2.
+    pub planned_res: usize,
 }
 
 impl Default for SuiteSizes {
@@ -56,6 +60,7 @@ impl Default for SuiteSizes {
             matmul: 1024,
             update_params: 1 << 23,
             memory_limit: 1 << 30,
+            planned_res: 224,
         }
     }
 }
@@ -127,13 +132,22 @@ pub fn run_suite(
             )
         })
         .collect::<Result<Vec<_>>>()?;
-    let targets = report::targets(Some(&peak), &kernel_results, &updates, &steps, &max_batches);
+    let planned = train::planned_peak(
+        selector,
+        &largest,
+        &[Mode::Target, Mode::Repvgg],
+        sizes.batch,
+        sizes.planned_res,
+    )?;
+    let mut targets = report::targets(Some(&peak), &kernel_results, &updates, &steps, &max_batches);
+    targets.extend(report::memory_targets(&planned));
     Ok(SuiteResults {
         peak,
         kernels: kernel_results,
         updates,
         steps,
         max_batches,
+        planned,
         targets,
     })
 }
@@ -142,12 +156,13 @@ impl SuiteResults {
     /// All tables, then the targets.
     pub fn tables(&self) -> String {
         format!(
-            "FMA peak: {:.1} GFLOP/s\n\n{}\n{}\n{}\n{}\n{}",
+            "FMA peak: {:.1} GFLOP/s\n\n{}\n{}\n{}\n{}\n{}\n{}",
             self.peak.gflops,
             report::kernels_table(&self.kernels),
             report::updates_table(&self.updates),
             report::steps_table(&self.steps),
             report::max_batch_table(&self.max_batches),
+            report::memory_table(&self.planned),
             report::targets_table(&self.targets)
         )
     }
@@ -159,6 +174,7 @@ impl SuiteResults {
         lines.extend(self.updates.iter().map(serde_json::to_string));
         lines.extend(self.steps.iter().map(serde_json::to_string));
         lines.extend(self.max_batches.iter().map(serde_json::to_string));
+        lines.extend(self.planned.iter().map(serde_json::to_string));
         lines.extend(self.targets.iter().map(serde_json::to_string));
         lines
             .into_iter()
