@@ -209,8 +209,10 @@ pub struct Row {
 pub struct Report {
     /// Dataset.
     pub dataset: String,
-    /// Architecture.
+    /// Architecture name (`-custom` when the preset's blocks, widths or strides were changed).
     pub model: String,
+    /// The architecture in full.
+    pub architecture: Option<repopt_models::VggConfig>,
     /// Rows.
     pub rows: Vec<Row>,
     /// The scale file the RepOptimizer used.
@@ -240,6 +242,19 @@ fn finished(cfg: &TrainConfig) -> Option<RunSummary> {
     let text = std::fs::read_to_string(cfg.out.join(files::SUMMARY)).ok()?;
     let s: RunSummary = serde_json::from_str(&text).ok()?;
     (!s.stopped_early && s.epochs == cfg.epochs).then_some(s)
+}
+
+/// The checkpoint of an unfinished run in `dir` started with the settings of `cfg`, if there
+/// is one: an interrupted or time-boxed (`stop_after_steps`) pipeline continues that run
+/// rather than starting it again.
+fn interrupted(cfg: &TrainConfig) -> Option<PathBuf> {
+    let saved = TrainConfig::from_file(&cfg.out.join(files::CONFIG)).ok()?;
+    let saved = TrainConfig {
+        stop_after_steps: cfg.stop_after_steps,
+        ..saved
+    };
+    let checkpoint = cfg.out.join(files::CHECKPOINT);
+    (&saved == cfg && checkpoint.is_file()).then_some(checkpoint)
 }
 
 /// Progress reporting for the runs of a pipeline, one observer per run.
@@ -283,11 +298,13 @@ pub fn run_pipeline(
         Some(s) => reporter.done("hyper-search", &s, true),
         None => {
             let mut obs = reporter.observer("hyper-search");
-            let outcome = hyper_search(gpu, &search_cfg, None, obs.as_mut())?;
+            let resume = interrupted(&search_cfg);
+            let outcome = hyper_search(gpu, &search_cfg, resume.as_deref(), obs.as_mut())?;
             reporter.done("hyper-search", &outcome.run, false);
         }
     }
     let mut rows = Vec::new();
+    let mut architecture: Option<repopt_models::VggConfig> = None;
     let mut curves = Vec::new();
     for c in CONTENDERS {
         let mut runs = Vec::new();
@@ -309,11 +326,13 @@ pub fn run_pipeline(
                 }
                 None => {
                     let mut obs = reporter.observer(&label);
-                    let s = train(gpu, &run_cfg, None, obs.as_mut())?;
+                    let resume = interrupted(&run_cfg);
+                    let s = train(gpu, &run_cfg, resume.as_deref(), obs.as_mut())?;
                     reporter.done(&label, &s, false);
                     s
                 }
             };
+            architecture.get_or_insert_with(|| summary.model.clone());
             if seed == first_seed {
                 curves.push((
                     c.key.to_string(),
@@ -349,7 +368,10 @@ pub fn run_pipeline(
     plot_training(&curves, &cfg.out.join("curves.svg"))?;
     let report = Report {
         dataset: cfg.train.dataset.name().into(),
-        model: cfg.train.arch.preset.clone(),
+        model: architecture
+            .as_ref()
+            .map_or_else(|| cfg.train.arch.preset.clone(), |a| a.name.clone()),
+        architecture,
         rows,
         scales,
         seconds: start.elapsed().as_secs_f64(),
