@@ -211,3 +211,39 @@ fn pipeline_runs_the_main_job_end_to_end_on_a_slice_of_fashion_mnist() {
     assert!(again.status.success(), "{}", stderr(&again));
     assert!(stderr(&again).contains("reused"), "{}", stderr(&again));
 }
+
+#[test]
+fn scales_inspect_lists_the_tensors_of_a_ghostnet_file() {
+    let Some(dir) = official_scales("scales_inspect_lists_the_tensors_of_a_ghostnet_file") else {
+        return;
+    };
+    let file = dir.join("RepOptGhostNet_0_5x_scales.pth");
+    let as_vgg = repopt(&["scales", "inspect", file.to_str().unwrap()]);
+    assert!(!as_vgg.status.success());
+    assert!(stderr(&as_vgg).contains("--tensors"), "{}", stderr(&as_vgg));
+
+    let o = repopt(&[
+        "scales",
+        "inspect",
+        file.to_str().unwrap(),
+        "--tensors",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let tensors: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(tensors.len(), 64);
+    let fusion = tensors
+        .iter()
+        .find(|t| t["name"] == "blocks.0.0.ghost1.fusion_scale.weight")
+        .expect("the first fusion scale is listed");
+    assert_eq!(fusion["len"], 4);
+    let (min, mean, max) = (
+        fusion["min"].as_f64().unwrap(),
+        fusion["mean"].as_f64().unwrap(),
+        fusion["max"].as_f64().unwrap(),
+    );
+    assert!(min <= mean && mean <= max, "{fusion}");
+}

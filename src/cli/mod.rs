@@ -66,6 +66,13 @@ pub fn gpu(selector: &str) -> anyhow::Result<repopt::tensor::Gpu> {
 }
 
 pub fn main() -> ExitCode {
+    // Piped into `head`, a command line tool should stop quietly when the reader goes away;
+    // Rust ignores SIGPIPE by default, which turns that into a panic on the next print.
+    #[cfg(unix)]
+    // SAFETY: restoring the default action of a signal, before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Devices(a) => devices::run(a),

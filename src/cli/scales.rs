@@ -25,6 +25,10 @@ pub struct InspectArgs {
     /// JSON lines {"block", "s", "t", "u"} instead of a table.
     #[arg(long)]
     json: bool,
+    /// List every tensor of the file (name, length, mean, min, max) without matching it to
+    /// a RepOpt-VGG configuration: for scale files of other networks, such as GhostNet.
+    #[arg(long, conflicts_with = "config")]
+    tensors: bool,
 }
 
 #[derive(Args)]
@@ -61,13 +65,14 @@ fn load(file: &Path, config: Option<&str>) -> anyhow::Result<(Scales, VggConfig)
         }
     }
     anyhow::bail!(
-        "{origin}: the scales fit none of the presets {}; name the configuration with --config",
+        "{origin}: the scales fit none of the presets {}; name the configuration with --config, or list the file's tensors with --tensors",
         VggConfig::preset_names().join(", ")
     )
 }
 
 pub fn run(cmd: &ScalesCommand) -> anyhow::Result<()> {
     match cmd {
+        ScalesCommand::Inspect(a) if a.tensors => list_tensors(&a.file, a.json),
         ScalesCommand::Inspect(a) => {
             let (scales, cfg) = load(&a.file, a.config.as_deref())?;
             if a.json {
@@ -106,4 +111,48 @@ pub fn run(cmd: &ScalesCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// One tensor of a scale file, summarised.
+#[derive(serde::Serialize)]
+struct TensorSummary {
+    name: String,
+    len: usize,
+    mean: f64,
+    min: f32,
+    max: f32,
+}
+
+fn list_tensors(file: &Path, json: bool) -> anyhow::Result<()> {
+    let mut named: Vec<_> = read_named(file)?.into_iter().collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    let rows: Vec<TensorSummary> = named
+        .into_iter()
+        .map(|(name, v)| TensorSummary {
+            len: v.len(),
+            mean: v.iter().map(|&x| x as f64).sum::<f64>() / v.len().max(1) as f64,
+            min: v.iter().copied().fold(f32::INFINITY, f32::min),
+            max: v.iter().copied().fold(f32::NEG_INFINITY, f32::max),
+            name,
+        })
+        .collect();
+    if json {
+        for r in &rows {
+            println!("{}", serde_json::to_string(r)?);
+        }
+        return Ok(());
+    }
+    println!("{}: {} tensors", file.display(), rows.len());
+    let width = rows.iter().map(|r| r.name.len()).max().unwrap_or(4);
+    println!(
+        "{:width$} {:>6} {:>10} {:>10} {:>10}",
+        "name", "len", "mean", "min", "max"
+    );
+    for r in &rows {
+        println!(
+            "{:width$} {:>6} {:10.4} {:10.4} {:10.4}",
+            r.name, r.len, r.mean, r.min, r.max
+        );
+    }
+    Ok(())
 }
