@@ -8,7 +8,7 @@
 //! - [`tensor`]: the engine (device, tensors, autograd, WGSL kernels, optimizers);
 //! - [`models`]: RepVGG / CSLA / Hyper-Search / RepOpt-VGG networks and the RepOptimizer;
 //! - [`train`]: datasets, augmentation, the training loop, Hyper-Search and reports;
-//! - [`bench`]: the benchmark suite behind `repopt bench`.
+//! - [`bench`](mod@bench): the benchmark suite behind `repopt bench`.
 //!
 //! ```no_run
 //! use repopt::models::{Mode, RepOptVgg, VggConfig};

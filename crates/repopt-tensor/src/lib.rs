@@ -5,7 +5,7 @@
 //! networks need (3x3/1x1 convolution, batch norm, ReLU, pooling, linear, cross-entropy) and
 //! fused optimizer steps that accept a per-element gradient multiplier. It runs on any
 //! Vulkan, Metal or DX12 adapter, including Mesa's software Vulkan driver (lavapipe) on
-//! machines without a GPU. Every kernel has an f64 CPU reference in [`reference`].
+//! machines without a GPU. Every kernel has an f64 CPU reference in [`reference`](mod@reference).
 //!
 //! ```no_run
 //! use repopt_tensor::{ops, Gpu, Tensor};
