@@ -149,93 +149,86 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// `items` as a table, one row each.
+fn table_of<T>(header: &[&str], items: &[T], row: impl Fn(&T) -> Vec<String>) -> String {
+    table(header, &items.iter().map(row).collect::<Vec<_>>())
+}
+
 /// Kernel results as a table.
 pub fn kernels_table(kernels: &[KernelResult]) -> String {
-    table(
-        &["kernel", "shape", "ms", "GFLOP/s"],
-        &kernels
-            .iter()
-            .map(|k| {
-                vec![
-                    k.kernel.clone(),
-                    k.shape.clone(),
-                    format!("{:.2}", k.ms),
-                    if k.memory_bound {
-                        format!("{:.1} GB/s", k.gflops)
-                    } else {
-                        format!("{:.1}", k.gflops)
-                    },
-                ]
-            })
-            .collect::<Vec<_>>(),
-    )
+    table_of(&["kernel", "shape", "ms", "GFLOP/s"], kernels, |k| {
+        vec![
+            k.kernel.clone(),
+            k.shape.clone(),
+            format!("{:.2}", k.ms),
+            if k.memory_bound {
+                format!("{:.1} GB/s", k.gflops)
+            } else {
+                format!("{:.1}", k.gflops)
+            },
+        ]
+    })
 }
 
 /// Update results as a table.
 pub fn updates_table(updates: &[UpdateResult]) -> String {
-    table(
+    table_of(
         &["variant", "kernels", "ms", "Melements/s", "GB/s"],
-        &updates
-            .iter()
-            .map(|u| {
-                vec![
-                    u.variant.clone(),
-                    u.kernels.to_string(),
-                    format!("{:.2}", u.ms),
-                    format!("{:.0}", u.elements_per_s / 1e6),
-                    format!("{:.1}", u.gb_per_s),
-                ]
-            })
-            .collect::<Vec<_>>(),
+        updates,
+        |u| {
+            vec![
+                u.variant.clone(),
+                u.kernels.to_string(),
+                format!("{:.2}", u.ms),
+                format!("{:.0}", u.elements_per_s / 1e6),
+                format!("{:.1}", u.gb_per_s),
+            ]
+        },
     )
 }
 
 /// Training-step results as a table.
 pub fn steps_table(steps: &[StepResult]) -> String {
-    table(
+    table_of(
         &[
             "mode", "config", "batch", "res", "images/s", "ms/step", "peak MiB",
         ],
-        &steps
-            .iter()
-            .map(|s| {
-                vec![
-                    s.mode.clone(),
-                    s.config.clone(),
-                    s.batch.to_string(),
-                    s.res.to_string(),
-                    format!("{:.1}", s.images_per_s),
-                    format!("{:.1}", s.ms_per_step),
-                    format!("{:.1}", s.peak_bytes as f64 / 1048576.0),
-                ]
-            })
-            .collect::<Vec<_>>(),
+        steps,
+        |s| {
+            vec![
+                s.mode.clone(),
+                s.config.clone(),
+                s.batch.to_string(),
+                s.res.to_string(),
+                format!("{:.1}", s.images_per_s),
+                format!("{:.1}", s.ms_per_step),
+                format!("{:.1}", s.peak_bytes as f64 / 1048576.0),
+            ]
+        },
     )
 }
 
 /// Max-batch results as a table.
 pub fn max_batch_table(results: &[MaxBatchResult]) -> String {
-    table(
+    table_of(
         &["mode", "config", "res", "limit MiB", "max batch"],
-        &results
-            .iter()
-            .map(|m| {
-                vec![
-                    m.mode.clone(),
-                    m.config.clone(),
-                    m.res.to_string(),
-                    format!("{:.0}", m.memory_limit as f64 / 1048576.0),
-                    m.max_batch.to_string(),
-                ]
-            })
-            .collect::<Vec<_>>(),
+        results,
+        |m| {
+            vec![
+                m.mode.clone(),
+                m.config.clone(),
+                m.res.to_string(),
+                format!("{:.0}", m.memory_limit as f64 / 1048576.0),
+                m.max_batch.to_string(),
+            ]
+        },
     )
 }
 
 /// Planned peak bytes as a table, with each mode's ratio to the first.
 pub fn memory_table(results: &[MemoryResult]) -> String {
     let base = results.first().map_or(1, |r| r.peak_bytes.max(1)) as f64;
-    table(
+    table_of(
         &[
             "mode",
             "config",
@@ -244,36 +237,28 @@ pub fn memory_table(results: &[MemoryResult]) -> String {
             "planned peak MiB",
             "vs first",
         ],
-        &results
-            .iter()
-            .map(|m| {
-                vec![
-                    m.mode.clone(),
-                    m.config.clone(),
-                    m.batch.to_string(),
-                    m.res.to_string(),
-                    format!("{:.1}", m.peak_bytes as f64 / 1048576.0),
-                    format!("{:.2}", m.peak_bytes as f64 / base),
-                ]
-            })
-            .collect::<Vec<_>>(),
+        results,
+        |m| {
+            vec![
+                m.mode.clone(),
+                m.config.clone(),
+                m.batch.to_string(),
+                m.res.to_string(),
+                format!("{:.1}", m.peak_bytes as f64 / 1048576.0),
+                format!("{:.2}", m.peak_bytes as f64 / base),
+            ]
+        },
     )
 }
 
 /// Targets as a table.
 pub fn targets_table(targets: &[Target]) -> String {
-    table(
-        &["target", "measured", "goal", "met"],
-        &targets
-            .iter()
-            .map(|t| {
-                vec![
-                    t.target.clone(),
-                    format!("{:.2}", t.value),
-                    format!(">= {:.2}", t.goal),
-                    if t.met { "yes".into() } else { "no".into() },
-                ]
-            })
-            .collect::<Vec<_>>(),
-    )
+    table_of(&["target", "measured", "goal", "met"], targets, |t| {
+        vec![
+            t.target.clone(),
+            format!("{:.2}", t.value),
+            format!(">= {:.2}", t.goal),
+            if t.met { "yes".into() } else { "no".into() },
+        ]
+    })
 }
