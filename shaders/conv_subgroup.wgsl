@@ -299,6 +299,42 @@ fn conv1_backward_input(ids: Ids) {
     in_store(acc, pr, ci0);
 }
 
+// 1x1, stride 2 (no padding): only input pixels at even rows and columns receive gradient,
+// each from the one output pixel (row / 2, column / 2). The grid runs over pairs of output
+// pixels; dx is zeroed beforehand, so the other three quarters are never touched (rather
+// than computed as zeros through a tap test with integer divisions per pixel).
+@compute @workgroup_size(64)
+fn conv1_backward_input_s2(ids: Ids) {
+    if subgroup_idle(ids, 64u, p.n * p.oh * ((p.ow + 1u) / 2u)) { return; }
+    let pr = pair_of(ids.wg, ids.nwg, local_index(ids), p.oh, p.ow);
+    let ci0 = ids.wg.z * 16u;
+    let lane = ids.sg_lane & 7u;
+    var wlo = min(ci0 + lane, p.ci - 1u);
+    var whi = min(ci0 + 8u + lane, p.ci - 1u);
+    let ohw = p.oh * p.ow;
+    var at = pr.n * p.co * ohw + pr.row * p.ow + pr.col;
+    // The second pixel of a pair past the right edge reads the first one's value instead.
+    let next = select(0u, 1u, pr.second);
+    var acc = zero_acc();
+    for (var c = 0u; c < p.co; c++) {
+        acc = spread(wb[wlo], wb[whi], dy[at], dy[at + next], acc);
+        wlo += p.ci;
+        whi += p.ci;
+        at += ohw;
+    }
+    let hw = p.h * p.w;
+    let base = (pr.n * p.ci + ci0) * hw + 2u * pr.row * p.w + 2u * pr.col;
+    let count = min(16u, p.ci - ci0);
+    let va = to_array(acc.a0, acc.a1, acc.a2, acc.a3);
+    let vb = to_array(acc.b0, acc.b1, acc.b2, acc.b3);
+    for (var j = 0u; j < 16u; j++) {
+        if j < count {
+            if pr.first { dx[base + j * hw] = va[j]; }
+            if pr.second { dx[base + j * hw + 2u] = vb[j]; }
+        }
+    }
+}
+
 // Stride 2: an input pixel receives gradient only through the taps whose parity matches
 // its own (ih + pad - kh even), so masking every tap wastes three quarters of the work.
 // Instead each dispatch takes one parity class of input pixels (p.phase), for which the

@@ -230,6 +230,19 @@ pub(crate) fn backward_input_raw(dy: &Tensor, w: &Tensor, s: &ConvShape) -> Resu
         }
         return Ok(dx);
     }
+    if dy.gpu().uses_subgroup_kernels() && s.k == 1 && s.cfg.stride == 2 && s.cfg.padding == 0 {
+        let dx = Tensor::zeros(dy.gpu(), &[s.n, s.ci, s.h, s.w])?;
+        let grid = pair_grid(dy, s.n, s.oh, s.ow, s.ci.div_ceil(TC));
+        let p = s.params(0);
+        dy.gpu().launch(
+            &CONV_SUBGROUP,
+            "conv1_backward_input_s2",
+            bytemuck::bytes_of(&p),
+            &[dy.buffer(), w.buffer(), dx.buffer()],
+            grid,
+        );
+        return Ok(dx);
+    }
     // The subgroup kernels cover stride 1 (both sizes) and 1x1 at any stride; other cases
     // use the plain kernel below.
     if dy.gpu().uses_subgroup_kernels() && (s.k == 1 || s.cfg.stride == 1) {
