@@ -217,18 +217,23 @@ fn in_tap(acc: Acc, plane: u32, ih: u32, iwa: u32, kh: u32, kw: u32, wlo: u32, w
     return spread(wb[wlo], wb[whi], dy_at(plane, ih, iwa, kh, kw), dy_at(plane, ih, iwa + 1u, kh, kw), acc);
 }
 
-fn in_store(acc: Acc, pr: Pair, ci0: u32) {
+// Stores the 16 channels of a pair into dx: the first pixel at `base`, the second `gap`
+// columns to its right.
+fn dx_store(acc: Acc, pr: Pair, ci0: u32, base: u32, gap: u32) {
     let hw = p.h * p.w;
-    let base = (pr.n * p.ci + ci0) * hw + pr.row * p.w + pr.col;
     let count = min(16u, p.ci - ci0);
     let va = to_array(acc.a0, acc.a1, acc.a2, acc.a3);
     let vb = to_array(acc.b0, acc.b1, acc.b2, acc.b3);
     for (var j = 0u; j < 16u; j++) {
         if j < count {
             if pr.first { dx[base + j * hw] = va[j]; }
-            if pr.second { dx[base + j * hw + 1u] = vb[j]; }
+            if pr.second { dx[base + j * hw + gap] = vb[j]; }
         }
     }
+}
+
+fn in_store(acc: Acc, pr: Pair, ci0: u32) {
+    dx_store(acc, pr, ci0, (pr.n * p.ci + ci0) * p.h * p.w + pr.row * p.w + pr.col, 1u);
 }
 
 fn dy_val(plane: u32, oh: i32, ow: i32) -> f32 {
@@ -322,17 +327,7 @@ fn conv1_backward_input_s2(ids: Ids) {
         whi += p.ci;
         at += ohw;
     }
-    let hw = p.h * p.w;
-    let base = (pr.n * p.ci + ci0) * hw + 2u * pr.row * p.w + 2u * pr.col;
-    let count = min(16u, p.ci - ci0);
-    let va = to_array(acc.a0, acc.a1, acc.a2, acc.a3);
-    let vb = to_array(acc.b0, acc.b1, acc.b2, acc.b3);
-    for (var j = 0u; j < 16u; j++) {
-        if j < count {
-            if pr.first { dx[base + j * hw] = va[j]; }
-            if pr.second { dx[base + j * hw + 2u] = vb[j]; }
-        }
-    }
+    dx_store(acc, pr, ci0, (pr.n * p.ci + ci0) * p.h * p.w + 2u * pr.row * p.w + 2u * pr.col, 2u);
 }
 
 // Stride 2: an input pixel receives gradient only through the taps whose parity matches
@@ -382,17 +377,7 @@ fn conv3_backward_input_s2(ids: Ids) {
         whi += step;
         plane += p.oh * p.ow;
     }
-    let hw = p.h * p.w;
-    let base = (pr.n * p.ci + ci0) * hw + ih * p.w + iwa;
-    let count = min(16u, p.ci - ci0);
-    let va = to_array(acc.a0, acc.a1, acc.a2, acc.a3);
-    let vb = to_array(acc.b0, acc.b1, acc.b2, acc.b3);
-    for (var j = 0u; j < 16u; j++) {
-        if j < count {
-            if pr.first { dx[base + j * hw] = va[j]; }
-            if pr.second { dx[base + j * hw + 2u] = vb[j]; }
-        }
-    }
+    dx_store(acc, pr, ci0, (pr.n * p.ci + ci0) * p.h * p.w + ih * p.w + iwa, 2u);
 }
 
 // ---- weight gradient ----------------------------------------------------------------------------
