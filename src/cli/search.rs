@@ -4,7 +4,6 @@ use clap::Args;
 use repopt::train::TrainConfig;
 use repopt::train::progress::ProgressReporter;
 use repopt::train::search::{SCALES_PLOT, hyper_search, search_config};
-use repopt::train::trainer::files;
 
 use super::gpu;
 use super::train::TrainArgs;
@@ -28,10 +27,7 @@ pub fn run(cmd: &SearchCmd, adapter: &str) -> anyhow::Result<()> {
         ..TrainConfig::default()
     });
     let cfg = cmd.args.resolve(base)?;
-    let resume = cmd
-        .resume
-        .as_ref()
-        .map(|p| p.clone().unwrap_or_else(|| cfg.out.join(files::CHECKPOINT)));
+    let resume = super::train::resume_path(&cmd.resume, &cfg);
     let gpu = gpu(adapter)?;
     eprintln!(
         "Hyper-Search on {} -> {}",

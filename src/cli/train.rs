@@ -234,12 +234,16 @@ pub fn train_defaults() -> TrainConfig {
     }
 }
 
+/// The checkpoint `--resume [CHECKPOINT]` names: the one given, or the run's own.
+pub fn resume_path(resume: &Option<Option<PathBuf>>, cfg: &TrainConfig) -> Option<PathBuf> {
+    resume
+        .as_ref()
+        .map(|p| p.clone().unwrap_or_else(|| cfg.out.join(files::CHECKPOINT)))
+}
+
 pub fn run(cmd: &TrainCmd, adapter: &str) -> anyhow::Result<()> {
     let cfg = cmd.args.resolve(train_defaults())?;
-    let resume = cmd
-        .resume
-        .as_ref()
-        .map(|p| p.clone().unwrap_or_else(|| cfg.out.join(files::CHECKPOINT)));
+    let resume = resume_path(&cmd.resume, &cfg);
     let gpu = gpu(adapter)?;
     eprintln!(
         "training on {} -> {}",
