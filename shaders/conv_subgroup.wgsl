@@ -202,21 +202,6 @@ fn conv1_forward(ids: Ids) {
 @group(0) @binding(2) var<storage, read> wb: array<f32>;
 @group(0) @binding(3) var<storage, read_write> dx: array<f32>;
 
-// dy at the output pixel that tap (kh, kw) connects to input pixel (ih, iw), or 0.
-fn dy_at(plane: u32, ih: u32, iw: u32, kh: u32, kw: u32) -> f32 {
-    let s = i32(p.stride);
-    let th = i32(ih + p.pad) - i32(kh);
-    let tw = i32(iw + p.pad) - i32(kw);
-    let oh = th / s;
-    let ow = tw / s;
-    let ok = th >= 0 && tw >= 0 && oh * s == th && ow * s == tw && oh < i32(p.oh) && ow < i32(p.ow);
-    return select(0.0, dy[select(0u, plane + u32(oh) * p.ow + u32(ow), ok)], ok);
-}
-
-fn in_tap(acc: Acc, plane: u32, ih: u32, iwa: u32, kh: u32, kw: u32, wlo: u32, whi: u32) -> Acc {
-    return spread(wb[wlo], wb[whi], dy_at(plane, ih, iwa, kh, kw), dy_at(plane, ih, iwa + 1u, kh, kw), acc);
-}
-
 // Stores the 16 channels of a pair into dx: the first pixel at `base`, the second `gap`
 // columns to its right.
 fn dx_store(acc: Acc, pr: Pair, ci0: u32, base: u32, gap: u32) {
@@ -281,35 +266,12 @@ fn conv3_backward_input(ids: Ids) {
     in_store(acc, pr, ci0);
 }
 
+// 1x1 without padding: input pixel (row * stride, col * stride) receives gradient from
+// output pixel (row, col) alone, and no other input pixel receives any. The grid runs over
+// pairs of output pixels; with a stride, dx is zeroed beforehand, so the pixels in between
+// are never touched (rather than tested tap by tap with integer divisions).
 @compute @workgroup_size(64)
 fn conv1_backward_input(ids: Ids) {
-    let wg = ids.wg;
-    let nwg = ids.nwg;
-    let lid = local_index(ids);
-    let sg = ids.sg_lane;
-    if subgroup_idle(ids, 64u, p.n * p.h * ((p.w + 1u) / 2u)) { return; }
-    let pr = pair_of(wg, nwg, lid, p.h, p.w);
-    let ci0 = wg.z * 16u;
-    let lane = sg & 7u;
-    var wlo = min(ci0 + lane, p.ci - 1u);
-    var whi = min(ci0 + 8u + lane, p.ci - 1u);
-    var plane = pr.n * p.co * p.oh * p.ow;
-    var acc = zero_acc();
-    for (var c = 0u; c < p.co; c++) {
-        acc = in_tap(acc, plane, pr.row, pr.col, 0u, 0u, wlo, whi);
-        wlo += p.ci;
-        whi += p.ci;
-        plane += p.oh * p.ow;
-    }
-    in_store(acc, pr, ci0);
-}
-
-// 1x1, stride 2 (no padding): only input pixels at even rows and columns receive gradient,
-// each from the one output pixel (row / 2, column / 2). The grid runs over pairs of output
-// pixels; dx is zeroed beforehand, so the other three quarters are never touched (rather
-// than computed as zeros through a tap test with integer divisions per pixel).
-@compute @workgroup_size(64)
-fn conv1_backward_input_s2(ids: Ids) {
     if subgroup_idle(ids, 64u, p.n * p.oh * ((p.ow + 1u) / 2u)) { return; }
     let pr = pair_of(ids.wg, ids.nwg, local_index(ids), p.oh, p.ow);
     let ci0 = ids.wg.z * 16u;
@@ -327,7 +289,8 @@ fn conv1_backward_input_s2(ids: Ids) {
         whi += p.ci;
         at += ohw;
     }
-    dx_store(acc, pr, ci0, (pr.n * p.ci + ci0) * p.h * p.w + 2u * pr.row * p.w + 2u * pr.col, 2u);
+    let first = (pr.n * p.ci + ci0) * p.h * p.w + p.stride * (pr.row * p.w + pr.col);
+    dx_store(acc, pr, ci0, first, p.stride);
 }
 
 // Stride 2: an input pixel receives gradient only through the taps whose parity matches

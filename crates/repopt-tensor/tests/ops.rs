@@ -15,6 +15,9 @@ const CONV_SHAPES: &[([usize; 4], usize, usize, usize)] = &[
     ([3, 4, 6, 6], 33, 1, 2),
     ([1, 17, 7, 9], 18, 1, 2),
     ([2, 3, 5, 1], 5, 1, 2),
+    // Kernel sizes the subgroup family has no kernel for run on the plain kernels.
+    ([2, 3, 9, 8], 6, 5, 1),
+    ([1, 4, 9, 11], 5, 5, 2),
     ([2, 20, 11, 13], 7, 1, 1),
     ([1, 1, 1, 1], 3, 3, 1),
     ([2, 16, 5, 5], 16, 3, 2),

@@ -168,9 +168,15 @@ fn pair_grid(x: &Tensor, n: usize, rows: usize, cols: usize, channel_blocks: usi
     grid
 }
 
+/// Whether the subgroup family has kernels for this shape: it covers 1x1 and 3x3, the
+/// sizes the models use; other sizes run on the plain family on every adapter.
+fn subgroup_family(gpu: &crate::Gpu, s: &ConvShape) -> bool {
+    gpu.uses_subgroup_kernels() && (s.k == 1 || s.k == 3)
+}
+
 /// Forward kernel only (no autograd): `y = conv(x, w)`.
 pub(crate) fn forward_raw(x: &Tensor, w: &Tensor, s: &ConvShape) -> Result<Tensor> {
-    if x.gpu().uses_subgroup_kernels() {
+    if subgroup_family(x.gpu(), s) {
         let y = Tensor::empty(x.gpu(), &s.output_shape(), DType::F32)?;
         let grid = pair_grid(x, s.n, s.oh, s.ow, s.co.div_ceil(TC));
         let entry = if s.k == 3 {
@@ -207,7 +213,8 @@ pub(crate) fn forward_raw(x: &Tensor, w: &Tensor, s: &ConvShape) -> Result<Tenso
 
 /// Input-gradient kernel only: `dx = conv_transpose(dy, w)`.
 pub(crate) fn backward_input_raw(dy: &Tensor, w: &Tensor, s: &ConvShape) -> Result<Tensor> {
-    if dy.gpu().uses_subgroup_kernels() && s.k == 3 && s.cfg.stride == 2 {
+    let subgroups = subgroup_family(dy.gpu(), s);
+    if subgroups && s.k == 3 && s.cfg.stride == 2 {
         // One dispatch per parity class of input pixels; each covers its own pixels.
         let dx = Tensor::empty(dy.gpu(), &[s.n, s.ci, s.h, s.w], DType::F32)?;
         for phase in 0..4u32 {
@@ -230,28 +237,21 @@ pub(crate) fn backward_input_raw(dy: &Tensor, w: &Tensor, s: &ConvShape) -> Resu
         }
         return Ok(dx);
     }
-    if dy.gpu().uses_subgroup_kernels() && s.k == 1 && s.cfg.stride == 2 && s.cfg.padding == 0 {
-        let dx = Tensor::zeros(dy.gpu(), &[s.n, s.ci, s.h, s.w])?;
-        let grid = pair_grid(dy, s.n, s.oh, s.ow, s.ci.div_ceil(TC));
-        let p = s.params(0);
-        dy.gpu().launch(
-            &CONV_SUBGROUP,
-            "conv1_backward_input_s2",
-            bytemuck::bytes_of(&p),
-            &[dy.buffer(), w.buffer(), dx.buffer()],
-            grid,
-        );
-        return Ok(dx);
-    }
-    // The subgroup kernels cover stride 1 (both sizes) and 1x1 at any stride; other cases
-    // use the plain kernel below.
-    if dy.gpu().uses_subgroup_kernels() && (s.k == 1 || s.cfg.stride == 1) {
-        let dx = Tensor::empty(dy.gpu(), &[s.n, s.ci, s.h, s.w], DType::F32)?;
-        let grid = pair_grid(dy, s.n, s.h, s.w, s.ci.div_ceil(TC));
-        let entry = if s.k == 3 {
-            "conv3_backward_input"
+    // 1x1 without padding runs over the output grid; with a stride, the input pixels no
+    // output pixel reads from keep the zeros they start with.
+    let unpadded_1x1 = s.k == 1 && s.cfg.padding == 0;
+    if subgroups && (unpadded_1x1 || (s.k == 3 && s.cfg.stride == 1)) {
+        let dx = if s.k == 1 && s.cfg.stride > 1 {
+            Tensor::zeros(dy.gpu(), &[s.n, s.ci, s.h, s.w])?
         } else {
-            "conv1_backward_input"
+            Tensor::empty(dy.gpu(), &[s.n, s.ci, s.h, s.w], DType::F32)?
+        };
+        let (entry, grid) = if s.k == 1 {
+            let grid = pair_grid(dy, s.n, s.oh, s.ow, s.ci.div_ceil(TC));
+            ("conv1_backward_input", grid)
+        } else {
+            let grid = pair_grid(dy, s.n, s.h, s.w, s.ci.div_ceil(TC));
+            ("conv3_backward_input", grid)
         };
         let p = s.params(0);
         dy.gpu().launch(
@@ -319,7 +319,7 @@ fn weight_grad_splits(s: &ConvShape, subgroups: bool) -> (usize, usize) {
 
 /// Weight-gradient kernel only: `dw = sum over pixels of dy x^T`.
 pub(crate) fn backward_weight_raw(x: &Tensor, dy: &Tensor, s: &ConvShape) -> Result<Tensor> {
-    let subgroups = x.gpu().uses_subgroup_kernels();
+    let subgroups = subgroup_family(x.gpu(), s);
     let ([gx, gy], entry, shader) = weight_grad_layout(s, subgroups);
     let (splits, rows_per_split) = weight_grad_splits(s, subgroups);
     let mut p = s.params(0);
