@@ -33,6 +33,80 @@ fn range(values: impl Iterator<Item = f64>) -> (f64, f64) {
     (lo - pad, hi + pad)
 }
 
+/// Points of one series, labelled.
+type Series = (String, Vec<(f64, f64)>);
+
+/// One chart of line series, each in its own colour.
+struct Panel<'a> {
+    caption: &'a str,
+    x_desc: &'a str,
+    y_desc: &'a str,
+    x: std::ops::Range<f64>,
+    y: std::ops::Range<f64>,
+    /// Mark every point with a dot (for sparse series).
+    dots: bool,
+    /// Show the series labels.
+    legend: bool,
+}
+
+fn draw_panel(
+    area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
+    path: &Path,
+    panel: Panel,
+    series: &[Series],
+) -> Result<()> {
+    let mut chart = ChartBuilder::on(area)
+        .caption(panel.caption, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(48)
+        .build_cartesian_2d(panel.x, panel.y)
+        .map_err(|e| plot_err(path, e))?;
+    chart
+        .configure_mesh()
+        .x_desc(panel.x_desc)
+        .y_desc(panel.y_desc)
+        .draw()
+        .map_err(|e| plot_err(path, e))?;
+    for (i, (label, pts)) in series.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        chart
+            .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))
+            .map_err(|e| plot_err(path, e))?
+            .label(label.clone())
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], color.stroke_width(2)));
+        if panel.dots {
+            chart
+                .draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))
+                .map_err(|e| plot_err(path, e))?;
+        }
+    }
+    if panel.legend {
+        chart
+            .configure_series_labels()
+            .border_style(BLACK)
+            .background_style(WHITE.mix(0.8))
+            .draw()
+            .map_err(|e| plot_err(path, e))?;
+    }
+    Ok(())
+}
+
+/// Per run, the points `point` picks out of its metrics.
+fn series_of(
+    runs: &[(String, Vec<Metric>)],
+    point: impl Fn(&Metric) -> Option<(f64, f64)>,
+) -> Vec<Series> {
+    runs.iter()
+        .map(|(name, m)| (name.clone(), m.iter().filter_map(&point).collect()))
+        .collect()
+}
+
+fn ranges(series: &[Series]) -> ((f64, f64), (f64, f64)) {
+    let points = || series.iter().flat_map(|(_, p)| p.iter());
+    (range(points().map(|q| q.0)), range(points().map(|q| q.1)))
+}
+
 /// Training loss per step and test top-1 per epoch for one or more runs, side by side.
 ///
 /// ```no_run
@@ -45,87 +119,36 @@ pub fn plot_training(runs: &[(String, Vec<Metric>)], path: &Path) -> Result<()> 
     let root = SVGBackend::new(path, (1100, 420)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
     let (left, right) = root.split_horizontally(550);
-    let train: Vec<(usize, Vec<(f64, f64)>)> = runs
-        .iter()
-        .enumerate()
-        .map(|(i, (_, m))| {
-            let pts = m
-                .iter()
-                .filter_map(|x| match x {
-                    Metric::Train { step, loss, .. } => Some((*step as f64, *loss)),
-                    _ => None,
-                })
-                .collect();
-            (i, pts)
-        })
-        .collect();
-    let evals: Vec<(usize, Vec<(f64, f64)>)> = runs
-        .iter()
-        .enumerate()
-        .map(|(i, (_, m))| {
-            let pts = m
-                .iter()
-                .filter_map(|x| match x {
-                    Metric::Eval { epoch, top1, .. } => Some(((*epoch + 1) as f64, *top1)),
-                    _ => None,
-                })
-                .collect();
-            (i, pts)
-        })
-        .collect();
-    let (x0, x1) = range(train.iter().flat_map(|(_, p)| p.iter().map(|q| q.0)));
-    let (y0, y1) = range(train.iter().flat_map(|(_, p)| p.iter().map(|q| q.1)));
-    let mut chart = ChartBuilder::on(&left)
-        .caption("training loss", ("sans-serif", 18))
-        .margin(12)
-        .x_label_area_size(36)
-        .y_label_area_size(48)
-        .build_cartesian_2d(x0.max(0.0)..x1, y0.max(0.0)..y1)
-        .map_err(|e| plot_err(path, e))?;
-    chart
-        .configure_mesh()
-        .x_desc("step")
-        .y_desc("loss")
-        .draw()
-        .map_err(|e| plot_err(path, e))?;
-    for (i, pts) in &train {
-        let color = COLORS[i % COLORS.len()];
-        chart
-            .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))
-            .map_err(|e| plot_err(path, e))?
-            .label(runs[*i].0.clone())
-            .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], color.stroke_width(2)));
-    }
-    chart
-        .configure_series_labels()
-        .border_style(BLACK)
-        .background_style(WHITE.mix(0.8))
-        .draw()
-        .map_err(|e| plot_err(path, e))?;
-    let (ex0, ex1) = range(evals.iter().flat_map(|(_, p)| p.iter().map(|q| q.0)));
-    let (ey0, ey1) = range(evals.iter().flat_map(|(_, p)| p.iter().map(|q| q.1)));
-    let mut chart = ChartBuilder::on(&right)
-        .caption("test top-1 (%)", ("sans-serif", 18))
-        .margin(12)
-        .x_label_area_size(36)
-        .y_label_area_size(48)
-        .build_cartesian_2d(ex0..ex1, ey0..ey1.min(100.5))
-        .map_err(|e| plot_err(path, e))?;
-    chart
-        .configure_mesh()
-        .x_desc("epoch")
-        .y_desc("top-1 %")
-        .draw()
-        .map_err(|e| plot_err(path, e))?;
-    for (i, pts) in &evals {
-        let color = COLORS[i % COLORS.len()];
-        chart
-            .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))
-            .map_err(|e| plot_err(path, e))?;
-        chart
-            .draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))
-            .map_err(|e| plot_err(path, e))?;
-    }
+    let train = series_of(runs, |m| match m {
+        Metric::Train { step, loss, .. } => Some((*step as f64, *loss)),
+        _ => None,
+    });
+    let evals = series_of(runs, |m| match m {
+        Metric::Eval { epoch, top1, .. } => Some(((*epoch + 1) as f64, *top1)),
+        _ => None,
+    });
+    let ((x0, x1), (y0, y1)) = ranges(&train);
+    let panel = Panel {
+        caption: "training loss",
+        x_desc: "step",
+        y_desc: "loss",
+        x: x0.max(0.0)..x1,
+        y: y0.max(0.0)..y1,
+        dots: false,
+        legend: true,
+    };
+    draw_panel(&left, path, panel, &train)?;
+    let ((x0, x1), (y0, y1)) = ranges(&evals);
+    let panel = Panel {
+        caption: "test top-1 (%)",
+        x_desc: "epoch",
+        y_desc: "top-1 %",
+        x: x0..x1,
+        y: y0..y1.min(100.5),
+        dots: true,
+        legend: false,
+    };
+    draw_panel(&right, path, panel, &evals)?;
     root.present().map_err(|e| plot_err(path, e))?;
     Ok(())
 }
@@ -135,69 +158,31 @@ pub fn plot_training(runs: &[(String, Vec<Metric>)], path: &Path) -> Result<()> 
 pub fn plot_scales(summary: &[BlockSummary], title: &str, path: &Path) -> Result<()> {
     let root = SVGBackend::new(path, (900, 420)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
-    let n = summary.len().max(1) as f64;
-    let (y0, y1) = range(
-        summary
+    let per_block = |label: &str, value: &dyn Fn(&BlockSummary) -> Option<f32>| -> Series {
+        let pts = summary
             .iter()
-            .flat_map(|b| [Some(b.s as f64), Some(b.t as f64), b.u.map(f64::from)])
-            .flatten(),
-    );
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 18))
-        .margin(12)
-        .x_label_area_size(36)
-        .y_label_area_size(48)
-        .build_cartesian_2d(0.5..n + 0.5, y0.min(0.0)..y1)
-        .map_err(|e| plot_err(path, e))?;
-    chart
-        .configure_mesh()
-        .x_desc("block")
-        .y_desc("mean scale")
-        .draw()
-        .map_err(|e| plot_err(path, e))?;
-    let series: [(&str, Vec<(f64, f64)>); 3] = [
-        (
-            "3x3 (s)",
-            summary
-                .iter()
-                .enumerate()
-                .map(|(i, b)| ((i + 1) as f64, b.s as f64))
-                .collect(),
-        ),
-        (
-            "1x1 (t)",
-            summary
-                .iter()
-                .enumerate()
-                .map(|(i, b)| ((i + 1) as f64, b.t as f64))
-                .collect(),
-        ),
-        (
-            "identity (u)",
-            summary
-                .iter()
-                .enumerate()
-                .filter_map(|(i, b)| b.u.map(|u| ((i + 1) as f64, u as f64)))
-                .collect(),
-        ),
+            .enumerate()
+            .filter_map(|(i, b)| value(b).map(|v| ((i + 1) as f64, v as f64)))
+            .collect();
+        (label.to_string(), pts)
+    };
+    let series = [
+        per_block("3x3 (s)", &|b| Some(b.s)),
+        per_block("1x1 (t)", &|b| Some(b.t)),
+        per_block("identity (u)", &|b| b.u),
     ];
-    for (k, (label, pts)) in series.iter().enumerate() {
-        let color = COLORS[k];
-        chart
-            .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))
-            .map_err(|e| plot_err(path, e))?
-            .label(*label)
-            .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], color.stroke_width(2)));
-        chart
-            .draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))
-            .map_err(|e| plot_err(path, e))?;
-    }
-    chart
-        .configure_series_labels()
-        .border_style(BLACK)
-        .background_style(WHITE.mix(0.8))
-        .draw()
-        .map_err(|e| plot_err(path, e))?;
+    let (_, (y0, y1)) = ranges(&series);
+    let n = summary.len().max(1) as f64;
+    let panel = Panel {
+        caption: title,
+        x_desc: "block",
+        y_desc: "mean scale",
+        x: 0.5..n + 0.5,
+        y: y0.min(0.0)..y1,
+        dots: true,
+        legend: true,
+    };
+    draw_panel(&root, path, panel, &series)?;
     root.present().map_err(|e| plot_err(path, e))?;
     Ok(())
 }
