@@ -6,16 +6,8 @@
 // unbiased variance. Backward recomputes xhat (and the ReLU mask) from the saved input
 // instead of keeping the output, and reduces the same way.
 
-struct Params {
-    n: u32,
-    c: u32,
-    hw: u32,
-    relu: u32,       // 1: y = max(bn(x), 0)
-    momentum: f32,
-    eps: f32,
-    training: u32,   // backward only: 1 if the statistics were batch statistics
-    _pad: u32,
-}
+// `Params` (binding 0) is generated from its declaration in
+// crates/repopt-tensor/src/kernels/batchnorm.rs and prepended to this file.
 
 @group(0) @binding(0) var<uniform> p: Params;
 

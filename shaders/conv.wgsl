@@ -11,24 +11,8 @@
 // Out-of-range pixels (padding) are read at a clamped, valid index and replaced by zero,
 // so every index stays in bounds without branches.
 
-struct Params {
-    n: u32,
-    ci: u32,
-    h: u32,
-    w: u32,
-    co: u32,
-    oh: u32,
-    ow: u32,
-    k: u32,
-    stride: u32,
-    pad: u32,
-    cpad: u32,            // channel count of packed weights, a multiple of 16
-    splits: u32,          // weight gradient: number of partial sums over output rows
-    rows_per_split: u32,  // weight gradient: output rows (n, oh) per partial sum
-    phase: u32,           // (used by conv_subgroup.wgsl)
-    _pad1: u32,
-    _pad2: u32,
-}
+// `Params` (binding 0) is generated from its declaration in
+// crates/repopt-tensor/src/kernels/conv.rs and prepended to this file.
 
 @group(0) @binding(0) var<uniform> p: Params;
 

@@ -8,27 +8,11 @@
 // GPUs the broadcast replaces seven redundant cache accesses. Each invocation also owns
 // two pixels, so every broadcast weight feeds two FMAs per channel.
 //
-// Same parameter block as conv.wgsl. Invocations past the end work on a clamped pixel and
+// Invocations past the end work on a clamped pixel and
 // store nothing (subgroup operations need every invocation to take part).
 
-struct Params {
-    n: u32,
-    ci: u32,
-    h: u32,
-    w: u32,
-    co: u32,
-    oh: u32,
-    ow: u32,
-    k: u32,
-    stride: u32,
-    pad: u32,
-    cpad: u32,
-    splits: u32,
-    rows_per_split: u32,
-    phase: u32,       // stride-2 input gradient: parity class (2 * row parity + column parity)
-    _pad1: u32,
-    _pad2: u32,
-}
+// `Params` (binding 0) is generated from its declaration in
+// crates/repopt-tensor/src/kernels/conv.rs and prepended to this file.
 
 @group(0) @binding(0) var<uniform> p: Params;
 

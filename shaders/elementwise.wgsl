@@ -4,16 +4,8 @@
 // Buffers are bound at 1, 2, 3 in the order the host lists them; `p.n` is the element
 // count and every kernel guards its tail.
 
-struct Params {
-    n: u32,      // elements
-    c: u32,      // channels (for per-channel broadcasts)
-    hw: u32,     // spatial size per channel (for per-channel broadcasts)
-    _pad: u32,
-    alpha: f32,
-    beta: f32,
-    _pad1: f32,
-    _pad2: f32,
-}
+// `Params` (binding 0) is generated from its declaration in
+// crates/repopt-tensor/src/kernels/elementwise.rs and prepended to this file.
 
 @group(0) @binding(0) var<uniform> p: Params;
 

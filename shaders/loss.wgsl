@@ -4,16 +4,8 @@
 // and its gradient with respect to the logits, already divided by N for the mean:
 // grad[n, k] = (softmax(z_n)[k] - (1 - eps) * [k == y_n] - eps / K) / N.
 
-struct Params {
-    n: u32,          // samples
-    k: u32,          // classes
-    _pad0: u32,
-    _pad1: u32,
-    smoothing: f32,
-    _pad2: f32,
-    _pad3: f32,
-    _pad4: f32,
-}
+// `Params` (binding 0) is generated from its declaration in
+// crates/repopt-tensor/src/kernels/loss.rs and prepended to this file.
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> logits: array<f32>;

@@ -5,20 +5,8 @@
 // four vec4 registers). The A values are read at addresses uniform across the workgroup (one
 // load serves every invocation), the B values at addresses that step with the invocation.
 
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    has_bias: u32,
-    sam: u32,   // A stride between rows
-    sak: u32,   // A stride along k
-    sbk: u32,   // B stride along k
-    sbn: u32,   // B stride between columns
-    accumulate: u32,  // 1: C += A B (C is read first)
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
+// `Params` (binding 0) is generated from its declaration in
+// crates/repopt-tensor/src/kernels/matmul.rs and prepended to this file.
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;

@@ -3,22 +3,10 @@
 // A workgroup owns 16 rows of C; each invocation owns two columns of them (32 results).
 // The 16 A values a step needs are the same for every invocation, so invocations 0..7 of
 // each group of 8 load them (two each) and pass them on with subgroupBroadcast, as in
-// conv_subgroup.wgsl. Same parameter block as matmul.wgsl.
+// conv_subgroup.wgsl.
 
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    has_bias: u32,
-    sam: u32,
-    sak: u32,
-    sbk: u32,
-    sbn: u32,
-    accumulate: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
+// `Params` (binding 0) is generated from its declaration in
+// crates/repopt-tensor/src/kernels/matmul.rs and prepended to this file.
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;

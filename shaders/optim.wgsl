@@ -3,24 +3,8 @@
 // Four elements per invocation; buffers are allocated in 16-byte multiples, so the vec4 tail
 // stays in bounds (it updates padding nobody reads).
 
-struct Params {
-    n4: u32,          // vec4 count
-    has_mult: u32,    // 1: multiply the gradient by `mult` first (the Grad Mult)
-    first: u32,       // 1: first step, the momentum buffer starts as the update itself
-    nesterov: u32,
-    lr: f32,
-    momentum: f32,
-    weight_decay: f32,
-    dampening: f32,
-    beta1: f32,
-    beta2: f32,
-    eps: f32,
-    bias_correction1: f32,  // 1 - beta1^t
-    bias_correction2: f32,  // 1 - beta2^t
-    row: u32,               // structured Grad Mult: elements per output channel (ci * 9)
-    rows: u32,              // structured Grad Mult: output channels
-    identity: u32,          // structured Grad Mult: 1 adds 1 at the diagonal centre
-}
+// `Params` (binding 0) is generated from its declaration in
+// crates/repopt-tensor/src/kernels/optim.rs and prepended to this file.
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> param: array<vec4<f32>>;

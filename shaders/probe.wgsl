@@ -2,16 +2,8 @@
 // touch memory inside the loop, so the only limit is the ALUs. Twelve scalar chains per
 // invocation (three vec4) hide FMA latency without spilling on 16-register CPUs.
 
-struct Params {
-    iterations: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-    mul: f32,
-    add: f32,
-    _pad3: f32,
-    _pad4: f32,
-}
+// `Params` (binding 0) is generated from its declaration in
+// crates/repopt-tensor/src/kernels/probe.rs and prepended to this file.
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> sink: array<f32>;

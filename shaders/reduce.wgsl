@@ -3,16 +3,8 @@
 // lavapipe a barrier turns every invocation into a coroutine switch; these kernels have
 // none, and their runs are contiguous.)
 
-struct Params {
-    rows: u32,   // outputs
-    cols: u32,   // inputs per output
-    chunk: u32,  // sum_chunks: inputs per partial sum
-    hw: u32,     // channel reductions: spatial size
-    alpha: f32,  // scale applied to every output
-    _pad0: f32,
-    _pad1: f32,
-    _pad2: f32,
-}
+// `Params` (binding 0) is generated from its declaration in
+// crates/repopt-tensor/src/kernels/reduce.rs and prepended to this file.
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;

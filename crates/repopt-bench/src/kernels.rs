@@ -19,10 +19,7 @@ pub struct PeakResult {
 /// Measures the adapter's arithmetic peak.
 pub fn peak(gpu: &Gpu, budget: TimingBudget) -> Result<PeakResult> {
     let probe = FmaProbe::new(gpu, 4096, 2048)?;
-    let t = time_gpu(gpu, budget, || {
-        probe.record();
-        Ok(())
-    })?;
+    let t = time_gpu(gpu, budget, || probe.record())?;
     Ok(PeakResult {
         adapter: gpu.adapter().name.clone(),
         gflops: probe.flops() / t.median_s / 1e9,

@@ -1,289 +1,16 @@
-//! Adapter discovery and selection, and the [`Gpu`] handle every tensor lives on.
+//! The [`Gpu`] handle every tensor lives on: one opened adapter, its queue, and the engine's
+//! caches (compiled kernels, the buffer pool, the batch of recorded work).
 
 use std::fmt;
-use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 
+use crate::adapter::{
+    AdapterSelector, AdapterSummary, AdapterSummary as Summary, choose, enumerate, instance,
+};
 use crate::error::{Error, Result};
-use crate::launch::{Batch, PipelineCache};
+use crate::kernels::{Kernel, Params};
+use crate::launch::Recorder;
 use crate::pool::{BufferPool, MemoryStats};
-
-/// Environment variable that picks the adapter when no explicit selector is given.
-pub const ADAPTER_ENV: &str = "REPOPT_ADAPTER";
-
-/// Which adapter to open.
-///
-/// Parsed from the `--adapter` flag or the `REPOPT_ADAPTER` variable:
-/// `auto` (default), an index into [`list_adapters`], a backend (`vulkan`, `metal`, `dx12`,
-/// `gl`), `software`/`cpu`, or any other text, matched as a case-insensitive substring of the
-/// adapter name.
-///
-/// ```
-/// use repopt_tensor::AdapterSelector;
-/// assert_eq!("1".parse::<AdapterSelector>().unwrap(), AdapterSelector::Index(1));
-/// assert_eq!("Vulkan".parse::<AdapterSelector>().unwrap(), AdapterSelector::Backend(wgpu::Backend::Vulkan));
-/// assert_eq!("llvmpipe".parse::<AdapterSelector>().unwrap(), AdapterSelector::Name("llvmpipe".into()));
-/// ```
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
-pub enum AdapterSelector {
-    /// Prefer hardware (discrete, then integrated, then virtual); software only if nothing else.
-    #[default]
-    Auto,
-    /// Position in [`list_adapters`].
-    Index(usize),
-    /// The preferred adapter of one backend.
-    Backend(wgpu::Backend),
-    /// A software (CPU) adapter such as Mesa's lavapipe.
-    Software,
-    /// Case-insensitive substring of the adapter name.
-    Name(String),
-}
-
-impl FromStr for AdapterSelector {
-    type Err = std::convert::Infallible;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let t = s.trim();
-        let lower = t.to_ascii_lowercase();
-        Ok(match lower.as_str() {
-            "" | "auto" | "default" => AdapterSelector::Auto,
-            "vulkan" | "vk" => AdapterSelector::Backend(wgpu::Backend::Vulkan),
-            "metal" => AdapterSelector::Backend(wgpu::Backend::Metal),
-            "dx12" | "d3d12" => AdapterSelector::Backend(wgpu::Backend::Dx12),
-            "gl" | "gles" | "opengl" => AdapterSelector::Backend(wgpu::Backend::Gl),
-            "software" | "cpu" => AdapterSelector::Software,
-            _ => match t.parse::<usize>() {
-                Ok(i) => AdapterSelector::Index(i),
-                Err(_) => AdapterSelector::Name(t.to_string()),
-            },
-        })
-    }
-}
-
-impl fmt::Display for AdapterSelector {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            AdapterSelector::Auto => write!(f, "auto"),
-            AdapterSelector::Index(i) => write!(f, "{i}"),
-            AdapterSelector::Backend(b) => write!(f, "{}", b.to_str()),
-            AdapterSelector::Software => write!(f, "software"),
-            AdapterSelector::Name(n) => write!(f, "{n}"),
-        }
-    }
-}
-
-impl AdapterSelector {
-    /// The selector from `REPOPT_ADAPTER`, or [`AdapterSelector::Auto`] when unset.
-    pub fn from_env() -> Self {
-        std::env::var(ADAPTER_ENV)
-            .ok()
-            .map(|v| v.parse().unwrap_or_default())
-            .unwrap_or_default()
-    }
-}
-
-/// What `repopt devices` prints about one adapter.
-#[derive(Clone, Debug)]
-pub struct AdapterSummary {
-    /// Position in the enumeration (what `--adapter N` selects).
-    pub index: usize,
-    /// Adapter name as the driver reports it.
-    pub name: String,
-    /// Vulkan, Metal, DX12, ...
-    pub backend: wgpu::Backend,
-    /// Discrete, integrated, virtual, CPU (software) or other.
-    pub device_type: wgpu::DeviceType,
-    /// Driver name.
-    pub driver: String,
-    /// Driver version / details.
-    pub driver_info: String,
-    /// The limits the engine cares about.
-    pub limits: KeyLimits,
-    /// Whether the adapter has GPU timestamp queries (used by benchmarks when present).
-    pub timestamp_query: bool,
-    /// Whether the adapter supports `f16` in shaders.
-    pub shader_f16: bool,
-    /// Whether the adapter supports subgroup operations.
-    pub subgroups: bool,
-    /// Smallest subgroup size the adapter may use (0 if unknown).
-    pub subgroup_min_size: u32,
-    /// Largest subgroup size the adapter may use (0 if unknown).
-    pub subgroup_max_size: u32,
-}
-
-/// The subset of adapter limits that bounds what the engine can run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct KeyLimits {
-    /// Largest single buffer, in bytes.
-    pub max_buffer_size: u64,
-    /// Largest storage buffer binding, in bytes (bounds the largest tensor).
-    pub max_storage_buffer_binding_size: u64,
-    /// Storage buffers one kernel may bind.
-    pub max_storage_buffers_per_shader_stage: u32,
-    /// Workgroup (shared) memory per workgroup, in bytes.
-    pub max_compute_workgroup_storage_size: u32,
-    /// Invocations per workgroup.
-    pub max_compute_invocations_per_workgroup: u32,
-    /// Workgroups per dispatch dimension.
-    pub max_compute_workgroups_per_dimension: u32,
-}
-
-impl KeyLimits {
-    fn of(l: &wgpu::Limits) -> Self {
-        KeyLimits {
-            max_buffer_size: l.max_buffer_size,
-            max_storage_buffer_binding_size: l.max_storage_buffer_binding_size,
-            max_storage_buffers_per_shader_stage: l.max_storage_buffers_per_shader_stage,
-            max_compute_workgroup_storage_size: l.max_compute_workgroup_storage_size,
-            max_compute_invocations_per_workgroup: l.max_compute_invocations_per_workgroup,
-            max_compute_workgroups_per_dimension: l.max_compute_workgroups_per_dimension,
-        }
-    }
-}
-
-impl AdapterSummary {
-    fn of(index: usize, adapter: &wgpu::Adapter) -> Self {
-        let info = adapter.get_info();
-        let features = adapter.features();
-        AdapterSummary {
-            index,
-            name: info.name,
-            backend: info.backend,
-            device_type: info.device_type,
-            driver: info.driver,
-            driver_info: info.driver_info,
-            limits: KeyLimits::of(&adapter.limits()),
-            timestamp_query: features.contains(wgpu::Features::TIMESTAMP_QUERY),
-            shader_f16: features.contains(wgpu::Features::SHADER_F16),
-            subgroups: features.contains(wgpu::Features::SUBGROUP),
-            subgroup_min_size: info.subgroup_min_size,
-            subgroup_max_size: info.subgroup_max_size,
-        }
-    }
-
-    /// Whether the subgroup kernels can run here: they share values within groups of 8
-    /// invocations, so subgroups must exist and hold at least 8.
-    pub fn supports_subgroup_kernels(&self) -> bool {
-        self.subgroups && self.subgroup_min_size >= 8
-    }
-
-    /// True for software rasterisers such as lavapipe / llvmpipe / WARP.
-    pub fn is_software(&self) -> bool {
-        self.device_type == wgpu::DeviceType::Cpu
-    }
-
-    /// `Cpu`, `DiscreteGpu`, ... as a short lowercase word.
-    pub fn device_type_name(&self) -> &'static str {
-        device_type_name(self.device_type)
-    }
-}
-
-fn device_type_name(t: wgpu::DeviceType) -> &'static str {
-    match t {
-        wgpu::DeviceType::DiscreteGpu => "discrete",
-        wgpu::DeviceType::IntegratedGpu => "integrated",
-        wgpu::DeviceType::VirtualGpu => "virtual",
-        wgpu::DeviceType::Cpu => "software",
-        wgpu::DeviceType::Other => "other",
-    }
-}
-
-impl fmt::Display for AdapterSummary {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "[{}] {} ({}, {}, driver {} {})",
-            self.index,
-            self.name,
-            self.backend.to_str(),
-            self.device_type_name(),
-            self.driver,
-            self.driver_info
-        )
-    }
-}
-
-fn instance() -> wgpu::Instance {
-    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
-    // Validation layers (when installed) slow every dispatch; opt in with WGPU_VALIDATION=1.
-    desc.flags = wgpu::InstanceFlags::empty().with_env();
-    desc.backends = wgpu::Backends::PRIMARY.with_env();
-    wgpu::Instance::new(desc)
-}
-
-fn enumerate(instance: &wgpu::Instance) -> Vec<wgpu::Adapter> {
-    pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()))
-}
-
-/// Lists every adapter wgpu can see, in the order `--adapter N` indexes them.
-///
-/// ```no_run
-/// for a in repopt_tensor::list_adapters() {
-///     println!("{a}");
-/// }
-/// ```
-pub fn list_adapters() -> Vec<AdapterSummary> {
-    enumerate(&instance())
-        .iter()
-        .enumerate()
-        .map(|(i, a)| AdapterSummary::of(i, a))
-        .collect()
-}
-
-fn preference(t: wgpu::DeviceType) -> u8 {
-    match t {
-        wgpu::DeviceType::DiscreteGpu => 0,
-        wgpu::DeviceType::IntegratedGpu => 1,
-        wgpu::DeviceType::VirtualGpu => 2,
-        wgpu::DeviceType::Other => 3,
-        wgpu::DeviceType::Cpu => 4,
-    }
-}
-
-fn backend_preference(b: wgpu::Backend) -> u8 {
-    match b {
-        wgpu::Backend::Vulkan | wgpu::Backend::Metal | wgpu::Backend::Dx12 => 0,
-        _ => 1,
-    }
-}
-
-/// Picks the index of the adapter `selector` means among `summaries`.
-fn choose(summaries: &[AdapterSummary], selector: &AdapterSelector) -> Result<usize> {
-    if summaries.is_empty() {
-        return Err(Error::NoAdapter);
-    }
-    let best_of = |pred: &dyn Fn(&AdapterSummary) -> bool| {
-        summaries
-            .iter()
-            .filter(|s| pred(s))
-            .min_by_key(|s| {
-                (
-                    preference(s.device_type),
-                    backend_preference(s.backend),
-                    s.index,
-                )
-            })
-            .map(|s| s.index)
-    };
-    let found = match selector {
-        AdapterSelector::Auto => best_of(&|_| true),
-        AdapterSelector::Index(i) => summaries.get(*i).map(|s| s.index),
-        AdapterSelector::Backend(b) => best_of(&|s| s.backend == *b),
-        AdapterSelector::Software => best_of(&|s| s.is_software()),
-        AdapterSelector::Name(n) => {
-            let n = n.to_ascii_lowercase();
-            best_of(&|s| s.name.to_ascii_lowercase().contains(&n))
-        }
-    };
-    found.ok_or_else(|| Error::AdapterNotFound {
-        selector: selector.to_string(),
-        available: summaries
-            .iter()
-            .map(|s| format!("  {s}"))
-            .collect::<Vec<_>>()
-            .join("\n"),
-    })
-}
 
 /// How to open a [`Gpu`].
 #[derive(Clone, Debug, Default)]
@@ -304,16 +31,11 @@ pub struct GpuOptions {
 }
 
 pub(crate) struct GpuInner {
-    pub(crate) device: wgpu::Device,
-    pub(crate) queue: wgpu::Queue,
     pub(crate) summary: AdapterSummary,
     pub(crate) limits: wgpu::Limits,
     pub(crate) features: wgpu::Features,
-    pub(crate) subgroup_kernels: bool,
-    pub(crate) plan_only: bool,
-    pub(crate) pipelines: PipelineCache,
+    pub(crate) recorder: Recorder,
     pub(crate) pool: Mutex<BufferPool>,
-    pub(crate) batch: Mutex<Batch>,
 }
 
 /// A device (one adapter, one queue) plus the engine's caches: compiled kernels, a buffer
@@ -352,7 +74,7 @@ impl Gpu {
         let summaries: Vec<_> = adapters
             .iter()
             .enumerate()
-            .map(|(i, a)| AdapterSummary::of(i, a))
+            .map(|(i, a)| Summary::of(i, a))
             .collect();
         let index = choose(&summaries, &options.adapter)?;
         let adapter = &adapters[index];
@@ -377,8 +99,6 @@ impl Gpu {
                 message: e.to_string(),
             }
         })?;
-        let uniform_align = limits.min_uniform_buffer_offset_alignment as u64;
-        let batch = Batch::new(&device, uniform_align);
         let mut pool = BufferPool::default();
         pool.limit = options.memory_limit;
         pool.placeholders = options.plan_only;
@@ -387,18 +107,14 @@ impl Gpu {
             && features.contains(wgpu::Features::SUBGROUP)
             && !options.disable_subgroup_kernels
             && !env_off;
+        let recorder = Recorder::new(device, queue, &limits, subgroup_kernels, options.plan_only);
         Ok(Gpu {
             inner: Arc::new(GpuInner {
-                device,
-                queue,
                 summary,
                 limits,
                 features,
-                subgroup_kernels,
-                plan_only: options.plan_only,
-                pipelines: PipelineCache::default(),
+                recorder,
                 pool: Mutex::new(pool),
-                batch: Mutex::new(batch),
             }),
         })
     }
@@ -428,23 +144,23 @@ impl Gpu {
 
     /// Whether this device only plans memory (see [`GpuOptions::plan_only`]).
     pub fn is_plan_only(&self) -> bool {
-        self.inner.plan_only
+        self.inner.recorder.plan_only
     }
 
     /// Whether convolutions and matrix products run the subgroup kernels (see
     /// `shaders/conv_subgroup.wgsl`) rather than the plain ones.
     pub fn uses_subgroup_kernels(&self) -> bool {
-        self.inner.subgroup_kernels
+        self.inner.recorder.subgroup_kernels
     }
 
     /// The raw wgpu device, for embedding applications that add their own kernels.
     pub fn device(&self) -> &wgpu::Device {
-        &self.inner.device
+        &self.inner.recorder.device
     }
 
     /// The raw wgpu queue.
     pub fn queue(&self) -> &wgpu::Queue {
-        &self.inner.queue
+        &self.inner.recorder.queue
     }
 
     /// Current and peak bytes held by tensors, and bytes parked in the pool for reuse.
@@ -469,13 +185,14 @@ impl Gpu {
 
     /// Submits every recorded dispatch without waiting for it to finish.
     pub fn flush(&self) {
-        self.inner.flush();
+        self.inner.recorder.flush();
     }
 
     /// Submits every recorded dispatch and blocks until the device has run them all.
     pub fn synchronize(&self) -> Result<()> {
-        self.inner.flush();
+        self.inner.recorder.flush();
         self.inner
+            .recorder
             .device
             .poll(wgpu::PollType::wait_indefinitely())
             .map(|_| ())
@@ -483,54 +200,48 @@ impl Gpu {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn summary(index: usize, name: &str, t: wgpu::DeviceType) -> AdapterSummary {
-        AdapterSummary {
-            index,
-            name: name.into(),
-            backend: wgpu::Backend::Vulkan,
-            device_type: t,
-            driver: String::new(),
-            driver_info: String::new(),
-            limits: KeyLimits::of(&wgpu::Limits::default()),
-            timestamp_query: false,
-            shader_f16: false,
-            subgroups: false,
-            subgroup_min_size: 0,
-            subgroup_max_size: 0,
-        }
+/// Recording work: thin doors to the device's [`Recorder`], so ops need only a `Gpu`.
+impl Gpu {
+    /// Records one dispatch of `kernel` (see [`Recorder::launch`]).
+    pub(crate) fn launch<P: Params>(
+        &self,
+        kernel: &Kernel<P>,
+        params: &P,
+        buffers: &[&wgpu::Buffer],
+        workgroups: [u32; 3],
+    ) -> Result<()> {
+        self.inner
+            .recorder
+            .launch(kernel, params, buffers, workgroups)
     }
 
-    #[test]
-    fn auto_prefers_hardware_and_falls_back_to_software() {
-        let list = vec![
-            summary(0, "llvmpipe (LLVM 19)", wgpu::DeviceType::Cpu),
-            summary(1, "Intel UHD", wgpu::DeviceType::IntegratedGpu),
-            summary(2, "NVIDIA H100", wgpu::DeviceType::DiscreteGpu),
-        ];
-        assert_eq!(choose(&list, &AdapterSelector::Auto).unwrap(), 2);
-        assert_eq!(choose(&list, &AdapterSelector::Software).unwrap(), 0);
-        assert_eq!(choose(&list, &"intel".parse().unwrap()).unwrap(), 1);
-        assert_eq!(choose(&list, &"0".parse().unwrap()).unwrap(), 0);
-        assert_eq!(choose(&list[..1], &AdapterSelector::Auto).unwrap(), 0);
+    /// Workgroup grid for `groups` linear workgroups.
+    pub(crate) fn grid(&self, groups: u32) -> [u32; 3] {
+        self.inner.recorder.grid(groups)
     }
 
-    #[test]
-    fn unknown_selector_lists_what_exists() {
-        let list = vec![summary(0, "llvmpipe", wgpu::DeviceType::Cpu)];
-        let err = choose(&list, &"radeon".parse().unwrap()).unwrap_err();
-        let text = err.to_string();
-        assert!(
-            text.contains("radeon") && text.contains("llvmpipe"),
-            "{text}"
-        );
-        assert!(matches!(
-            choose(&[], &AdapterSelector::Auto),
-            Err(Error::NoAdapter)
-        ));
-        assert!(Error::NoAdapter.to_string().contains("mesa-vulkan-drivers"));
+    /// Records a copy of host data into `dst`.
+    pub(crate) fn upload(&self, dst: &wgpu::Buffer, data: &[u8]) {
+        self.inner.recorder.upload(dst, data)
+    }
+
+    /// Records a device-side copy of `bytes` from `src` to `dst`.
+    pub(crate) fn copy(&self, src: &wgpu::Buffer, dst: &wgpu::Buffer, bytes: u64) {
+        self.inner.recorder.copy(src, dst, bytes)
+    }
+
+    /// Records a fill of `dst` with zeros.
+    pub(crate) fn zero(&self, dst: &wgpu::Buffer) {
+        self.inner.recorder.zero(dst)
+    }
+
+    /// Submits everything, waits, and returns the first `bytes` of `src`.
+    pub(crate) fn download(&self, src: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
+        self.inner.recorder.download(src, bytes)
+    }
+
+    /// Dispatches recorded since the device was opened (a cheap progress/cost counter).
+    pub fn dispatch_count(&self) -> u64 {
+        self.inner.recorder.dispatch_count()
     }
 }

@@ -82,6 +82,14 @@ pub enum Error {
     /// A value read back from the device could not be mapped.
     #[error("reading back from the device failed: {0}")]
     Readback(String),
+    /// A kernel launch whose buffers do not fit the kernel's declaration.
+    #[error("kernel {kernel}: {message}")]
+    Launch {
+        /// `file::entry` of the kernel.
+        kernel: String,
+        /// Which binding is wrong and how.
+        message: String,
+    },
     /// An invalid argument that is not a shape problem.
     #[error("{op}: {message}")]
     Invalid {

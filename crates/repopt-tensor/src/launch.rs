@@ -1,8 +1,8 @@
-//! From a Rust call to a WGSL kernel: embedded shaders, the pipeline cache, and the batch of
-//! recorded dispatches that is submitted without waiting.
+//! From a Rust call to a WGSL kernel: the pipeline cache, and the batch of recorded
+//! dispatches that is submitted without waiting.
 //!
 //! Every kernel binds its parameters as a uniform block at binding 0 and its buffers at
-//! bindings 1, 2, ... in the order the caller lists them. Parameters of all dispatches in a
+//! bindings 1, 2, ... as its [`Kernel`] declares them. Parameters of all dispatches in a
 //! batch live in one uniform arena, written once when the batch is submitted, so recording a
 //! dispatch costs no queue operation and the host never waits except to read a value back.
 
@@ -11,83 +11,8 @@ use std::sync::{Arc, Mutex};
 
 use wgpu::util::DeviceExt;
 
-use crate::device::{Gpu, GpuInner};
 use crate::error::{Error, Result};
-
-/// One WGSL source file from `shaders/`, embedded in the binary.
-#[derive(Debug)]
-pub struct Shader {
-    /// File stem, used as the cache key.
-    pub name: &'static str,
-    /// WGSL text.
-    pub source: &'static str,
-    /// Whether the kernels keep every index in range themselves (clamped or proven by shape),
-    /// so wgpu's per-access bounds checks can be left out.
-    pub trusted: bool,
-    /// Whether the file uses subgroup operations (compiled only where they run).
-    pub needs_subgroups: bool,
-}
-
-macro_rules! shader {
-    ($ident:ident, $file:literal, $trusted:expr) => {
-        shader!($ident, $file, $trusted, false);
-    };
-    ($ident:ident, $file:literal, $trusted:expr, $subgroups:expr) => {
-        #[doc = concat!("`shaders/", $file, "`")]
-        pub const $ident: Shader = Shader {
-            name: $file,
-            source: include_str!(concat!("../../../shaders/", $file)),
-            trusted: $trusted,
-            needs_subgroups: $subgroups,
-        };
-    };
-}
-
-/// Invocation ids for devices without subgroup kernels (`shaders/prelude_plain.wgsl`).
-pub const PRELUDE_PLAIN: &str = include_str!("../../../shaders/prelude_plain.wgsl");
-/// Invocation ids built from subgroup builtins (`shaders/prelude_subgroup.wgsl`).
-pub const PRELUDE_SUBGROUP: &str = include_str!("../../../shaders/prelude_subgroup.wgsl");
-/// Index helpers every kernel file may use (`shaders/common.wgsl`).
-pub const COMMON: &str = include_str!("../../../shaders/common.wgsl");
-
-/// The full text a kernel file compiles as: a prelude, the shared helpers, the file.
-pub fn full_source(subgroups: bool, body: &str) -> String {
-    let prelude = if subgroups {
-        PRELUDE_SUBGROUP
-    } else {
-        PRELUDE_PLAIN
-    };
-    format!("{prelude}{COMMON}{body}")
-}
-
-/// The engine's kernels.
-pub mod shaders {
-    use super::Shader;
-    shader!(ELEMENTWISE, "elementwise.wgsl", false);
-    shader!(CONV, "conv.wgsl", true);
-    shader!(CONV_SUBGROUP, "conv_subgroup.wgsl", true, true);
-    shader!(MATMUL, "matmul.wgsl", true);
-    shader!(MATMUL_SUBGROUP, "matmul_subgroup.wgsl", true, true);
-    shader!(BATCHNORM, "batchnorm.wgsl", false);
-    shader!(REDUCE, "reduce.wgsl", false);
-    shader!(LOSS, "loss.wgsl", false);
-    shader!(OPTIM, "optim.wgsl", false);
-    shader!(PROBE, "probe.wgsl", false);
-
-    /// Every shader, for validation and warm-up.
-    pub const ALL: &[&Shader] = &[
-        &ELEMENTWISE,
-        &CONV,
-        &CONV_SUBGROUP,
-        &MATMUL,
-        &MATMUL_SUBGROUP,
-        &BATCHNORM,
-        &REDUCE,
-        &LOSS,
-        &OPTIM,
-        &PROBE,
-    ];
-}
+use crate::kernels::{Kernel, KernelInfo, Params, Shader};
 
 type PipelineKey = (&'static str, &'static str);
 
@@ -114,9 +39,9 @@ fn source_of(shader: &Shader, subgroups: bool) -> String {
     if let Some(dir) = std::env::var_os("REPOPT_SHADER_DIR")
         && let Ok(text) = std::fs::read_to_string(std::path::Path::new(&dir).join(shader.name))
     {
-        return full_source(subgroups, &text);
+        return shader.full_source(subgroups, &text);
     }
-    full_source(subgroups, shader.source)
+    shader.full_source(subgroups, shader.source)
 }
 
 impl PipelineCache {
@@ -240,10 +165,18 @@ impl Batch {
     }
 }
 
-impl GpuInner {
-    pub(crate) fn flush(&self) {
-        self.batch.lock().expect("batch lock").submit(&self.queue);
-    }
+/// A device's queue seen as a recorder of work: compiled kernels, the open batch, and the
+/// operations that add to it. Every [`Gpu`](crate::Gpu) owns one.
+pub(crate) struct Recorder {
+    pub(crate) device: wgpu::Device,
+    pub(crate) queue: wgpu::Queue,
+    /// Use the subgroup kernel family.
+    pub(crate) subgroup_kernels: bool,
+    /// Record nothing, read back zeros (memory planning).
+    pub(crate) plan_only: bool,
+    max_per_dim: u32,
+    pipelines: PipelineCache,
+    batch: Mutex<Batch>,
 }
 
 /// Splits `groups` workgroups over x and y so neither exceeds the per-dimension limit;
@@ -258,34 +191,113 @@ pub(crate) fn grid(groups: u32, max_per_dim: u32) -> [u32; 3] {
     }
 }
 
-impl Gpu {
-    /// Records one dispatch of `entry` in `shader`. `params` is the kernel's uniform block
-    /// (binding 0); `buffers` are bound at 1, 2, ... in order.
-    pub(crate) fn launch(
+/// Checks the buffers of a launch against the kernel's declaration: one per binding, each
+/// usable as storage, and no writable binding aliasing another (wgpu would panic on both).
+fn check_buffers(kernel: &KernelInfo, buffers: &[&wgpu::Buffer]) -> Result<()> {
+    let err = |message: String| Error::Launch {
+        kernel: kernel.to_string(),
+        message,
+    };
+    let declared = kernel.bindings;
+    if buffers.len() != declared.len() {
+        let missing_or_extra = if buffers.len() < declared.len() {
+            let b = &declared[buffers.len()];
+            format!("binding {} ({}) has no buffer", buffers.len() + 1, b.name)
+        } else {
+            format!("binding {} has no declaration", declared.len() + 1)
+        };
+        return Err(err(format!(
+            "{} buffers given for {} bindings: {missing_or_extra}",
+            buffers.len(),
+            declared.len()
+        )));
+    }
+    for (i, (buffer, binding)) in buffers.iter().zip(declared).enumerate() {
+        if !buffer.usage().contains(wgpu::BufferUsages::STORAGE) {
+            return Err(err(format!(
+                "binding {} ({}) is not a storage buffer",
+                i + 1,
+                binding.name
+            )));
+        }
+        if binding.writable
+            && let Some(j) = (0..buffers.len()).find(|&j| j != i && buffers[j] == *buffer)
+        {
+            return Err(err(format!(
+                "binding {} ({}) is written but is the same buffer as binding {} ({})",
+                i + 1,
+                binding.name,
+                j + 1,
+                declared[j].name
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl Recorder {
+    pub(crate) fn new(
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        limits: &wgpu::Limits,
+        subgroup_kernels: bool,
+        plan_only: bool,
+    ) -> Self {
+        let batch = Batch::new(&device, limits.min_uniform_buffer_offset_alignment as u64);
+        Recorder {
+            device,
+            queue,
+            subgroup_kernels,
+            plan_only,
+            max_per_dim: limits.max_compute_workgroups_per_dimension,
+            pipelines: PipelineCache::default(),
+            batch: Mutex::new(batch),
+        }
+    }
+
+    /// Submits the open batch without waiting.
+    pub(crate) fn flush(&self) {
+        self.batch.lock().expect("batch lock").submit(&self.queue);
+    }
+
+    /// Records one dispatch of `kernel` with `params` at binding 0 and `buffers` at 1, 2, ...
+    /// in the order the kernel declares them.
+    pub(crate) fn launch<P: Params>(
         &self,
-        shader: &Shader,
-        entry: &'static str,
-        params: &[u8],
+        kernel: &Kernel<P>,
+        params: &P,
         buffers: &[&wgpu::Buffer],
         workgroups: [u32; 3],
-    ) {
-        assert!(
-            params.len() <= MAX_PARAMS && params.len().is_multiple_of(4),
-            "{entry}: bad uniform block size"
-        );
-        let inner = &*self.inner;
+    ) -> Result<()> {
+        let info = &kernel.info;
+        let params = bytemuck::bytes_of(params);
+        if params.len() > MAX_PARAMS {
+            return Err(Error::Launch {
+                kernel: info.to_string(),
+                message: format!(
+                    "parameter block of {} bytes exceeds {MAX_PARAMS}",
+                    params.len()
+                ),
+            });
+        }
+        check_buffers(info, buffers)?;
+        let inner = self;
         if inner.plan_only {
             inner.batch.lock().expect("batch lock").dispatches += 1;
-            return;
+            return Ok(());
         }
-        debug_assert!(
-            !shader.needs_subgroups || inner.subgroup_kernels,
-            "{} needs subgroups",
-            shader.name
+        if info.shader.needs_subgroups && !inner.subgroup_kernels {
+            return Err(Error::Launch {
+                kernel: info.to_string(),
+                message: "needs subgroup operations, which this device does not use".into(),
+            });
+        }
+        let pipeline = inner.pipelines.get(
+            &inner.device,
+            info.shader,
+            info.entry,
+            inner.subgroup_kernels,
         );
-        let pipeline = inner
-            .pipelines
-            .get(&inner.device, shader, entry, inner.subgroup_kernels);
         let mut batch = inner.batch.lock().expect("batch lock");
         if batch.slot == ARENA_SLOTS {
             batch.submit(&inner.queue);
@@ -326,22 +338,20 @@ impl Gpu {
         pass.set_pipeline(&pipeline.pipeline);
         pass.set_bind_group(0, &bind_group, &[]);
         pass.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2]);
+        Ok(())
     }
 
     /// Workgroup grid for `groups` linear workgroups.
     pub(crate) fn grid(&self, groups: u32) -> [u32; 3] {
-        grid(
-            groups,
-            self.inner.limits.max_compute_workgroups_per_dimension,
-        )
+        grid(groups, self.max_per_dim)
     }
 
     /// Records a copy of host data into `dst` (ordered with the recorded dispatches).
     pub(crate) fn upload(&self, dst: &wgpu::Buffer, data: &[u8]) {
-        if data.is_empty() || self.inner.plan_only {
+        if data.is_empty() || self.plan_only {
             return;
         }
-        let inner = &*self.inner;
+        let inner = self;
         let staging = inner
             .device
             .create_buffer_init(&wgpu::util::BufferInitDescriptor {
@@ -358,7 +368,7 @@ impl Gpu {
 
     /// Records a device-side copy of `bytes` from `src` to `dst`.
     pub(crate) fn copy(&self, src: &wgpu::Buffer, dst: &wgpu::Buffer, bytes: u64) {
-        let inner = &*self.inner;
+        let inner = self;
         if inner.plan_only {
             return;
         }
@@ -371,7 +381,7 @@ impl Gpu {
 
     /// Records a fill of `dst` with zeros.
     pub(crate) fn zero(&self, dst: &wgpu::Buffer) {
-        let inner = &*self.inner;
+        let inner = self;
         if inner.plan_only {
             return;
         }
@@ -381,7 +391,7 @@ impl Gpu {
 
     /// Submits everything recorded, waits for it, and returns the first `bytes` of `src`.
     pub(crate) fn download(&self, src: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
-        let inner = &*self.inner;
+        let inner = self;
         if inner.plan_only {
             return Ok(vec![0; bytes as usize]);
         }
@@ -420,9 +430,9 @@ impl Gpu {
         Ok(data)
     }
 
-    /// Dispatches recorded since the device was opened (a cheap progress/cost counter).
-    pub fn dispatch_count(&self) -> u64 {
-        self.inner.batch.lock().expect("batch lock").dispatches
+    /// Dispatches recorded since the device was opened.
+    pub(crate) fn dispatch_count(&self) -> u64 {
+        self.batch.lock().expect("batch lock").dispatches
     }
 }
 
@@ -438,38 +448,46 @@ mod tests {
         assert_eq!(grid(0, 65535), [1, 1, 1]);
     }
 
-    /// Every kernel file parses and validates with naga, with each prelude it can be
-    /// compiled with, and with no device needed. Files without subgroup operations must
-    /// validate without the subgroup capability.
+    /// A launch whose buffers do not fit the declaration is an error naming the kernel and
+    /// the binding, recorded nothing, and leaves the device usable.
     #[test]
-    fn every_shader_validates_with_naga() {
-        use naga::valid::{
-            Capabilities, ShaderStages, SubgroupOperationSet, ValidationFlags, Validator,
-        };
-        for shader in shaders::ALL {
-            for subgroups in [false, true] {
-                if shader.needs_subgroups && !subgroups {
-                    continue;
-                }
-                let text = full_source(subgroups, shader.source);
-                let what = format!("{} (subgroup prelude: {subgroups})", shader.name);
-                let module = naga::front::wgsl::parse_str(&text)
-                    .unwrap_or_else(|e| panic!("{what}: {}", e.emit_to_string(&text)));
-                let caps = if subgroups {
-                    Capabilities::SUBGROUP
-                } else {
-                    Capabilities::empty()
-                };
-                Validator::new(ValidationFlags::all(), caps)
-                    .subgroup_stages(ShaderStages::COMPUTE)
-                    .subgroup_operations(SubgroupOperationSet::all())
-                    .validate(&module)
-                    .unwrap_or_else(|e| panic!("{what}: {e:?}"));
-                assert!(
-                    !module.entry_points.is_empty(),
-                    "{what} has no entry points"
-                );
-            }
-        }
+    fn wrong_buffers_are_errors_naming_kernel_and_binding() {
+        use crate::kernels::conv::{ConvParams, FORWARD};
+        use crate::{Gpu, Tensor};
+        let gpu = Gpu::from_env().expect("a GPU adapter (software Vulkan is enough)");
+        let x = Tensor::zeros(&gpu, &[4]).unwrap();
+        let w = Tensor::zeros(&gpu, &[4]).unwrap();
+        let p = ConvParams::default();
+        let before = gpu.dispatch_count();
+
+        let err = gpu
+            .launch(&FORWARD, &p, &[x.buffer()], [1, 1, 1])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("conv.wgsl::conv_forward"), "{err}");
+        assert!(err.contains("binding 2 (wpack) has no buffer"), "{err}");
+
+        let err = gpu
+            .launch(
+                &FORWARD,
+                &p,
+                &[x.buffer(), w.buffer(), x.buffer()],
+                [1, 1, 1],
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("binding 3 (y) is written but is the same buffer as binding 1 (x)"),
+            "{err}"
+        );
+
+        let four = [x.buffer(), w.buffer(), x.buffer(), w.buffer()];
+        let err = gpu
+            .launch(&FORWARD, &p, &four, [1, 1, 1])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("binding 4 has no declaration"), "{err}");
+        assert_eq!(gpu.dispatch_count(), before);
+        gpu.synchronize().unwrap();
     }
 }

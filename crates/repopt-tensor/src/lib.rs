@@ -20,9 +20,11 @@
 //! # Ok::<(), repopt_tensor::Error>(())
 //! ```
 
+mod adapter;
 mod autograd;
 mod device;
 mod error;
+pub mod kernels;
 mod launch;
 pub mod ops;
 pub mod optim;
@@ -31,12 +33,10 @@ pub mod probe;
 pub mod reference;
 mod tensor;
 
+pub use adapter::{ADAPTER_ENV, AdapterSelector, AdapterSummary, KeyLimits, list_adapters};
 pub use autograd::{NoGradGuard, is_grad_enabled, no_grad};
-pub use device::{
-    ADAPTER_ENV, AdapterSelector, AdapterSummary, Gpu, GpuOptions, KeyLimits, list_adapters,
-};
+pub use device::{Gpu, GpuOptions};
 pub use error::{Error, Result};
-pub use launch::{Shader, shaders};
 pub use pool::MemoryStats;
 pub use tensor::{DType, Tensor};
 

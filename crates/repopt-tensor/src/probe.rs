@@ -1,21 +1,9 @@
 //! The adapter's arithmetic peak, measured with a kernel that only does FMAs in registers.
 
-use bytemuck::{Pod, Zeroable};
-
 use crate::device::Gpu;
 use crate::error::Result;
-use crate::launch::shaders::PROBE;
+use crate::kernels::probe::{FMA_PROBE, ProbeParams};
 use crate::tensor::{DType, Tensor};
-
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct ProbeParams {
-    iterations: u32,
-    _pad: [u32; 3],
-    mul: f32,
-    add: f32,
-    _pad1: [f32; 2],
-}
 
 /// A register-only FMA workload: `workgroups` x 64 invocations, each running `iterations`
 /// rounds of 12 independent FMAs (no memory traffic inside the loop).
@@ -33,7 +21,7 @@ impl FmaProbe {
     /// use repopt_tensor::{probe::FmaProbe, Gpu};
     /// let gpu = Gpu::from_env()?;
     /// let probe = FmaProbe::new(&gpu, 1024, 4096)?;
-    /// probe.record();
+    /// probe.record()?;
     /// gpu.synchronize()?;
     /// println!("{} FLOP per run", probe.flops());
     /// # Ok::<(), repopt_tensor::Error>(())
@@ -53,21 +41,13 @@ impl FmaProbe {
     }
 
     /// Records one run (asynchronously; synchronise the device to time it).
-    pub fn record(&self) {
+    pub fn record(&self) -> Result<()> {
         let p = ProbeParams {
             iterations: self.iterations,
-            _pad: [0; 3],
             mul: 0.999_999,
             add: 1e-7,
-            _pad1: [0.0; 2],
         };
         let grid = self.gpu.grid(self.workgroups);
-        self.gpu.launch(
-            &PROBE,
-            "fma_probe",
-            bytemuck::bytes_of(&p),
-            &[self.sink.buffer()],
-            grid,
-        );
+        self.gpu.launch(&FMA_PROBE, &p, &[self.sink.buffer()], grid)
     }
 }

@@ -93,7 +93,7 @@ impl Tensor {
         let bytes = (numel.max(1) * 4) as u64;
         let limit = gpu.inner.limits.max_storage_buffer_binding_size;
         // Planning counts bytes for any device, so this adapter's binding limit is not applied.
-        if bytes > limit && !gpu.inner.plan_only {
+        if bytes > limit && !gpu.inner.recorder.plan_only {
             return Err(Error::TensorTooLarge {
                 shape: shape.to_vec(),
                 bytes,
@@ -105,7 +105,7 @@ impl Tensor {
             .pool
             .lock()
             .expect("pool lock")
-            .acquire(&gpu.inner.device, bytes)?;
+            .acquire(&gpu.inner.recorder.device, bytes)?;
         Ok(Tensor {
             inner: Arc::new(TensorInner {
                 gpu: gpu.clone(),
@@ -155,7 +155,7 @@ impl Tensor {
             return Tensor::zeros(gpu, shape);
         }
         let t = Tensor::empty(gpu, shape, DType::F32)?;
-        crate::ops::elementwise::fill(&t, value);
+        crate::ops::elementwise::fill(&t, value)?;
         Ok(t)
     }
 

@@ -1,12 +1,13 @@
 //! Batch normalisation over `[N, C, H, W]`, optionally fused with the ReLU that follows it.
-
-use bytemuck::{Pod, Zeroable};
+//!
+//! [`batch_norm2d`] records the node; [`batch_norm2d_forward`] and [`batch_norm2d_backward`]
+//! launch the kernels.
 
 use super::{expect_rank, groups};
 
 use crate::device::Gpu;
 use crate::error::{Error, Result};
-use crate::launch::shaders::BATCHNORM;
+use crate::kernels::batchnorm::{self as k, BnParams};
 use crate::tensor::{DType, Tensor};
 
 /// Running statistics of a batch-norm layer, updated in place by training-mode forwards.
@@ -32,19 +33,6 @@ impl BatchNormStats {
             eps: 1e-5,
         })
     }
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable, Default)]
-struct BnParams {
-    n: u32,
-    c: u32,
-    hw: u32,
-    relu: u32,
-    momentum: f32,
-    eps: f32,
-    training: u32,
-    _pad: u32,
 }
 
 /// `gamma * (x - mean) / sqrt(var + eps) + beta` per channel, then `max(., 0)` if `relu`.
@@ -97,130 +85,174 @@ pub fn batch_norm2d(
             ),
         ));
     }
-    let gpu = x.gpu();
-    let params = BnParams {
-        n: n as u32,
-        c: c as u32,
-        hw: (h * w) as u32,
-        relu: relu as u32,
-        momentum: stats.momentum,
-        eps: stats.eps,
-        training: training as u32,
-        _pad: 0,
-    };
-    let bytes = bytemuck::bytes_of(&params);
-    let st = Tensor::empty(gpu, &[2 * c], DType::F32)?;
-    let plane_grid = gpu.grid(groups(n * c, 64));
-    let channel_grid = gpu.grid(groups(c, 64));
-    if training {
-        let planes = Tensor::empty(gpu, &[2 * c * n], DType::F32)?;
-        gpu.launch(
-            &BATCHNORM,
-            "bn_plane_stats",
-            bytes,
-            &[x.buffer(), planes.buffer()],
-            plane_grid,
-        );
-        gpu.launch(
-            &BATCHNORM,
-            "bn_channel_stats",
-            bytes,
-            &[
-                planes.buffer(),
-                st.buffer(),
-                stats.running_mean.buffer(),
-                stats.running_var.buffer(),
-            ],
-            channel_grid,
-        );
-    } else {
-        gpu.launch(
-            &BATCHNORM,
-            "bn_eval_stats",
-            bytes,
-            &[
-                stats.running_mean.buffer(),
-                stats.running_var.buffer(),
-                st.buffer(),
-            ],
-            channel_grid,
-        );
-    }
-    let y = Tensor::empty(gpu, x.shape(), DType::F32)?;
-    let elem_grid = gpu.grid(groups(x.numel(), 256));
-    gpu.launch(
-        &BATCHNORM,
-        "bn_apply",
-        bytes,
-        &[
-            x.buffer(),
-            st.buffer(),
-            gamma.buffer(),
-            beta.buffer(),
-            y.buffer(),
-        ],
-        elem_grid,
-    );
+    let (y, saved) = batch_norm2d_forward(x, gamma, beta, stats, training, relu)?;
     let (xs, gs, bs) = (x.detach(), gamma.detach(), beta.detach());
-    let (need_x, need_g, need_b) = (
+    let needs = [
         x.requires_grad(),
         gamma.requires_grad(),
         beta.requires_grad(),
-    );
+    ];
     Ok(Tensor::from_op(
         y,
         &[x, gamma, beta],
         "batch_norm2d",
         move |dy| {
-            let gpu = dy.gpu();
-            let dgamma = Tensor::empty(gpu, &[c], DType::F32)?;
-            let dbeta = Tensor::empty(gpu, &[c], DType::F32)?;
-            let planes = Tensor::empty(gpu, &[2 * c * n], DType::F32)?;
-            let bytes = bytemuck::bytes_of(&params);
-            gpu.launch(
-                &BATCHNORM,
-                "bn_plane_grads",
-                bytes,
-                &[
-                    xs.buffer(),
-                    st.buffer(),
-                    gs.buffer(),
-                    bs.buffer(),
-                    dy.buffer(),
-                    planes.buffer(),
-                ],
-                plane_grid,
-            );
-            gpu.launch(
-                &BATCHNORM,
-                "bn_channel_grads",
-                bytes,
-                &[planes.buffer(), dgamma.buffer(), dbeta.buffer()],
-                channel_grid,
-            );
-            let dx = if need_x {
-                let dx = Tensor::empty(gpu, xs.shape(), DType::F32)?;
-                gpu.launch(
-                    &BATCHNORM,
-                    "bn_backward_input",
-                    bytes,
-                    &[
-                        xs.buffer(),
-                        st.buffer(),
-                        gs.buffer(),
-                        bs.buffer(),
-                        dy.buffer(),
-                        dgamma.buffer(),
-                        dbeta.buffer(),
-                        dx.buffer(),
-                    ],
-                    elem_grid,
-                );
-                Some(dx)
-            } else {
-                None
-            };
-            Ok(vec![dx, need_g.then_some(dgamma), need_b.then_some(dbeta)])
+            let grads = batch_norm2d_backward(dy, &xs, &saved, &gs, &bs, needs)?;
+            Ok(grads.to_vec())
         },
     ))
+}
+
+fn bn_params(x: &Tensor, relu: bool, training: bool, stats: Option<&BatchNormStats>) -> BnParams {
+    let s = x.shape();
+    BnParams {
+        n: s[0] as u32,
+        c: s[1] as u32,
+        hw: (s[2] * s[3]) as u32,
+        relu: relu as u32,
+        momentum: stats.map_or(0.0, |st| st.momentum),
+        eps: stats.map_or(0.0, |st| st.eps),
+        training: training as u32,
+    }
+}
+
+/// What [`batch_norm2d_backward`] needs from its forward besides the input.
+#[derive(Clone, Debug)]
+pub struct BatchNormSaved {
+    /// The per-channel statistics the forward normalised with: `[mean(C), 1 / std(C)]`.
+    pub stats: Tensor,
+    /// Whether those were the batch's statistics (training) or the running ones.
+    pub training: bool,
+    /// Whether a ReLU followed.
+    pub relu: bool,
+}
+
+/// The forward kernels alone (no autograd; operands as [`batch_norm2d`] checks them):
+/// returns the output and what the backward needs. Updates the running statistics in
+/// training mode.
+pub fn batch_norm2d_forward(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    stats: &BatchNormStats,
+    training: bool,
+    relu: bool,
+) -> Result<(Tensor, BatchNormSaved)> {
+    let gpu = x.gpu();
+    let params = bn_params(x, relu, training, Some(stats));
+    let (n, c) = (params.n as usize, params.c as usize);
+    let saved = Tensor::empty(gpu, &[2 * c], DType::F32)?;
+    let channel_grid = gpu.grid(groups(c, 64));
+    if training {
+        let planes = Tensor::empty(gpu, &[2 * c * n], DType::F32)?;
+        gpu.launch(
+            &k::PLANE_STATS,
+            &params,
+            &[x.buffer(), planes.buffer()],
+            gpu.grid(groups(n * c, 64)),
+        )?;
+        gpu.launch(
+            &k::CHANNEL_STATS,
+            &params,
+            &[
+                planes.buffer(),
+                saved.buffer(),
+                stats.running_mean.buffer(),
+                stats.running_var.buffer(),
+            ],
+            channel_grid,
+        )?;
+    } else {
+        gpu.launch(
+            &k::EVAL_STATS,
+            &params,
+            &[
+                stats.running_mean.buffer(),
+                stats.running_var.buffer(),
+                saved.buffer(),
+            ],
+            channel_grid,
+        )?;
+    }
+    let y = Tensor::empty(gpu, x.shape(), DType::F32)?;
+    gpu.launch(
+        &k::APPLY,
+        &params,
+        &[
+            x.buffer(),
+            saved.buffer(),
+            gamma.buffer(),
+            beta.buffer(),
+            y.buffer(),
+        ],
+        gpu.grid(groups(x.numel(), 256)),
+    )?;
+    let saved = BatchNormSaved {
+        stats: saved,
+        training,
+        relu,
+    };
+    Ok((y, saved))
+}
+
+/// The backward kernels alone: from the output gradient `dy`, the forward's input `x`, what
+/// [`batch_norm2d_forward`] saved and the affine parameters, the gradients of `x`, `gamma`
+/// and `beta`; `dx` only where `needs[0]` says so. (The ReLU mask is recomputed from `x`
+/// rather than saved.)
+pub fn batch_norm2d_backward(
+    dy: &Tensor,
+    x: &Tensor,
+    saved: &BatchNormSaved,
+    gamma: &Tensor,
+    beta: &Tensor,
+    needs: [bool; 3],
+) -> Result<[Option<Tensor>; 3]> {
+    let gpu = dy.gpu();
+    let params = bn_params(x, saved.relu, saved.training, None);
+    let saved = &saved.stats;
+    let (n, c) = (params.n as usize, params.c as usize);
+    let dgamma = Tensor::empty(gpu, &[c], DType::F32)?;
+    let dbeta = Tensor::empty(gpu, &[c], DType::F32)?;
+    let planes = Tensor::empty(gpu, &[2 * c * n], DType::F32)?;
+    gpu.launch(
+        &k::PLANE_GRADS,
+        &params,
+        &[
+            x.buffer(),
+            saved.buffer(),
+            gamma.buffer(),
+            beta.buffer(),
+            dy.buffer(),
+            planes.buffer(),
+        ],
+        gpu.grid(groups(n * c, 64)),
+    )?;
+    gpu.launch(
+        &k::CHANNEL_GRADS,
+        &params,
+        &[planes.buffer(), dgamma.buffer(), dbeta.buffer()],
+        gpu.grid(groups(c, 64)),
+    )?;
+    let dx = if needs[0] {
+        let dx = Tensor::empty(gpu, x.shape(), DType::F32)?;
+        gpu.launch(
+            &k::BACKWARD_INPUT,
+            &params,
+            &[
+                x.buffer(),
+                saved.buffer(),
+                gamma.buffer(),
+                beta.buffer(),
+                dy.buffer(),
+                dgamma.buffer(),
+                dbeta.buffer(),
+                dx.buffer(),
+            ],
+            gpu.grid(groups(x.numel(), 256)),
+        )?;
+        Some(dx)
+    } else {
+        None
+    };
+    Ok([dx, needs[1].then_some(dgamma), needs[2].then_some(dbeta)])
 }

@@ -1,27 +1,12 @@
-//! Matrix products: [`matmul`] and the fully connected layer [`linear`].
+//! Matrix products: [`matmul`] and the fully connected layer [`linear`], each with its
+//! `*_forward` / `*_backward` launchers. Transposed operands are read through strides, never
+//! copied.
 
-use bytemuck::{Pod, Zeroable};
-
-use super::elementwise::channel_reduce;
+use super::reduce::channel_reduce;
 use super::{as_u32, expect_rank};
 use crate::error::{Error, Result};
-use crate::launch::shaders::{MATMUL, MATMUL_SUBGROUP};
+use crate::kernels::matmul::{self as k, MatmulParams};
 use crate::tensor::{DType, Tensor};
-
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable, Default)]
-struct MatmulParams {
-    m: u32,
-    n: u32,
-    k: u32,
-    has_bias: u32,
-    sam: u32,
-    sak: u32,
-    sbk: u32,
-    sbn: u32,
-    accumulate: u32,
-    _pad: [u32; 3],
-}
 
 /// How an operand's elements are laid out: element (i, j) is at `i * row + j * col`.
 #[derive(Clone, Copy, Debug)]
@@ -46,15 +31,10 @@ impl Layout {
 }
 
 /// `C[m, n] = A[m, k] B[k, n] (+ bias[n])` with the given operand layouts (no autograd).
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn matmul_raw(
-    a: &Tensor,
-    la: Layout,
-    b: &Tensor,
-    lb: Layout,
-    m: usize,
-    n: usize,
-    k: usize,
+    (a, la): (&Tensor, Layout),
+    (b, lb): (&Tensor, Layout),
+    [m, n, k]: [usize; 3],
     bias: Option<&Tensor>,
 ) -> Result<Tensor> {
     let subgroups = a.gpu().uses_subgroup_kernels();
@@ -87,19 +67,17 @@ pub(crate) fn matmul_raw(
         sbk: lb.row as u32,
         sbn: lb.col as u32,
         accumulate: 0,
-        _pad: [0; 3],
     };
     let c = Tensor::empty(a.gpu(), &[m, n], DType::F32)?;
     let gpu = a.gpu();
-    let (shader, columns_per_group) = if subgroups {
-        (&MATMUL_SUBGROUP, 128)
+    let (kernel, columns_per_group) = if subgroups {
+        (&k::MATMUL_SUBGROUP, 128)
     } else {
-        (&MATMUL, 256)
+        (&k::MATMUL, 256)
     };
     gpu.launch(
-        shader,
-        "matmul",
-        bytemuck::bytes_of(&p),
+        kernel,
+        &p,
         &[
             a.buffer(),
             b.buffer(),
@@ -107,8 +85,100 @@ pub(crate) fn matmul_raw(
             c.buffer(),
         ],
         [n.div_ceil(columns_per_group) as u32, row_blocks as u32, 1],
-    );
+    )?;
     Ok(c)
+}
+
+/// `a [M, K] x b [K, N]` (no autograd).
+pub fn matmul_forward(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let (m, k) = (a.shape()[0], a.shape()[1]);
+    let n = b.shape()[1];
+    matmul_raw(
+        (a, Layout::row_major(k)),
+        (b, Layout::row_major(n)),
+        [m, n, k],
+        None,
+    )
+}
+
+/// Gradients of `a b`: `dA = dy b^T` and `dB = a^T dy`, each only where `needs` says so.
+pub fn matmul_backward(
+    dy: &Tensor,
+    a: &Tensor,
+    b: &Tensor,
+    needs: [bool; 2],
+) -> Result<[Option<Tensor>; 2]> {
+    let (m, k) = (a.shape()[0], a.shape()[1]);
+    let n = b.shape()[1];
+    let da = needs[0]
+        .then(|| {
+            matmul_raw(
+                (dy, Layout::row_major(n)),
+                (b, Layout::transposed(n)),
+                [m, k, n],
+                None,
+            )
+        })
+        .transpose()?;
+    let db = needs[1]
+        .then(|| {
+            matmul_raw(
+                (a, Layout::transposed(k)),
+                (dy, Layout::row_major(n)),
+                [k, n, m],
+                None,
+            )
+        })
+        .transpose()?;
+    Ok([da, db])
+}
+
+/// `x [N, in] weight^T + bias` for `weight [out, in]` (no autograd).
+pub fn linear_forward(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    let (batch, inputs) = (x.shape()[0], x.shape()[1]);
+    let outputs = weight.shape()[0];
+    matmul_raw(
+        (x, Layout::row_major(inputs)),
+        (weight, Layout::transposed(inputs)),
+        [batch, outputs, inputs],
+        Some(bias),
+    )
+}
+
+/// Gradients of [`linear`]: `dx = dy W`, `dW = dy^T x`, `db` = column sums of `dy`, each only
+/// where `needs` says so.
+pub fn linear_backward(
+    dy: &Tensor,
+    x: &Tensor,
+    weight: &Tensor,
+    needs: [bool; 3],
+) -> Result<[Option<Tensor>; 3]> {
+    let (batch, inputs) = (x.shape()[0], x.shape()[1]);
+    let outputs = weight.shape()[0];
+    let dx = needs[0]
+        .then(|| {
+            matmul_raw(
+                (dy, Layout::row_major(outputs)),
+                (weight, Layout::row_major(inputs)),
+                [batch, inputs, outputs],
+                None,
+            )
+        })
+        .transpose()?;
+    let dw = needs[1]
+        .then(|| {
+            matmul_raw(
+                (dy, Layout::transposed(outputs)),
+                (x, Layout::row_major(inputs)),
+                [outputs, inputs, batch],
+                None,
+            )
+        })
+        .transpose()?;
+    let db = needs[2]
+        .then(|| channel_reduce(dy, None, batch, outputs, 1))
+        .transpose()?;
+    Ok([dx, dw, db])
 }
 
 /// Matrix product of `a` `[M, K]` and `b` `[K, N]`.
@@ -125,59 +195,19 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     expect_rank("matmul", "left operand", a, 2)?;
     expect_rank("matmul", "right operand", b, 2)?;
     a.same_gpu("matmul", b)?;
-    let (m, k) = (a.shape()[0], a.shape()[1]);
-    let (k2, n) = (b.shape()[0], b.shape()[1]);
+    let k = a.shape()[1];
+    let k2 = b.shape()[0];
     if k != k2 {
         return Err(Error::shape(
             "matmul",
             format!("inner sizes differ: {:?} x {:?}", a.shape(), b.shape()),
         ));
     }
-    let out = matmul_raw(
-        a,
-        Layout::row_major(k),
-        b,
-        Layout::row_major(n),
-        m,
-        n,
-        k,
-        None,
-    )?;
+    let out = matmul_forward(a, b)?;
     let (ad, bd) = (a.detach(), b.detach());
-    let (need_a, need_b) = (a.requires_grad(), b.requires_grad());
+    let needs = [a.requires_grad(), b.requires_grad()];
     Ok(Tensor::from_op(out, &[a, b], "matmul", move |g| {
-        Ok(vec![
-            // dA = G B^T
-            if need_a {
-                Some(matmul_raw(
-                    g,
-                    Layout::row_major(n),
-                    &bd,
-                    Layout::transposed(n),
-                    m,
-                    k,
-                    n,
-                    None,
-                )?)
-            } else {
-                None
-            },
-            // dB = A^T G
-            if need_b {
-                Some(matmul_raw(
-                    &ad,
-                    Layout::transposed(k),
-                    g,
-                    Layout::row_major(n),
-                    k,
-                    n,
-                    m,
-                    None,
-                )?)
-            } else {
-                None
-            },
-        ])
+        Ok(matmul_backward(g, &ad, &bd, needs)?.to_vec())
     }))
 }
 
@@ -198,7 +228,7 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
     expect_rank("linear", "bias", bias, 1)?;
     x.same_gpu("linear", weight)?;
     x.same_gpu("linear", bias)?;
-    let (batch, inputs) = (x.shape()[0], x.shape()[1]);
+    let inputs = x.shape()[1];
     let outputs = weight.shape()[0];
     if weight.shape()[1] != inputs || bias.numel() != outputs {
         return Err(Error::shape(
@@ -211,65 +241,17 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
             ),
         ));
     }
-    let out = matmul_raw(
-        x,
-        Layout::row_major(inputs),
-        weight,
-        Layout::transposed(inputs),
-        batch,
-        outputs,
-        inputs,
-        Some(bias),
-    )?;
+    let out = linear_forward(x, weight, bias)?;
     let (xd, wd) = (x.detach(), weight.detach());
-    let (need_x, need_w, need_b) = (
+    let needs = [
         x.requires_grad(),
         weight.requires_grad(),
         bias.requires_grad(),
-    );
+    ];
     Ok(Tensor::from_op(
         out,
         &[x, weight, bias],
         "linear",
-        move |g| {
-            Ok(vec![
-                // dx = G W
-                if need_x {
-                    Some(matmul_raw(
-                        g,
-                        Layout::row_major(outputs),
-                        &wd,
-                        Layout::row_major(inputs),
-                        batch,
-                        inputs,
-                        outputs,
-                        None,
-                    )?)
-                } else {
-                    None
-                },
-                // dW = G^T x
-                if need_w {
-                    Some(matmul_raw(
-                        g,
-                        Layout::transposed(outputs),
-                        &xd,
-                        Layout::row_major(inputs),
-                        outputs,
-                        inputs,
-                        batch,
-                        None,
-                    )?)
-                } else {
-                    None
-                },
-                // db = column sums of G
-                if need_b {
-                    Some(channel_reduce(g, None, batch, outputs, 1)?)
-                } else {
-                    None
-                },
-            ])
-        },
+        move |g| Ok(linear_backward(g, &xd, &wd, needs)?.to_vec()),
     ))
 }

@@ -1,19 +1,32 @@
-//! Differentiable ops. Each public function checks shapes, launches its forward kernel and
-//! records the backward closure that launches the backward kernels: one hop from the Rust
-//! call to its WGSL entry point.
+//! Differentiable ops, all on one pattern (as llm.c pairs `layernorm_forward` with
+//! `layernorm_backward`):
+//!
+//! - `op_forward` and `op_backward`: plain functions that launch the kernels and nothing
+//!   else, callable and testable alone;
+//! - `op`: the thin public op that checks its operands, calls `op_forward` and records a
+//!   tape node whose closure calls `op_backward` with what the forward saved.
+//!
+//! Kernel choice, where an op has one, lives beside it (`conv::plan`), never inside the
+//! launchers.
 
 pub mod batchnorm;
+pub mod channels;
 pub mod conv;
 pub mod elementwise;
 pub mod linear;
 pub mod loss;
 pub mod pool;
+pub mod reduce;
 
-pub use batchnorm::{BatchNormStats, batch_norm2d};
+pub use batchnorm::{
+    BatchNormSaved, BatchNormStats, batch_norm2d, batch_norm2d_backward, batch_norm2d_forward,
+};
 pub use conv::{Conv2dConfig, conv2d, conv2d_backward_input, conv2d_backward_weight};
-pub use linear::{linear, matmul};
-pub use loss::cross_entropy;
-pub use pool::global_avg_pool;
+pub use linear::{
+    linear, linear_backward, linear_forward, matmul, matmul_backward, matmul_forward,
+};
+pub use loss::{cross_entropy, cross_entropy_backward, cross_entropy_forward};
+pub use pool::{global_avg_pool, global_avg_pool_backward, global_avg_pool_forward};
 
 use crate::error::{Error, Result};
 use crate::tensor::{DType, Tensor};

@@ -1,0 +1,46 @@
+//! `shaders/batchnorm.wgsl`: batch-norm statistics, apply (with an optional ReLU) and backward.
+
+use super::{kernels, shader};
+
+crate::params! {
+    /// One batch-norm layer over `[N, C, HW]`.
+    pub struct BnParams {
+        /// Batch.
+        n: u32,
+        /// Channels.
+        c: u32,
+        /// Spatial size per channel.
+        hw: u32,
+        /// 1: `y = max(bn(x), 0)`.
+        relu: u32,
+        /// Weight of the batch in the running statistics.
+        momentum: f32,
+        /// Added to the variance.
+        eps: f32,
+        /// Backward only: 1 if the statistics were batch statistics.
+        training: u32,
+    }
+}
+
+shader!(SHADER, "batchnorm.wgsl", BnParams, trusted: false, subgroups: false);
+
+kernels! {
+    KERNELS = SHADER: BnParams {
+        /// Mean and M2 of each `(n, c)` plane.
+        PLANE_STATS = bn_plane_stats(read x, write plane_stats);
+        /// Merges the planes per channel; moves the running statistics.
+        CHANNEL_STATS = bn_channel_stats(read planes, write stats, write running_mean, write running_var);
+        /// Normalising statistics from the running ones (evaluation).
+        EVAL_STATS = bn_eval_stats(read rmean, read rvar, write eval_stats);
+        /// `y = gamma * xhat + beta` (then ReLU).
+        APPLY = bn_apply(read x, read st, read gamma, read beta, write y);
+        /// Per-plane `sum dy` and `sum dy * xhat`.
+        PLANE_GRADS = bn_plane_grads(read x, read st, read gamma, read beta, read dy, write plane_grads);
+        /// `dgamma`, `dbeta` from the plane sums.
+        CHANNEL_GRADS = bn_channel_grads(read pgrads, write dgamma, write dbeta);
+        /// `dx` from the saved input, statistics and the channel sums.
+        BACKWARD_INPUT = bn_backward_input(
+            read x, read st, read gamma, read beta, read dy, read sums_gamma, read sums_beta, write dx
+        );
+    }
+}

@@ -1,0 +1,45 @@
+//! `shaders/matmul.wgsl` and `shaders/matmul_subgroup.wgsl`; both read [`MatmulParams`].
+
+use super::{kernels, shader};
+
+crate::params! {
+    /// `C[m, n] = A[m, k] B[k, n] (+ bias[n])` with element strides for A and B, so
+    /// transposed operands need no copy.
+    pub struct MatmulParams {
+        /// Rows of C.
+        m: u32,
+        /// Columns of C.
+        n: u32,
+        /// Inner size.
+        k: u32,
+        /// 1: add `bias[n]`.
+        has_bias: u32,
+        /// A's stride between rows.
+        sam: u32,
+        /// A's stride along k.
+        sak: u32,
+        /// B's stride along k.
+        sbk: u32,
+        /// B's stride between columns.
+        sbn: u32,
+        /// 1: `C += A B` (C is read first).
+        accumulate: u32,
+    }
+}
+
+shader!(SHADER, "matmul.wgsl", MatmulParams, trusted: true, subgroups: false);
+shader!(SUBGROUP_SHADER, "matmul_subgroup.wgsl", MatmulParams, trusted: true, subgroups: true);
+
+kernels! {
+    KERNELS = SHADER: MatmulParams {
+        /// 4 rows per workgroup, 4 columns per invocation.
+        MATMUL = matmul(read a, read b, read bias, write c);
+    }
+}
+
+kernels! {
+    SUBGROUP_KERNELS = SUBGROUP_SHADER: MatmulParams {
+        /// 16 rows per workgroup, A values shared with subgroup broadcasts.
+        MATMUL_SUBGROUP = matmul(read a, read b, read bias, write c);
+    }
+}

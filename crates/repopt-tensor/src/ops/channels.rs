@@ -1,0 +1,155 @@
+//! Per-channel and per-plane broadcasts over `[N, C, H, W]`: a channel scale (constant or
+//! trainable), a channel bias, and a per-sample channel gate (squeeze-excitation).
+
+use super::elementwise::{binary, mul_forward};
+use super::expect_rank;
+use super::reduce::{channel_reduce, sum_rows};
+use crate::error::{Error, Result};
+use crate::kernels::elementwise::{self as k, ElementwiseParams};
+use crate::tensor::Tensor;
+
+/// `[N, C, H, W]` dims of a rank-4 tensor.
+pub(crate) fn nchw(t: &Tensor) -> (usize, usize, usize, usize) {
+    let s = t.shape();
+    (s[0], s[1], s[2], s[3])
+}
+
+fn planes(x: &Tensor) -> ElementwiseParams {
+    let (_, c, h, w) = nchw(x);
+    ElementwiseParams {
+        n: x.numel() as u32,
+        c: c as u32,
+        hw: (h * w) as u32,
+        ..Default::default()
+    }
+}
+
+/// `x[n, c, h, w] * scale[c]` (no autograd).
+pub fn scale_channels_forward(x: &Tensor, scale: &Tensor) -> Result<Tensor> {
+    binary(&k::SCALE_CHANNELS, x, scale, planes(x))
+}
+
+/// Gradients of `x * scale[c]` with respect to `x` and `scale`, where `needs` says so.
+pub fn scale_channels_backward(
+    dy: &Tensor,
+    x: &Tensor,
+    scale: &Tensor,
+    needs: [bool; 2],
+) -> Result<[Option<Tensor>; 2]> {
+    let (n, c, h, w) = nchw(x);
+    Ok([
+        needs[0]
+            .then(|| scale_channels_forward(dy, scale))
+            .transpose()?,
+        needs[1]
+            .then(|| channel_reduce(dy, Some(x), n, c, h * w))
+            .transpose()?,
+    ])
+}
+
+/// `x[n, c, h, w] + bias[c]` (no autograd).
+pub fn add_channels_forward(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    binary(&k::ADD_CHANNELS, x, bias, planes(x))
+}
+
+/// Gradients of `x + bias[c]`: `dy` itself, and its per-channel sums where `needs[1]`.
+pub fn add_channels_backward(dy: &Tensor, needs: [bool; 2]) -> Result<[Option<Tensor>; 2]> {
+    let (n, c, h, w) = nchw(dy);
+    Ok([
+        needs[0].then(|| dy.clone()),
+        needs[1]
+            .then(|| channel_reduce(dy, None, n, c, h * w))
+            .transpose()?,
+    ])
+}
+
+/// `x[n, c, h, w] * gate[n, c]` (no autograd).
+pub fn scale_planes_forward(x: &Tensor, gate: &Tensor) -> Result<Tensor> {
+    binary(&k::SCALE_PLANES, x, gate, planes(x))
+}
+
+/// Gradients of `x * gate[n, c]` with respect to `x` and `gate`, where `needs` says so.
+pub fn scale_planes_backward(
+    dy: &Tensor,
+    x: &Tensor,
+    gate: &Tensor,
+    needs: [bool; 2],
+) -> Result<[Option<Tensor>; 2]> {
+    let (n, c, h, w) = nchw(x);
+    Ok([
+        needs[0]
+            .then(|| scale_planes_forward(dy, gate))
+            .transpose()?,
+        needs[1]
+            .then(|| sum_rows(&mul_forward(dy, x)?, n * c, h * w, 1.0, &[n, c]))
+            .transpose()?,
+    ])
+}
+
+/// Checks a per-channel operand of a rank-4 input: rank, device and `expected` shape.
+fn check(op: &'static str, what: &str, x: &Tensor, t: &Tensor, expected: &[usize]) -> Result<()> {
+    expect_rank(op, "input", x, 4)?;
+    expect_rank(op, what, t, expected.len())?;
+    x.same_gpu(op, t)?;
+    if t.shape() != expected {
+        return Err(Error::shape(
+            op,
+            format!(
+                "{what} must be {expected:?} for input {:?}, got {:?}",
+                x.shape(),
+                t.shape()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+impl Tensor {
+    /// `self[n, c, h, w] * scale[c]`: a channel-wise scale, constant or trainable.
+    pub fn scale_channels(&self, scale: &Tensor) -> Result<Tensor> {
+        let c = self.shape().get(1).copied().unwrap_or(0);
+        check("scale_channels", "scale", self, scale, &[c])?;
+        let out = scale_channels_forward(self, scale)?;
+        let (x, s) = (self.detach(), scale.detach());
+        let needs = [self.requires_grad(), scale.requires_grad()];
+        Ok(Tensor::from_op(
+            out,
+            &[self, scale],
+            "scale_channels",
+            move |g| Ok(scale_channels_backward(g, &x, &s, needs)?.to_vec()),
+        ))
+    }
+
+    /// `self[n, c, h, w] + bias[c]`: a per-channel bias (a convolution's bias term).
+    pub fn add_channels(&self, bias: &Tensor) -> Result<Tensor> {
+        let c = self.shape().get(1).copied().unwrap_or(0);
+        check("add_channels", "bias", self, bias, &[c])?;
+        let out = add_channels_forward(self, bias)?;
+        let needs = [self.requires_grad(), bias.requires_grad()];
+        Ok(Tensor::from_op(
+            out,
+            &[self, bias],
+            "add_channels",
+            move |g| Ok(add_channels_backward(g, needs)?.to_vec()),
+        ))
+    }
+
+    /// `self[n, c, h, w] * gate[n, c]`: a per-sample channel gate (squeeze-excitation).
+    pub fn scale_planes(&self, gate: &Tensor) -> Result<Tensor> {
+        let nc = self
+            .shape()
+            .get(..2)
+            .map(<[usize]>::to_vec)
+            .unwrap_or_default();
+        check("scale_planes", "gate", self, gate, &nc)?;
+        let out = scale_planes_forward(self, gate)?;
+        let (x, gt) = (self.detach(), gate.detach());
+        let needs = [self.requires_grad(), gate.requires_grad()];
+        Ok(Tensor::from_op(
+            out,
+            &[self, gate],
+            "scale_planes",
+            move |g| Ok(scale_planes_backward(g, &x, &gt, needs)?.to_vec()),
+        ))
+    }
+}
