@@ -5,7 +5,8 @@
 //! networks need (3x3/1x1 convolution, batch norm, ReLU, pooling, linear, cross-entropy) and
 //! fused optimizer steps that accept a per-element gradient multiplier. It runs on any
 //! Vulkan, Metal or DX12 adapter, including Mesa's software Vulkan driver (lavapipe) on
-//! machines without a GPU. Every kernel has an f64 CPU reference in [`reference`](mod@reference).
+//! machines without a GPU. Every kernel has an f64 CPU reference (`testing::reference`, with the
+//! `testing` feature) that the tests hold it to.
 //!
 //! ```no_run
 //! use repopt_tensor::{ops, Gpu, Tensor};
@@ -30,8 +31,9 @@ pub mod ops;
 pub mod optim;
 mod pool;
 pub mod probe;
-pub mod reference;
 mod tensor;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use adapter::{ADAPTER_ENV, AdapterSelector, AdapterSummary, KeyLimits, list_adapters};
 pub use autograd::{NoGradGuard, is_grad_enabled, no_grad};

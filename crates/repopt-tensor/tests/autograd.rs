@@ -1,8 +1,6 @@
 //! The tape: reverse order, accumulation, zero_grad, no_grad, constants, freed graphs, memory.
 
-mod common;
-
-use common::{data, gpu};
+use repopt_tensor::testing::{data, gpu};
 use repopt_tensor::{Error, Tensor, no_grad, ops};
 
 #[test]

@@ -1,11 +1,12 @@
 //! Every op's forward and backward kernels against the f64 CPU reference on awkward shapes,
 //! and finite-difference checks of every backward.
 
-mod common;
-
-use common::{assert_close, data, f64s, gpu, gradcheck, gradcheck_on, kernel_families};
+use repopt_tensor::Tensor;
 use repopt_tensor::ops::{self, BatchNormStats, Conv2dConfig};
-use repopt_tensor::{Tensor, reference as cpu};
+use repopt_tensor::testing::reference as cpu;
+use repopt_tensor::testing::{
+    assert_close, data, f64s, gpu, gradcheck, gradcheck_on, kernel_families,
+};
 
 /// (input [N, Ci, H, W], Co, k, stride): batch 1, odd sizes, stride 2 with odd input,
 /// channel counts that are not multiples of 16 and pixel counts not multiples of 64.

@@ -1,13 +1,12 @@
 //! Fused optimizer kernels against the f64 reference update rules.
 
-mod common;
-
-use common::{assert_close, data, f64s, gpu};
+use repopt_tensor::Tensor;
 use repopt_tensor::optim::{
     AdamW, AdamWConfig, GradMult, Optimizer, ParamSpec, Sgd, SgdConfig, UpdateKernels,
     clip_grad_norm,
 };
-use repopt_tensor::{Tensor, reference as cpu};
+use repopt_tensor::testing::reference as cpu;
+use repopt_tensor::testing::{assert_close, data, f64s, gpu};
 
 /// Runs `steps` updates with fresh gradients each step and compares with the reference.
 fn check_sgd(len: usize, mult: bool, config: SgdConfig, kernels: UpdateKernels) {

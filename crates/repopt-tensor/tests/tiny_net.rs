@@ -1,12 +1,11 @@
 //! A tiny conv net (2 x conv-BN-ReLU, global pool, linear) trained for 50 SGD steps on fixed
 //! synthetic data follows the f64 CPU reference's loss trajectory.
 
-mod common;
-
-use common::{data, f64s, gpu};
+use repopt_tensor::Tensor;
 use repopt_tensor::ops::{self, BatchNormStats, Conv2dConfig};
 use repopt_tensor::optim::{Optimizer, ParamSpec, Sgd, SgdConfig};
-use repopt_tensor::{Tensor, reference as cpu};
+use repopt_tensor::testing::reference as cpu;
+use repopt_tensor::testing::{data, f64s, gpu};
 
 const N: usize = 8;
 const C0: usize = 3;

@@ -5,32 +5,8 @@
 use std::path::PathBuf;
 
 use repopt_models::{Mode, RepOptVgg, VggConfig};
+pub use repopt_tensor::testing::{data, gpu};
 use repopt_tensor::{Gpu, NoGradGuard, Tensor};
-
-/// The device; fails loudly when there is none.
-pub fn gpu() -> Gpu {
-    use std::sync::OnceLock;
-    static GPU: OnceLock<Gpu> = OnceLock::new();
-    GPU.get_or_init(|| {
-        Gpu::from_env().unwrap_or_else(|e| {
-            panic!("these tests need a GPU adapter (software Vulkan is enough): {e}")
-        })
-    })
-    .clone()
-}
-
-/// Deterministic values in [-1, 1).
-pub fn data(len: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
-    (0..len)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
 
 /// A small config with every kind of block: stride-2 and stride-1 first blocks, identity
 /// blocks, channel changes without stride.

@@ -1,8 +1,26 @@
-//! Shared test helpers: the device, deterministic data and tolerant comparisons.
+//! Test support shared by every crate's tests (feature `testing`): the device and each kernel
+//! family it can run, deterministic data, tolerant comparisons against the f64
+//! [`reference`], and finite-difference gradient checks.
+//!
+//! Kernel tests run one body per kernel family, as candle runs one body per device:
+//!
+//! ```
+//! use repopt_tensor::testing::{assert_close, data, f64s, kernel_families};
+//! use repopt_tensor::Tensor;
+//! for (family, gpu) in kernel_families() {
+//!     let x = data(37, 1);
+//!     let y = Tensor::from_slice(&gpu, &x, &[37])?.relu()?.to_vec()?;
+//!     let want: Vec<f64> = f64s(&x).iter().map(|v| v.max(0.0)).collect();
+//!     assert_close(&format!("relu ({family})"), &y, &want, 0.0, 0.0);
+//! }
+//! # Ok::<(), repopt_tensor::Error>(())
+//! ```
+//!
+//! These helpers panic with a message on failure, as test assertions do.
 
-#![allow(dead_code)]
+pub mod reference;
 
-use repopt_tensor::{Gpu, Result, Tensor, no_grad};
+use crate::{Gpu, Result, Tensor, no_grad};
 
 /// The device every test runs on. Fails loudly (never skips) when no adapter exists.
 pub fn gpu() -> Gpu {
@@ -27,8 +45,8 @@ pub fn kernel_families() -> Vec<(&'static str, Gpu)> {
     }
     let plain = PLAIN
         .get_or_init(|| {
-            Gpu::new(repopt_tensor::GpuOptions {
-                adapter: repopt_tensor::AdapterSelector::from_env(),
+            Gpu::new(crate::GpuOptions {
+                adapter: crate::AdapterSelector::from_env(),
                 disable_subgroup_kernels: true,
                 ..Default::default()
             })
