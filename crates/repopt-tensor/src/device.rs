@@ -200,9 +200,9 @@ impl Gpu {
     }
 }
 
-/// Recording work: thin doors to the device's [`Recorder`], so ops need only a `Gpu`.
+/// Recording work: thin doors to the device's recorder (`launch.rs`), so ops need only a `Gpu`.
 impl Gpu {
-    /// Records one dispatch of `kernel` (see [`Recorder::launch`]).
+    /// Records one dispatch of `kernel`, checked against its declaration.
     pub(crate) fn launch<P: Params>(
         &self,
         kernel: &Kernel<P>,

@@ -1,14 +1,6 @@
 //! # repopt-tensor
 //!
-//! A small GPU tensor engine on [wgpu](https://wgpu.rs) compute shaders: tensors in pooled
-//! device buffers, reverse-mode autograd, hand-written WGSL kernels for what convolutional
-//! networks need (3x3/1x1 convolution, batch norm, ReLU, pooling, linear, cross-entropy) and
-//! fused optimizer steps that accept a per-element gradient multiplier. It runs on any
-//! Vulkan, Metal or DX12 adapter, including Mesa's software Vulkan driver (lavapipe) on
-//! machines without a GPU. Every kernel has an f64 CPU reference (`testing::reference`, with the
-//! `testing` feature) that the tests hold it to.
-//!
-//! ```no_run
+//! ```
 //! use repopt_tensor::{ops, Gpu, Tensor};
 //!
 //! let gpu = Gpu::from_env()?;
@@ -17,9 +9,29 @@
 //! let y = ops::conv2d(&x, &w, ops::Conv2dConfig::same(3, 1))?.relu()?;
 //! let loss = ops::global_avg_pool(&y)?.mean()?;
 //! loss.backward()?;
-//! println!("loss {} grad norm^2 {}", loss.item()?, w.grad().unwrap().to_vec()?.iter().map(|g| g * g).sum::<f32>());
+//! // Each output sums 0.5 * 0.01 over 3 channels and the taps inside the 8x8 image
+//! // (484 taps over 64 pixels), so the mean is 0.015 * 484 / 64.
+//! assert!((loss.item()? - 0.015 * 484.0 / 64.0).abs() < 1e-5);
+//! assert_eq!(w.grad().unwrap().shape(), &[4, 3, 3, 3]);
 //! # Ok::<(), repopt_tensor::Error>(())
 //! ```
+//!
+//! A small GPU tensor engine on [wgpu](https://wgpu.rs) compute shaders: tensors in pooled
+//! device buffers, reverse-mode autograd, hand-written WGSL kernels for what convolutional
+//! networks need (3x3/1x1 convolution, batch norm, ReLU, pooling, linear, cross-entropy) and
+//! fused optimizer steps that accept a per-element gradient multiplier. It runs on any
+//! Vulkan, Metal or DX12 adapter, including Mesa's software Vulkan driver (lavapipe) on
+//! machines without a GPU.
+//!
+//! How it is put together:
+//! - [`kernels`]: the Rust/WGSL contract, declared once per kernel and checked with naga;
+//! - [`ops`]: every op as an `op_forward` / `op_backward` pair of launchers plus the public
+//!   op that records its node on the autograd tape;
+//! - [`optim`]: fused SGD and AdamW steps with the RepOptimizer's Grad Mult;
+//! - [`Gpu`]: adapter choice, the buffer pool with byte accounting, and the recorder that
+//!   batches launches and submits them without waiting;
+//! - `testing` (feature `testing`): the f64 CPU reference of every kernel and the test
+//!   helpers every crate's tests share.
 
 mod adapter;
 mod autograd;

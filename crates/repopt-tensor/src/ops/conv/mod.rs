@@ -2,7 +2,7 @@
 //! 3x3 with padding 1 and 1x1 with padding 0, stride 1 or 2).
 //!
 //! [`conv2d`] records the node; `conv2d_forward` and `conv2d_backward` launch the kernels
-//! that [`plan`] chooses for the shape and device.
+//! that `plan` chooses for the shape and device.
 
 pub(crate) mod plan;
 

@@ -69,20 +69,35 @@ fn pair_grid(gpu: &Gpu, n: usize, rows: usize, cols: usize, channel_blocks: usiz
     grid
 }
 
-/// The plain family's weight packing: `rows` rows of `cpad` channels.
-fn pack(
+/// The plain family: pack the weights with `packer` so that the `channels` this direction
+/// produces are contiguous per `(other channel, tap)` row (`rows` of them, padded to a
+/// multiple of 16), then run `kernel` over `pixels` pixels and blocks of 16 channels.
+fn plain(
     gpu: &Gpu,
-    kernel: &'static Kernel<ConvParams>,
-    params: ConvParams,
+    s: &ConvShape,
+    (packer, kernel): (&'static Kernel<ConvParams>, &'static Kernel<ConvParams>),
+    channels: usize,
     rows: usize,
-) -> (Dispatch, usize) {
-    let len = rows * params.cpad as usize;
-    let dispatch = Dispatch {
-        kernel,
+    pixels: usize,
+) -> ConvPlan {
+    let cpad = channels.next_multiple_of(TC);
+    let params = s.params(cpad);
+    let len = rows * cpad;
+    let pack = Dispatch {
+        kernel: packer,
         params,
         grid: gpu.grid(groups(len, 256)),
     };
-    (dispatch, len)
+    let mut grid = gpu.grid(groups(pixels, 64));
+    grid[2] = (cpad / TC) as u32;
+    ConvPlan {
+        pack: Some((pack, len)),
+        ..ConvPlan::new(vec![Dispatch {
+            kernel,
+            params,
+            grid,
+        }])
+    }
 }
 
 /// `y = conv(x, w)`: bindings (x, w or packed w, y).
@@ -100,18 +115,8 @@ pub(crate) fn forward(gpu: &Gpu, s: &ConvShape) -> ConvPlan {
             grid,
         }]);
     }
-    let cpad = s.co.next_multiple_of(TC);
-    let params = s.params(cpad);
-    let mut grid = gpu.grid(groups(s.n * s.oh * s.ow, 64));
-    grid[2] = (cpad / TC) as u32;
-    ConvPlan {
-        pack: Some(pack(gpu, &k::PACK_FORWARD, params, s.ci * s.k * s.k)),
-        ..ConvPlan::new(vec![Dispatch {
-            kernel: &k::FORWARD,
-            params,
-            grid,
-        }])
-    }
+    let kernels = (&k::PACK_FORWARD, &k::FORWARD);
+    plain(gpu, s, kernels, s.co, s.ci * s.k * s.k, s.n * s.oh * s.ow)
 }
 
 /// `dx = conv_transpose(dy, w)`: bindings (dy, w or packed w, dx).
@@ -161,18 +166,8 @@ pub(crate) fn backward_input(gpu: &Gpu, s: &ConvShape) -> ConvPlan {
             }])
         };
     }
-    let cpad = s.ci.next_multiple_of(TC);
-    let params = s.params(cpad);
-    let mut grid = gpu.grid(groups(s.n * s.h * s.w, 64));
-    grid[2] = (cpad / TC) as u32;
-    ConvPlan {
-        pack: Some(pack(gpu, &k::PACK_INPUT, params, s.co * s.k * s.k)),
-        ..ConvPlan::new(vec![Dispatch {
-            kernel: &k::BACKWARD_INPUT,
-            params,
-            grid,
-        }])
-    }
+    let kernels = (&k::PACK_INPUT, &k::BACKWARD_INPUT);
+    plain(gpu, s, kernels, s.ci, s.co * s.k * s.k, s.n * s.h * s.w)
 }
 
 /// The weight-gradient kernel and its grid's x and y (z holds the splits).
