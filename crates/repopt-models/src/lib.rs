@@ -26,6 +26,7 @@ pub mod block;
 pub mod checkpoint;
 pub mod config;
 mod error;
+mod host;
 pub mod info;
 mod init;
 pub mod layers;
@@ -37,5 +38,6 @@ pub mod scales;
 
 pub use config::{BlockSpec, Mode, VggConfig};
 pub use error::{ModelError, Result};
+pub use host::HostTensor;
 pub use network::RepOptVgg;
 pub use scales::Scales;

@@ -6,6 +6,7 @@ use repopt_tensor::ops;
 use repopt_tensor::optim::ParamSpec;
 use repopt_tensor::{Gpu, Tensor};
 
+use crate::HostTensor;
 use crate::block::Block;
 use crate::config::{Mode, VggConfig};
 use crate::error::{ModelError, Result};
@@ -139,42 +140,46 @@ impl RepOptVgg {
     }
 
     /// Overwrites the state from named host tensors. Every state tensor must be present with
-    /// its exact shape; names the model does not have are reported too.
-    pub fn load_state(
-        &self,
-        tensors: &HashMap<String, (Vec<usize>, Vec<f32>)>,
-        origin: &str,
-    ) -> Result<()> {
+    /// its exact shape; names the model does not have, or given twice, are reported too.
+    pub fn load_state(&self, tensors: &[HostTensor], origin: &str) -> Result<()> {
         let err = |message: String| ModelError::Checkpoint {
             path: origin.to_string(),
             message,
         };
+        let mut by_name: HashMap<&str, &HostTensor> = HashMap::with_capacity(tensors.len());
+        for t in tensors {
+            if by_name.insert(t.name.as_str(), t).is_some() {
+                return Err(err(format!("tensor '{}' is given more than once", t.name)));
+            }
+        }
         let state = self.state();
         for (name, t) in &state {
-            let (shape, data) = tensors.get(name).ok_or_else(|| {
+            let given = by_name.get(name.as_str()).ok_or_else(|| {
                 err(format!(
                     "missing tensor '{name}' (a {} model needs it)",
                     self.mode
                 ))
             })?;
-            if shape.as_slice() != t.shape() {
+            if given.shape.as_slice() != t.shape() {
                 return Err(err(format!(
-                    "tensor '{name}' has shape {shape:?}, the model expects {:?}",
+                    "tensor '{name}' has shape {:?}, the model expects {:?}",
+                    given.shape,
                     t.shape()
                 )));
             }
-            if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+            if let Some(i) = given.data.iter().position(|v| !v.is_finite()) {
                 return Err(err(format!(
                     "tensor '{name}' holds a non-finite value at index {i}"
                 )));
             }
-            t.write(data)?;
+            t.write(&given.data)?;
         }
         let known: std::collections::HashSet<&str> =
             state.iter().map(|(n, _)| n.as_str()).collect();
-        let mut unknown: Vec<&String> = tensors
+        let mut unknown: Vec<&str> = by_name
             .keys()
-            .filter(|k| !known.contains(k.as_str()))
+            .copied()
+            .filter(|k| !known.contains(k))
             .collect();
         unknown.sort();
         if let Some(first) = unknown.first() {

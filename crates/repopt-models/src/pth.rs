@@ -33,6 +33,8 @@ use std::rc::Rc;
 use half::{bf16, f16};
 use zip::ZipArchive;
 
+use crate::HostTensor;
+
 /// Storage classes of integer tensors, which are skipped rather than converted.
 const INTEGER_STORAGES: &[&str] = &[
     "torch.LongStorage",
@@ -42,33 +44,6 @@ const INTEGER_STORAGES: &[&str] = &[
     "torch.ByteStorage",
     "torch.BoolStorage",
 ];
-
-/// One tensor from a checkpoint, converted to f32, in C order.
-///
-/// `data.len()` is the product of `shape` (1 for a zero-dimensional tensor), whatever the
-/// strides and storage offset were in the file.
-///
-/// ```no_run
-/// use repopt_models::pth::read_pth;
-///
-/// let tensors = read_pth(std::path::Path::new("RepOpt-VGG-B1-scales.pth"))?;
-/// let s = tensors
-///     .iter()
-///     .find(|t| t.name == "stage0.scale_conv.weight")
-///     .expect("B1 has a stage0 conv scale");
-/// assert_eq!(s.shape, vec![64]);
-/// assert_eq!(s.data.len(), 64);
-/// # Ok::<(), repopt_models::pth::PthError>(())
-/// ```
-#[derive(Debug, Clone, PartialEq)]
-pub struct PthTensor {
-    /// The state-dict key, e.g. `stage1.0.scale_conv.weight`.
-    pub name: String,
-    /// Dimensions, outermost first; empty for a scalar.
-    pub shape: Vec<usize>,
-    /// Elements in row-major order.
-    pub data: Vec<f32>,
-}
 
 /// Why a checkpoint could not be read.
 ///
@@ -217,16 +192,23 @@ const MAX_BROADCAST_ELEMENTS: usize = 1 << 26;
 /// Reads every tensor of a state-dict-like checkpoint, in the file's (OrderedDict) order.
 ///
 /// Entries whose value is not a tensor (an epoch counter, say) are skipped. Tensors stored
-/// as f16, bf16 or f64 are converted to f32.
+/// as f16, bf16 or f64 are converted to f32. Each comes out in C order with its shape,
+/// whatever the strides and storage offset were in the file.
 ///
 /// ```no_run
 /// use repopt_models::pth::read_pth;
 ///
 /// let tensors = read_pth(std::path::Path::new("RepOpt-VGG-B1-scales.pth"))?;
 /// assert_eq!(tensors.len(), 79);
+/// let s = tensors
+///     .iter()
+///     .find(|t| t.name == "stage0.scale_conv.weight")
+///     .expect("B1 has a stage0 conv scale");
+/// assert_eq!(s.shape, vec![64]);
+/// assert_eq!(s.data.len(), 64);
 /// # Ok::<(), repopt_models::pth::PthError>(())
 /// ```
-pub fn read_pth(path: &Path) -> Result<Vec<PthTensor>, PthError> {
+pub fn read_pth(path: &Path) -> Result<Vec<HostTensor>, PthError> {
     let origin = path.display().to_string();
     let bytes = std::fs::read(path).map_err(|source| PthError::Io {
         origin: origin.clone(),
@@ -243,7 +225,7 @@ pub fn read_pth(path: &Path) -> Result<Vec<PthTensor>, PthError> {
 /// let err = read_pth_bytes(&[], "download buffer").unwrap_err();
 /// assert!(err.to_string().starts_with("download buffer: not a zip archive"));
 /// ```
-pub fn read_pth_bytes(bytes: &[u8], origin: &str) -> Result<Vec<PthTensor>, PthError> {
+pub fn read_pth_bytes(bytes: &[u8], origin: &str) -> Result<Vec<HostTensor>, PthError> {
     let mut archive = ZipArchive::new(Cursor::new(bytes)).map_err(|e| PthError::NotZip {
         origin: origin.to_string(),
         detail: e.to_string(),
@@ -548,7 +530,7 @@ impl Reader<'_, '_> {
         tensor: &TensorRef,
         prefix: &str,
         big_endian: bool,
-    ) -> Result<PthTensor, PthError> {
+    ) -> Result<HostTensor, PthError> {
         // A copy, because `raw` below keeps `self` borrowed while errors are built.
         let origin = self.origin;
         let bad = |detail: String| PthError::BadTensor {
@@ -644,7 +626,7 @@ impl Reader<'_, '_> {
                 }
             }
         }
-        Ok(PthTensor {
+        Ok(HostTensor {
             name: name.to_string(),
             shape: tensor.shape.clone(),
             data,
