@@ -34,6 +34,7 @@ pub mod network;
 pub mod pth;
 pub mod reparam;
 pub mod repoptimizer;
+pub mod role;
 pub mod scales;
 
 pub use config::{BlockSpec, Mode, VggConfig};
