@@ -124,16 +124,19 @@ struct TensorSummary {
 }
 
 fn list_tensors(file: &Path, json: bool) -> anyhow::Result<()> {
-    let mut named: Vec<_> = read_named(file)?.into_iter().collect();
-    named.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut named = read_named(file)?;
+    named.sort_by(|a, b| a.name.cmp(&b.name));
     let rows: Vec<TensorSummary> = named
         .into_iter()
-        .map(|(name, v)| TensorSummary {
-            len: v.len(),
-            mean: v.iter().map(|&x| x as f64).sum::<f64>() / v.len().max(1) as f64,
-            min: v.iter().copied().fold(f32::INFINITY, f32::min),
-            max: v.iter().copied().fold(f32::NEG_INFINITY, f32::max),
-            name,
+        .map(|t| {
+            let v = &t.data;
+            TensorSummary {
+                len: v.len(),
+                mean: v.iter().map(|&x| x as f64).sum::<f64>() / v.len().max(1) as f64,
+                min: v.iter().copied().fold(f32::INFINITY, f32::min),
+                max: v.iter().copied().fold(f32::NEG_INFINITY, f32::max),
+                name: t.name,
+            }
         })
         .collect();
     if json {

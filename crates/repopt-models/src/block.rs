@@ -7,6 +7,7 @@ use crate::config::{BlockSpec, Mode};
 use crate::error::Result;
 use crate::init::Init;
 use crate::layers::{BatchNorm, Named, SqueezeExcite};
+use crate::role::{Param, ParamKind, ParamRole, ScaleKind};
 
 /// The branches of a block, by mode.
 #[derive(Clone, Debug)]
@@ -215,12 +216,33 @@ impl Block {
 
     /// Trainable tensors, named as in the reference implementation's state dict.
     pub fn parameters(&self) -> Vec<Named> {
+        self.param_roles()
+            .into_iter()
+            .map(Param::into_named)
+            .collect()
+    }
+
+    /// Trainable tensors with names and roles, in the order of [`Block::parameters`].
+    pub fn param_roles(&self) -> Vec<Param> {
         let n = &self.spec.name;
+        let index = self.spec.index;
         let mut out = Vec::new();
+        let push = |out: &mut Vec<Param>, name: String, tensor: &Tensor, kind: ParamKind| {
+            out.push(Param {
+                name,
+                tensor: tensor.clone(),
+                role: ParamRole::in_block(index, kind),
+            })
+        };
         match &self.kind {
             BlockKind::Target { conv, bn } => {
-                out.push((format!("{n}.conv.weight"), conv.clone()));
-                bn.params(&format!("{n}.bn"), &mut out);
+                push(
+                    &mut out,
+                    format!("{n}.conv.weight"),
+                    conv,
+                    ParamKind::TargetKernel,
+                );
+                bn.params(&format!("{n}.bn"), index, &mut out);
             }
             BlockKind::Repvgg {
                 dense,
@@ -229,12 +251,22 @@ impl Block {
                 one_bn,
                 identity,
             } => {
-                out.push((format!("{n}.rbr_dense.conv.weight"), dense.clone()));
-                dense_bn.params(&format!("{n}.rbr_dense.bn"), &mut out);
-                out.push((format!("{n}.rbr_1x1.conv.weight"), one.clone()));
-                one_bn.params(&format!("{n}.rbr_1x1.bn"), &mut out);
+                push(
+                    &mut out,
+                    format!("{n}.rbr_dense.conv.weight"),
+                    dense,
+                    ParamKind::Kernel3x3,
+                );
+                dense_bn.params(&format!("{n}.rbr_dense.bn"), index, &mut out);
+                push(
+                    &mut out,
+                    format!("{n}.rbr_1x1.conv.weight"),
+                    one,
+                    ParamKind::Kernel1x1,
+                );
+                one_bn.params(&format!("{n}.rbr_1x1.bn"), index, &mut out);
                 if let Some(id) = identity {
-                    id.params(&format!("{n}.rbr_identity"), &mut out);
+                    id.params(&format!("{n}.rbr_identity"), index, &mut out);
                 }
             }
             BlockKind::Csla {
@@ -245,26 +277,61 @@ impl Block {
                 scale_identity,
                 bn,
             } => {
-                out.push((format!("{n}.conv.weight"), conv.clone()));
+                push(
+                    &mut out,
+                    format!("{n}.conv.weight"),
+                    conv,
+                    ParamKind::Kernel3x3,
+                );
                 if scale_conv.is_parameter() {
-                    out.push((format!("{n}.scale_conv.weight"), scale_conv.clone()));
+                    push(
+                        &mut out,
+                        format!("{n}.scale_conv.weight"),
+                        scale_conv,
+                        ParamKind::Scale(ScaleKind::Conv),
+                    );
                 }
-                out.push((format!("{n}.conv_1x1.weight"), conv_1x1.clone()));
+                push(
+                    &mut out,
+                    format!("{n}.conv_1x1.weight"),
+                    conv_1x1,
+                    ParamKind::Kernel1x1,
+                );
                 if scale_1x1.is_parameter() {
-                    out.push((format!("{n}.scale_1x1.weight"), scale_1x1.clone()));
+                    push(
+                        &mut out,
+                        format!("{n}.scale_1x1.weight"),
+                        scale_1x1,
+                        ParamKind::Scale(ScaleKind::OneByOne),
+                    );
                 }
                 if let Some(u) = scale_identity {
-                    out.push((format!("{n}.scale_identity.weight"), u.clone()));
+                    push(
+                        &mut out,
+                        format!("{n}.scale_identity.weight"),
+                        u,
+                        ParamKind::Scale(ScaleKind::Identity),
+                    );
                 }
-                bn.params(&format!("{n}.bn"), &mut out);
+                bn.params(&format!("{n}.bn"), index, &mut out);
             }
             BlockKind::Deploy { weight, bias } => {
-                out.push((format!("{n}.rbr_reparam.weight"), weight.clone()));
-                out.push((format!("{n}.rbr_reparam.bias"), bias.clone()));
+                push(
+                    &mut out,
+                    format!("{n}.rbr_reparam.weight"),
+                    weight,
+                    ParamKind::Kernel3x3,
+                );
+                push(
+                    &mut out,
+                    format!("{n}.rbr_reparam.bias"),
+                    bias,
+                    ParamKind::ConvBias,
+                );
             }
         }
         if let Some(se) = &self.se {
-            se.params(&format!("{n}.post_se"), &mut out);
+            se.params(&format!("{n}.post_se"), index, &mut out);
         }
         out
     }

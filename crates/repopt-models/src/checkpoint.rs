@@ -9,20 +9,10 @@ use std::path::Path;
 use repopt_tensor::Gpu;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
+use crate::HostTensor;
 use crate::config::{Mode, VggConfig};
 use crate::error::{ModelError, Result};
 use crate::network::RepOptVgg;
-
-/// One named tensor on the host.
-#[derive(Clone, Debug, PartialEq)]
-pub struct HostTensor {
-    /// State-dict name.
-    pub name: String,
-    /// Dimensions.
-    pub shape: Vec<usize>,
-    /// Values in C order.
-    pub data: Vec<f32>,
-}
 
 /// The contents of a tensor file.
 #[derive(Clone, Debug, Default)]
@@ -31,16 +21,6 @@ pub struct TensorFile {
     pub tensors: Vec<HostTensor>,
     /// String metadata (this project stores JSON values in it).
     pub metadata: BTreeMap<String, String>,
-}
-
-impl TensorFile {
-    /// Tensors by name, as [`RepOptVgg::load_state`] takes them.
-    pub fn by_name(&self) -> HashMap<String, (Vec<usize>, Vec<f32>)> {
-        self.tensors
-            .iter()
-            .map(|t| (t.name.clone(), (t.shape.clone(), t.data.clone())))
-            .collect()
-    }
 }
 
 fn io_err(path: &Path, source: std::io::Error) -> ModelError {
@@ -85,7 +65,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 /// Saves tensors and metadata as a safetensors file, atomically.
 ///
 /// ```no_run
-/// use repopt_models::checkpoint::{save_tensors, HostTensor};
+/// use repopt_models::{checkpoint::save_tensors, HostTensor};
 /// let t = HostTensor { name: "stage0.scale_conv.weight".into(), shape: vec![2], data: vec![1.0, 0.5] };
 /// save_tensors("scales.safetensors".as_ref(), &[t], &Default::default())?;
 /// # Ok::<(), repopt_models::ModelError>(())
@@ -249,6 +229,6 @@ pub fn load_model(gpu: &Gpu, path: &Path) -> Result<RepOptVgg> {
     let file = load_tensors(path)?;
     let (config, mode) = model_description(&file, path)?;
     let model = RepOptVgg::new(gpu, config, mode, 0)?;
-    model.load_state(&file.by_name(), &path.display().to_string())?;
+    model.load_state(&file.tensors, &path.display().to_string())?;
     Ok(model)
 }

@@ -179,6 +179,7 @@ impl VggConfig {
             out_channels: ch[0],
             stride: self.strides[0],
             depth: 0,
+            index: 0,
         }];
         let mut in_c = ch[0];
         for stage in 0..4 {
@@ -189,6 +190,7 @@ impl VggConfig {
                     out_channels: ch[stage + 1],
                     stride: if i == 0 { self.strides[stage + 1] } else { 1 },
                     depth: i,
+                    index: out.len(),
                 });
                 in_c = ch[stage + 1];
             }
@@ -210,6 +212,8 @@ pub struct BlockSpec {
     pub stride: usize,
     /// Index within its stage (0 for stage 0 and the first block of every stage).
     pub depth: usize,
+    /// Position in the network, counting from 0 for `stage0`.
+    pub index: usize,
 }
 
 impl BlockSpec {

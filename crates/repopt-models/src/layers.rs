@@ -5,6 +5,7 @@ use repopt_tensor::ops::{self, BatchNormStats};
 use repopt_tensor::{Gpu, Result, Tensor};
 
 use crate::init::Init;
+use crate::role::{Param, ParamKind, ParamRole};
 
 /// A named tensor of a model's state: a trainable parameter or a buffer.
 pub type Named = (String, Tensor);
@@ -35,9 +36,17 @@ impl BatchNorm {
         ops::batch_norm2d(x, &self.weight, &self.bias, &self.stats, training, relu)
     }
 
-    pub(crate) fn params(&self, prefix: &str, out: &mut Vec<Named>) {
-        out.push((format!("{prefix}.weight"), self.weight.clone()));
-        out.push((format!("{prefix}.bias"), self.bias.clone()));
+    pub(crate) fn params(&self, prefix: &str, block: usize, out: &mut Vec<Param>) {
+        for (suffix, tensor, kind) in [
+            ("weight", &self.weight, ParamKind::BnWeight),
+            ("bias", &self.bias, ParamKind::BnBias),
+        ] {
+            out.push(Param {
+                name: format!("{prefix}.{suffix}"),
+                tensor: tensor.clone(),
+                role: ParamRole::in_block(block, kind),
+            });
+        }
     }
 
     pub(crate) fn buffers(&self, prefix: &str, out: &mut Vec<Named>) {
@@ -99,10 +108,18 @@ impl SqueezeExcite {
         x.scale_planes(&gate)
     }
 
-    pub(crate) fn params(&self, prefix: &str, out: &mut Vec<Named>) {
-        out.push((format!("{prefix}.down.weight"), self.down_weight.clone()));
-        out.push((format!("{prefix}.down.bias"), self.down_bias.clone()));
-        out.push((format!("{prefix}.up.weight"), self.up_weight.clone()));
-        out.push((format!("{prefix}.up.bias"), self.up_bias.clone()));
+    pub(crate) fn params(&self, prefix: &str, block: usize, out: &mut Vec<Param>) {
+        for (suffix, tensor, kind) in [
+            ("down.weight", &self.down_weight, ParamKind::SeWeight),
+            ("down.bias", &self.down_bias, ParamKind::SeBias),
+            ("up.weight", &self.up_weight, ParamKind::SeWeight),
+            ("up.bias", &self.up_bias, ParamKind::SeBias),
+        ] {
+            out.push(Param {
+                name: format!("{prefix}.{suffix}"),
+                tensor: tensor.clone(),
+                role: ParamRole::in_block(block, kind),
+            });
+        }
     }
 }

@@ -6,11 +6,13 @@ use repopt_tensor::ops;
 use repopt_tensor::optim::ParamSpec;
 use repopt_tensor::{Gpu, Tensor};
 
+use crate::HostTensor;
 use crate::block::Block;
 use crate::config::{Mode, VggConfig};
 use crate::error::{ModelError, Result};
 use crate::init::Init;
 use crate::layers::Named;
+use crate::role::{Param, ParamKind, ParamRole};
 
 /// A RepVGG-style network (RepOpt-VGG in target mode).
 ///
@@ -120,9 +122,43 @@ impl RepOptVgg {
 
     /// Trainable tensors with their state-dict names, in a fixed order.
     pub fn parameters(&self) -> Vec<Named> {
-        let mut out: Vec<Named> = self.blocks.iter().flat_map(Block::parameters).collect();
-        out.push(("linear.weight".into(), self.linear_weight.clone()));
-        out.push(("linear.bias".into(), self.linear_bias.clone()));
+        self.param_roles()
+            .into_iter()
+            .map(Param::into_named)
+            .collect()
+    }
+
+    /// Trainable tensors with names and roles, in the order of [`RepOptVgg::parameters`].
+    ///
+    /// ```no_run
+    /// use repopt_models::role::ParamKind;
+    /// use repopt_models::{Mode, RepOptVgg, VggConfig};
+    /// let gpu = repopt_tensor::Gpu::from_env()?;
+    /// let model = RepOptVgg::new(&gpu, VggConfig::preset("B1")?, Mode::Target, 0)?;
+    /// let kernels = model
+    ///     .param_roles()
+    ///     .into_iter()
+    ///     .filter(|p| p.role.kind == ParamKind::TargetKernel)
+    ///     .count();
+    /// assert_eq!(kernels, model.blocks().len());
+    /// # Ok::<(), repopt_models::ModelError>(())
+    /// ```
+    pub fn param_roles(&self) -> Vec<Param> {
+        let mut out: Vec<Param> = self.blocks.iter().flat_map(Block::param_roles).collect();
+        for (name, tensor, kind) in [
+            (
+                "linear.weight",
+                &self.linear_weight,
+                ParamKind::LinearWeight,
+            ),
+            ("linear.bias", &self.linear_bias, ParamKind::LinearBias),
+        ] {
+            out.push(Param {
+                name: name.into(),
+                tensor: tensor.clone(),
+                role: ParamRole::classifier(kind),
+            });
+        }
         out
     }
 
@@ -139,42 +175,46 @@ impl RepOptVgg {
     }
 
     /// Overwrites the state from named host tensors. Every state tensor must be present with
-    /// its exact shape; names the model does not have are reported too.
-    pub fn load_state(
-        &self,
-        tensors: &HashMap<String, (Vec<usize>, Vec<f32>)>,
-        origin: &str,
-    ) -> Result<()> {
+    /// its exact shape; names the model does not have, or given twice, are reported too.
+    pub fn load_state(&self, tensors: &[HostTensor], origin: &str) -> Result<()> {
         let err = |message: String| ModelError::Checkpoint {
             path: origin.to_string(),
             message,
         };
+        let mut by_name: HashMap<&str, &HostTensor> = HashMap::with_capacity(tensors.len());
+        for t in tensors {
+            if by_name.insert(t.name.as_str(), t).is_some() {
+                return Err(err(format!("tensor '{}' is given more than once", t.name)));
+            }
+        }
         let state = self.state();
         for (name, t) in &state {
-            let (shape, data) = tensors.get(name).ok_or_else(|| {
+            let given = by_name.get(name.as_str()).ok_or_else(|| {
                 err(format!(
                     "missing tensor '{name}' (a {} model needs it)",
                     self.mode
                 ))
             })?;
-            if shape.as_slice() != t.shape() {
+            if given.shape.as_slice() != t.shape() {
                 return Err(err(format!(
-                    "tensor '{name}' has shape {shape:?}, the model expects {:?}",
+                    "tensor '{name}' has shape {:?}, the model expects {:?}",
+                    given.shape,
                     t.shape()
                 )));
             }
-            if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+            if let Some(i) = given.data.iter().position(|v| !v.is_finite()) {
                 return Err(err(format!(
                     "tensor '{name}' holds a non-finite value at index {i}"
                 )));
             }
-            t.write(data)?;
+            t.write(&given.data)?;
         }
         let known: std::collections::HashSet<&str> =
             state.iter().map(|(n, _)| n.as_str()).collect();
-        let mut unknown: Vec<&String> = tensors
+        let mut unknown: Vec<&str> = by_name
             .keys()
-            .filter(|k| !known.contains(k.as_str()))
+            .copied()
+            .filter(|k| !known.contains(k))
             .collect();
         unknown.sort();
         if let Some(first) = unknown.first() {
@@ -189,14 +229,11 @@ impl RepOptVgg {
 
     /// Optimizer groups: weight decay on convolution and linear weights and on the identity
     /// scales u; none on batch norms, biases and the scales s and t (as in the reference
-    /// implementation, and what CSLA = GR needs).
+    /// implementation, and what CSLA = GR needs), decided by each parameter's role.
     pub fn param_specs(&self, weight_decay: f32) -> Vec<ParamSpec> {
-        self.parameters()
+        self.param_roles()
             .into_iter()
-            .map(|(name, t)| {
-                let wd = if decays(&name) { weight_decay } else { 0.0 };
-                ParamSpec::new(t, wd)
-            })
+            .map(|p| p.spec(weight_decay))
             .collect()
     }
 
@@ -214,44 +251,5 @@ impl RepOptVgg {
                     })
             })
             .collect()
-    }
-}
-
-/// Whether a parameter gets weight decay, by its state-dict name.
-pub fn decays(name: &str) -> bool {
-    let no_decay = name.ends_with(".bias")
-        || name.contains(".bn.")
-        || name.contains("rbr_identity.")
-        || name.ends_with("scale_conv.weight")
-        || name.ends_with("scale_1x1.weight");
-    !no_decay
-}
-
-#[cfg(test)]
-mod tests {
-    use super::decays;
-
-    #[test]
-    fn decay_groups_follow_the_reference() {
-        for name in [
-            "stage1.0.conv.weight",
-            "stage1.1.scale_identity.weight",
-            "linear.weight",
-            "stage2.1.rbr_1x1.conv.weight",
-        ] {
-            assert!(decays(name), "{name}");
-        }
-        for name in [
-            "stage1.0.bn.weight",
-            "stage1.0.bn.bias",
-            "linear.bias",
-            "stage1.1.scale_conv.weight",
-            "stage1.1.scale_1x1.weight",
-            "stage1.1.rbr_identity.weight",
-            "stage1.1.rbr_dense.bn.weight",
-            "stage1.0.rbr_reparam.bias",
-        ] {
-            assert!(!decays(name), "{name}");
-        }
     }
 }

@@ -20,6 +20,7 @@ use crate::Mode;
 use crate::error::{ModelError, Result};
 use crate::init::Init;
 use crate::network::RepOptVgg;
+use crate::role::{ParamKind, ParamRole};
 use crate::scales::{BlockScales, Scales};
 
 /// The optimizer a set of Grad Mults is built for.
@@ -163,7 +164,8 @@ fn check_scales(model: &RepOptVgg, scales: &Scales) -> Result<()> {
 /// kernels (unless `config.reinit` is off) from the current kernels as W3 and fresh 1x1
 /// kernels drawn from `seed`, and returns the optimizer's parameter groups (weight decay as
 /// [`RepOptVgg::param_specs`]) with Grad Mults on the 3x3 kernels (unless
-/// `config.grad_mult` is off).
+/// `config.grad_mult` is off). Block i's scales go to the parameter whose role is the
+/// [target kernel](ParamKind::TargetKernel) of block i.
 ///
 /// ```no_run
 /// use repopt_models::{repoptimizer::{prepare, RepOptimizerConfig}, Mode, RepOptVgg, Scales, VggConfig};
@@ -192,10 +194,22 @@ pub fn prepare(
     }
     check_scales(model, scales)?;
     let _guard = repopt_tensor::NoGradGuard::new();
-    let kernels = model.target_kernels()?;
-    let mut mults: Vec<(String, GradMult)> = Vec::new();
     let mut init = Init::new(seed ^ 0x5EED_1D1D);
-    for ((name, kernel), s) in kernels.iter().zip(&scales.blocks) {
+    let mut specs = Vec::new();
+    for param in model.param_roles() {
+        let target_block = match param.role {
+            ParamRole {
+                kind: ParamKind::TargetKernel,
+                block: Some(index),
+            } => scales.blocks.get(index),
+            _ => None,
+        };
+        let kernel = param.tensor.clone();
+        let mut spec = param.spec(weight_decay);
+        let Some(s) = target_block else {
+            specs.push(spec);
+            continue;
+        };
         let (co, ci) = (kernel.shape()[0], kernel.shape()[1]);
         if config.reinit {
             let w1 = init.kernel(co, ci, 1);
@@ -217,21 +231,12 @@ pub fn prepare(
             // [co, ci, 3, 3] tensor (the values of `grad_mult`, a kernel's worth less memory).
             let p = config.rule.power();
             let factors: Vec<f32> = s.conv.iter().chain(&s.one).map(|v| v.powi(p)).collect();
-            mults.push((
-                format!("{name}.conv.weight"),
-                GradMult::Conv3x3 {
-                    factors: Tensor::from_slice(kernel.gpu(), &factors, &[2 * co])?,
-                    identity: s.identity.is_some(),
-                },
-            ));
+            spec.grad_mult = Some(GradMult::Conv3x3 {
+                factors: Tensor::from_slice(kernel.gpu(), &factors, &[2 * co])?,
+                identity: s.identity.is_some(),
+            });
         }
-    }
-    let mut specs = model.param_specs(weight_decay);
-    let names: Vec<String> = model.parameters().into_iter().map(|(n, _)| n).collect();
-    for (spec, name) in specs.iter_mut().zip(&names) {
-        if let Some((_, m)) = mults.iter().find(|(n, _)| n == name) {
-            spec.grad_mult = Some(m.clone());
-        }
+        specs.push(spec);
     }
     Ok(specs)
 }

@@ -12,8 +12,9 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use crate::HostTensor;
 use crate::block::BlockKind;
-use crate::checkpoint::{self, HostTensor};
+use crate::checkpoint;
 use crate::config::{BlockSpec, Mode, VggConfig};
 use crate::error::{ModelError, Result};
 use crate::network::RepOptVgg;
@@ -62,19 +63,20 @@ fn key(block: &str, kind: &str) -> String {
 impl Scales {
     /// Picks the scales of every block of `config` out of named tensors (other names are
     /// ignored, so a whole Hyper-Search checkpoint works too). A missing key, a wrong
-    /// length or a non-finite value is an error naming the key.
-    pub fn from_named(
-        named: &HashMap<String, Vec<f32>>,
-        config: &VggConfig,
-        origin: &str,
-    ) -> Result<Self> {
+    /// length or a non-finite value is an error naming the key; when a name occurs more
+    /// than once, the last tensor counts.
+    pub fn from_named(tensors: &[HostTensor], config: &VggConfig, origin: &str) -> Result<Self> {
         let err = |message: String| ModelError::Scales {
             origin: origin.to_string(),
             message,
         };
+        let named: HashMap<&str, &[f32]> = tensors
+            .iter()
+            .map(|t| (t.name.as_str(), t.data.as_slice()))
+            .collect();
         let take = |spec: &BlockSpec, kind: &str| -> Result<Vec<f32>> {
             let k = key(&spec.name, kind);
-            let v = named.get(&k).ok_or_else(|| {
+            let v = named.get(k.as_str()).ok_or_else(|| {
                 err(format!(
                     "missing '{k}' (config {} has block {} with {} output channels)",
                     config.name, spec.name, spec.out_channels
@@ -91,7 +93,7 @@ impl Scales {
             if let Some(i) = v.iter().position(|x| !x.is_finite()) {
                 return Err(err(format!("'{k}' holds a non-finite value at index {i}")));
             }
-            Ok(v.clone())
+            Ok(v.to_vec())
         };
         let specs = config.blocks();
         let mut blocks = Vec::with_capacity(specs.len());
@@ -103,7 +105,7 @@ impl Scales {
                 identity: if spec.has_identity() {
                     Some(take(spec, "identity")?)
                 } else {
-                    if named.contains_key(&key(&spec.name, "identity")) {
+                    if named.contains_key(key(&spec.name, "identity").as_str()) {
                         return Err(err(format!(
                             "'{}' exists but block {} has no identity branch (stride {}, {} -> {} channels)",
                             key(&spec.name, "identity"),
@@ -123,7 +125,7 @@ impl Scales {
             .collect();
         if let Some(extra) = named
             .keys()
-            .filter(|k| k.contains(".scale_") && !known.contains(*k))
+            .filter(|k| k.contains(".scale_") && !known.contains(**k))
             .min()
         {
             return Err(err(format!(
@@ -298,18 +300,19 @@ impl Scales {
     }
 }
 
-/// Every float tensor of a `.pth` or safetensors file, by name (the format is recognised by
-/// its first bytes, not its extension).
-pub fn read_named(path: &Path) -> Result<HashMap<String, Vec<f32>>> {
+/// Every float tensor of a `.pth` or safetensors file, in file order, with its shape (the
+/// format is recognised by its first bytes, not its extension).
+pub fn read_named(path: &Path) -> Result<Vec<HostTensor>> {
     let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
         path: path.display().to_string(),
         source,
     })?;
     if bytes.starts_with(b"PK") {
-        let tensors = crate::pth::read_pth_bytes(&bytes, &path.display().to_string())?;
-        Ok(tensors.into_iter().map(|t| (t.name, t.data)).collect())
+        Ok(crate::pth::read_pth_bytes(
+            &bytes,
+            &path.display().to_string(),
+        )?)
     } else {
-        let file = checkpoint::parse_tensors(&bytes, path)?;
-        Ok(file.tensors.into_iter().map(|t| (t.name, t.data)).collect())
+        Ok(checkpoint::parse_tensors(&bytes, path)?.tensors)
     }
 }

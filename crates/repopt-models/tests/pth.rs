@@ -6,7 +6,8 @@
 use std::io::{Cursor, Read, Write};
 use std::path::{Path, PathBuf};
 
-use repopt_models::pth::{PthError, PthTensor, read_pth, read_pth_bytes};
+use repopt_models::HostTensor;
+use repopt_models::pth::{PthError, read_pth, read_pth_bytes};
 use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, ZipArchive, ZipWriter};
 
@@ -54,7 +55,7 @@ fn official(file: &str) -> Option<PathBuf> {
     shared_data("official-scales").map(|dir| dir.join(file))
 }
 
-fn by_name<'a>(tensors: &'a [PthTensor], name: &str) -> Option<&'a PthTensor> {
+fn by_name<'a>(tensors: &'a [HostTensor], name: &str) -> Option<&'a HostTensor> {
     tensors.iter().find(|t| t.name == name)
 }
 

@@ -161,7 +161,7 @@ fn checkpoints_round_trip_and_reject_mismatches() {
     let other = build(&config, Mode::Target, 3);
     let file = repopt_models::checkpoint::load_tensors(&path).unwrap();
     let err = other
-        .load_state(&file.by_name(), "model.safetensors")
+        .load_state(&file.tensors, "model.safetensors")
         .unwrap_err()
         .to_string();
     assert!(

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use repopt_models::checkpoint::{self, HostTensor};
+use repopt_models::HostTensor;
+use repopt_models::checkpoint;
 use repopt_models::repoptimizer::{RepOptimizerConfig, UpdateRule, prepare};
 use repopt_models::{RepOptVgg, Scales, VggConfig};
 use repopt_tensor::optim::{AdamW, AdamWConfig, Optimizer, Sgd, SgdConfig, clip_grad_norm};
@@ -254,14 +255,12 @@ fn restore(
         .get("optimizer_steps")
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| resume_err("no optimizer step count in its metadata".into()))?;
-    let mut model_part = std::collections::HashMap::new();
+    let mut model_part = Vec::new();
     let mut opt_part = Vec::new();
     for t in file.tensors {
         match t.name.strip_prefix(OPTIMIZER_PREFIX) {
             Some(name) => opt_part.push((name.to_string(), t.data)),
-            None => {
-                model_part.insert(t.name, (t.shape, t.data));
-            }
+            None => model_part.push(t),
         }
     }
     model.load_state(&model_part, &path.display().to_string())?;
@@ -469,7 +468,7 @@ pub fn load_trained_model(gpu: &Gpu, path: &Path) -> Result<RepOptVgg> {
         .retain(|t| !t.name.starts_with(OPTIMIZER_PREFIX));
     let (config, mode) = checkpoint::model_description(&file, &file_path)?;
     let model = RepOptVgg::new(gpu, config, mode, 0)?;
-    model.load_state(&file.by_name(), &file_path.display().to_string())?;
+    model.load_state(&file.tensors, &file_path.display().to_string())?;
     Ok(model)
 }
 
