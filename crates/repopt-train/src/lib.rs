@@ -3,13 +3,14 @@
 //! Everything between data on disk and a trained model: datasets and augmentation, the
 //! training loop (warm-up + cosine schedule, label smoothing, weight-decay groups, optional
 //! clipping), evaluation, checkpoints with bit-identical resume, Hyper-Search, the
-//! search -> train -> compare pipeline, and reports.
+//! search -> train -> compare pipeline, reports, and single-image inference.
 
 pub mod config;
 pub mod data;
 pub mod datasets;
 mod error;
 pub mod evaluate;
+pub mod inference;
 pub mod metrics;
 pub mod pipeline;
 pub mod progress;
