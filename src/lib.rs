@@ -10,13 +10,15 @@
 //! - [`train`]: datasets, augmentation, the training loop, Hyper-Search and reports;
 //! - [`bench`](mod@bench): the benchmark suite behind `repopt bench`.
 //!
-//! ```no_run
+//! ```
 //! use repopt::models::{Mode, RepOptVgg, VggConfig};
 //! use repopt::tensor::{Gpu, Tensor};
 //! let gpu = Gpu::from_env()?;
-//! let model = RepOptVgg::new(&gpu, VggConfig::preset("A0")?, Mode::Target, 0)?;
-//! let logits = model.forward(&Tensor::zeros(&gpu, &[1, 3, 224, 224])?, false)?;
-//! assert_eq!(logits.shape(), &[1, 1000]);
+//! // RepOpt-VGG-A0 for 32x32 images and 10 classes.
+//! let config = VggConfig { num_classes: 10, ..VggConfig::preset("A0")? };
+//! let model = RepOptVgg::new(&gpu, config, Mode::Target, 0)?;
+//! let logits = model.forward(&Tensor::zeros(&gpu, &[1, 3, 32, 32])?, false)?;
+//! assert_eq!(logits.shape(), &[1, 10]);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 

@@ -1,13 +1,13 @@
 //! `repopt convert`: any trained form -> the plain deploy model, checked on a batch.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use clap::Args;
 use repopt::models::checkpoint::save_model;
 use repopt::models::reparam::to_deploy;
 use repopt::tensor::{Tensor, no_grad};
-use repopt::train::trainer::load_trained_model;
+use repopt::train::TrainConfig;
+use repopt::train::trainer::{load_trained_model, run_metadata};
 
 use super::gpu;
 
@@ -62,7 +62,12 @@ pub fn run(cmd: &ConvertCmd, adapter: &str) -> anyhow::Result<()> {
             "the converted model's outputs differ by {err} (logits up to {scale}); not written"
         );
     }
-    save_model(&cmd.output, &deployed, &BTreeMap::new())?;
+    // The run's settings travel with the deploy model, so that it classifies images
+    // preprocessed as its run's evaluation did wherever it is copied.
+    let settings = TrainConfig::of_run(&cmd.checkpoint)?
+        .map(|c| run_metadata(&c))
+        .unwrap_or_default();
+    save_model(&cmd.output, &deployed, &settings)?;
     println!(
         "{} {} -> deploy: {} -> {} parameters, max output difference {err:.2e} on {} random images; wrote {}",
         model.config().name,

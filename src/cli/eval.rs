@@ -7,7 +7,7 @@ use repopt::train::TrainConfig;
 use repopt::train::data::{Loader, LoaderConfig, Preset};
 use repopt::train::datasets::{limit, load};
 use repopt::train::evaluate::evaluate;
-use repopt::train::trainer::{files, load_trained_model};
+use repopt::train::trainer::load_trained_model;
 
 use super::gpu;
 use super::train::TrainArgs;
@@ -28,20 +28,7 @@ pub struct EvalCmd {
 }
 
 pub fn run(cmd: &EvalCmd, adapter: &str) -> anyhow::Result<()> {
-    let dir = if cmd.checkpoint.is_dir() {
-        cmd.checkpoint.clone()
-    } else {
-        cmd.checkpoint
-            .parent()
-            .map(PathBuf::from)
-            .unwrap_or_default()
-    };
-    let saved = dir.join(files::CONFIG);
-    let base = if saved.is_file() {
-        TrainConfig::from_file(&saved)?
-    } else {
-        TrainConfig::default()
-    };
+    let base = TrainConfig::of_run(&cmd.checkpoint)?.unwrap_or_default();
     let cfg = cmd.args.resolve(base)?;
     let gpu = gpu(adapter)?;
     let model = load_trained_model(&gpu, &cmd.checkpoint)?;

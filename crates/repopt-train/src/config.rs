@@ -276,6 +276,32 @@ impl TrainConfig {
         }
     }
 
+    /// The configuration a run saved beside its files: `config.json` in `path` when it is a
+    /// directory, else in the folder holding the file `path`; `None` when there is none.
+    ///
+    /// ```
+    /// use repopt_train::{TrainConfig, trainer::files};
+    /// let run = tempfile::tempdir()?;
+    /// assert!(TrainConfig::of_run(run.path())?.is_none());
+    /// std::fs::write(run.path().join(files::CONFIG), r#"{"epochs": 3}"#)?;
+    /// let saved = TrainConfig::of_run(&run.path().join(files::MODEL))?;
+    /// assert_eq!(saved.unwrap().epochs, 3);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn of_run(path: &Path) -> Result<Option<Self>> {
+        let dir = if path.is_dir() {
+            path
+        } else {
+            path.parent().unwrap_or(Path::new(""))
+        };
+        let saved = dir.join(crate::trainer::files::CONFIG);
+        if saved.is_file() {
+            Ok(Some(TrainConfig::from_file(&saved)?))
+        } else {
+            Ok(None)
+        }
+    }
+
     /// Checks settings that cannot work together.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(TrainError::Config(m));

@@ -458,6 +458,15 @@ pub fn train(
 
 /// Loads a model from a run directory, a model file or a training checkpoint.
 pub fn load_trained_model(gpu: &Gpu, path: &Path) -> Result<RepOptVgg> {
+    Ok(load_model_and_metadata(gpu, path)?.0)
+}
+
+/// [`load_trained_model`], also returning the file's metadata (a checkpoint's, or a converted
+/// model's, includes the run's `train_config`).
+pub(crate) fn load_model_and_metadata(
+    gpu: &Gpu,
+    path: &Path,
+) -> Result<(RepOptVgg, BTreeMap<String, String>)> {
     let file_path = if path.is_dir() {
         path.join(files::MODEL)
     } else {
@@ -469,7 +478,7 @@ pub fn load_trained_model(gpu: &Gpu, path: &Path) -> Result<RepOptVgg> {
     let (config, mode) = checkpoint::model_description(&file, &file_path)?;
     let model = RepOptVgg::new(gpu, config, mode, 0)?;
     model.load_state(&file.tensors, &file_path.display().to_string())?;
-    Ok(model)
+    Ok((model, file.metadata))
 }
 
 /// Metadata helper for files written beside a run.

@@ -114,6 +114,32 @@ pub fn load_image_folder(
     })
 }
 
+/// The class names of an image-folder dataset, by label, without decoding
+/// any image: the sorted names of the class folders that
+/// [`load_image_folder`] would read for `split`.
+///
+/// # Errors
+///
+/// [`DataError::NotFound`] for a missing split folder,
+/// [`DataError::NoClasses`] and [`DataError::Io`].
+///
+/// # Example
+///
+/// ```
+/// use repopt_train::data::{Split, image_folder_classes};
+///
+/// let root = tempfile::tempdir()?;
+/// for class in ["dog", "cat"] {
+///     std::fs::create_dir_all(root.path().join("train").join(class))?;
+/// }
+/// assert_eq!(image_folder_classes(root.path(), Some(Split::Train))?, ["cat", "dog"]);
+/// assert!(image_folder_classes(root.path(), Some(Split::Test)).is_err());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn image_folder_classes(dir: &Path, split: Option<Split>) -> Result<Vec<String>, DataError> {
+    Ok(class_folders(&split_root(dir, split)?)?.0)
+}
+
 fn split_root(dir: &Path, split: Option<Split>) -> Result<PathBuf, DataError> {
     let candidates: &[&str] = match split {
         None => {
@@ -240,6 +266,52 @@ fn decode_all(
 }
 
 fn decode_into(path: &Path, slot: &mut [u8], height: usize, width: usize) -> Result<(), DataError> {
+    slot.copy_from_slice(&read_image(path, 3, (height, width))?);
+    Ok(())
+}
+
+/// Reads one JPEG or PNG file as the image-folder loader stores its images:
+/// decoded by content, converted to `channels` channels (1: 8-bit luma, 3:
+/// RGB) and resized with a triangle (bilinear, antialiased) filter to
+/// `size`, given as `(height, width)`, ignoring aspect ratio. Returns
+/// `channels x height x width` bytes in CHW order.
+///
+/// # Errors
+///
+/// [`DataError::Io`] for a file that cannot be read, [`DataError::Image`]
+/// for one that does not decode (both name the file), and
+/// [`DataError::Config`] for a channel count other than 1 or 3 or a zero
+/// size.
+///
+/// # Example
+///
+/// ```
+/// use repopt_train::data::read_image;
+///
+/// let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("red.png");
+/// image::RgbImage::from_pixel(5, 3, image::Rgb([255, 0, 0])).save(&path)?;
+/// let rgb = read_image(&path, 3, (2, 2))?;
+/// assert_eq!(rgb, [255, 255, 255, 255, 0, 0, 0, 0, 0, 0, 0, 0]);
+/// assert_eq!(read_image(&path, 1, (1, 1))?.len(), 1);
+/// let missing = read_image(&dir.path().join("missing.png"), 3, (2, 2)).unwrap_err();
+/// assert!(missing.to_string().contains("missing.png"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn read_image(
+    path: &Path,
+    channels: usize,
+    size: (usize, usize),
+) -> Result<Vec<u8>, DataError> {
+    let (height, width) = size;
+    let max = u32::MAX as usize;
+    if !matches!(channels, 1 | 3) || height == 0 || width == 0 || height > max || width > max {
+        return Err(DataError::Config {
+            field: "image channels and size (height, width)".into(),
+            expected: "1 or 3 channels and non-zero sizes that fit in u32".into(),
+            found: format!("{channels} channels, ({height}, {width})"),
+        });
+    }
     let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
     let unreadable = |reason: String| DataError::Image {
         path: path.to_path_buf(),
@@ -247,7 +319,7 @@ fn decode_into(path: &Path, slot: &mut [u8], height: usize, width: usize) -> Res
     };
     let (w, h) = (width as u32, height as u32);
     // A decoder bug must not take the whole process down for one bad file.
-    let rgb = catch_unwind(AssertUnwindSafe(|| {
+    let pixels = catch_unwind(AssertUnwindSafe(|| {
         let decoded = ImageReader::new(Cursor::new(&bytes))
             .with_guessed_format()
             .map_err(|e| e.to_string())?
@@ -260,20 +332,34 @@ fn decode_into(path: &Path, slot: &mut [u8], height: usize, width: usize) -> Res
                 decoded.height()
             ));
         }
-        let rgb = decoded.to_rgb8();
-        Ok(if rgb.dimensions() == (w, h) {
-            rgb
+        // Channels are converted before resizing, in both cases: the image-folder datasets'
+        // RGB images are stored that way, and single images must match them bit for bit.
+        Ok(if channels == 1 {
+            let luma = decoded.to_luma8();
+            let luma = if luma.dimensions() == (w, h) {
+                luma
+            } else {
+                imageops::resize(&luma, w, h, FilterType::Triangle)
+            };
+            luma.into_raw()
         } else {
-            imageops::resize(&rgb, w, h, FilterType::Triangle)
+            let rgb = decoded.to_rgb8();
+            let rgb = if rgb.dimensions() == (w, h) {
+                rgb
+            } else {
+                imageops::resize(&rgb, w, h, FilterType::Triangle)
+            };
+            let plane = height * width;
+            let mut chw = vec![0u8; 3 * plane];
+            for (p, px) in rgb.pixels().enumerate() {
+                for c in 0..3 {
+                    chw[c * plane + p] = px.0[c];
+                }
+            }
+            chw
         })
     }))
     .map_err(|_| unreadable("the decoder panicked".into()))?
     .map_err(unreadable)?;
-    let plane = height * width;
-    for (p, px) in rgb.pixels().enumerate() {
-        for c in 0..3 {
-            slot[c * plane + p] = px.0[c];
-        }
-    }
-    Ok(())
+    Ok(pixels)
 }

@@ -11,7 +11,7 @@
 //! | `dataset` | [`Dataset`], [`Split`] |
 //! | `idx` | Fashion-MNIST / MNIST IDX files ([`load_fashion_mnist`]) |
 //! | `cifar` | CIFAR-10 / CIFAR-100 binaries ([`load_cifar10`], [`load_cifar100`]) |
-//! | `folder` | class-per-folder JPEG/PNG datasets ([`load_image_folder`]) |
+//! | `folder` | class-per-folder JPEG/PNG datasets ([`load_image_folder`], [`read_image`]) |
 //! | `augment` | [`resize`], [`pad_random_crop`], [`random_hflip`] |
 //! | `randaugment` | [`RandAugment`] and its [`AugmentOp`]s |
 //! | `normalize` | [`Normalize`] and dataset statistics |
@@ -57,7 +57,7 @@ pub use augment::{Interpolation, hflip, pad_crop, pad_random_crop, random_hflip,
 pub use cifar::{CIFAR10_CLASSES, CIFAR100_CLASSES, load_cifar10, load_cifar100};
 pub use dataset::{Dataset, Split};
 pub use error::DataError;
-pub use folder::{IMAGE_EXTENSIONS, load_image_folder};
+pub use folder::{IMAGE_EXTENSIONS, image_folder_classes, load_image_folder, read_image};
 pub use idx::{
     FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, IdxImages,
     load_fashion_mnist, load_mnist, read_idx_images, read_idx_labels,
