@@ -191,10 +191,22 @@ pub fn updates_table(updates: &[UpdateResult]) -> String {
 pub fn steps_table(steps: &[StepResult]) -> String {
     table_of(
         &[
-            "mode", "config", "batch", "res", "images/s", "ms/step", "peak MiB",
+            "mode",
+            "config",
+            "batch",
+            "res",
+            "images/s",
+            "ms/step",
+            "peak MiB",
+            "dispatches",
+            "submits",
+            "created (buf/bg/pipe)",
+            "up/down KiB",
+            "encode/submit ms",
         ],
         steps,
         |s| {
+            let h = &s.host;
             vec![
                 s.mode.clone(),
                 s.config.clone(),
@@ -203,6 +215,18 @@ pub fn steps_table(steps: &[StepResult]) -> String {
                 format!("{:.1}", s.images_per_s),
                 format!("{:.1}", s.ms_per_step),
                 format!("{:.1}", s.peak_bytes as f64 / 1048576.0),
+                h.dispatches.to_string(),
+                h.submissions.to_string(),
+                format!(
+                    "{}/{}/{}",
+                    h.buffers_created, h.bind_groups_created, h.pipelines_created
+                ),
+                format!(
+                    "{:.1}/{:.1}",
+                    h.bytes_uploaded as f64 / 1024.0,
+                    h.bytes_read_back as f64 / 1024.0
+                ),
+                format!("{:.2}/{:.1}", h.encode_ms, h.submit_ms),
             ]
         },
     )

@@ -28,14 +28,58 @@ pub struct StepResult {
     /// The engine's peak live device bytes during a step (parameters, gradients, optimizer
     /// state and activations included).
     pub peak_bytes: u64,
+    /// What one steady step costs the host, counted (not timed) after warm-up.
+    pub host: StepHostCost,
 }
 
-/// A model, its optimizer and a synthetic batch, ready to step.
+/// The host-side work of one steady training step: deterministic counts (and the host time
+/// spent recording), the figures that decide speed on a GPU where a step takes milliseconds.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct StepHostCost {
+    /// Kernel dispatches.
+    pub dispatches: u64,
+    /// Command buffers submitted.
+    pub submissions: u64,
+    /// Bind groups created (target: 0).
+    pub bind_groups_created: u64,
+    /// Device buffers created (target: 0).
+    pub buffers_created: u64,
+    /// Pipelines created (target: 0).
+    pub pipelines_created: u64,
+    /// Bytes uploaded (target: the batch's images and labels).
+    pub bytes_uploaded: u64,
+    /// Bytes read back (target: 0 in an unlogged step).
+    pub bytes_read_back: u64,
+    /// Host milliseconds spent recording launches and uploads, submissions excluded.
+    pub encode_ms: f64,
+    /// Host milliseconds spent in queue submissions.
+    pub submit_ms: f64,
+}
+
+impl From<repopt_tensor::HostCounters> for StepHostCost {
+    fn from(c: repopt_tensor::HostCounters) -> Self {
+        StepHostCost {
+            dispatches: c.dispatches,
+            submissions: c.submissions,
+            bind_groups_created: c.bind_groups_created,
+            buffers_created: c.buffers_created,
+            pipelines_created: c.pipelines_created,
+            bytes_uploaded: c.bytes_uploaded,
+            bytes_read_back: c.bytes_read_back,
+            encode_ms: c.encode_seconds * 1e3,
+            submit_ms: c.submit_seconds * 1e3,
+        }
+    }
+}
+
+/// A model, its optimizer and a synthetic batch in host memory, ready to step.
 struct Rig {
+    gpu: Gpu,
     model: RepOptVgg,
     opt: Box<dyn Optimizer>,
-    x: Tensor,
-    y: Tensor,
+    images: Vec<f32>,
+    labels: Vec<u32>,
+    shape: [usize; 4],
 }
 
 fn rig(
@@ -64,17 +108,26 @@ fn rig(
     let data: Vec<f32> = (0..n)
         .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
         .collect();
-    let x = Tensor::from_slice(gpu, &data, &[batch, config.in_channels, res, res])?;
     let labels: Vec<u32> = (0..batch)
         .map(|i| (i % config.num_classes) as u32)
         .collect();
-    let y = Tensor::from_u32(gpu, &labels, &[batch])?;
-    Ok(Rig { model, opt, x, y })
+    Ok(Rig {
+        gpu: gpu.clone(),
+        model,
+        opt,
+        images: data,
+        labels,
+        shape: [batch, config.in_channels, res, res],
+    })
 }
 
+/// One step as the trainer runs it: the batch is uploaded from host memory, and nothing is
+/// read back.
 fn step(r: &mut Rig) -> Result<()> {
-    let logits = r.model.forward(&r.x, true).map_err(model_to_engine)?;
-    let loss = ops::cross_entropy(&logits, &r.y, 0.1)?;
+    let x = Tensor::from_slice(&r.gpu, &r.images, &r.shape)?;
+    let y = Tensor::from_u32(&r.gpu, &r.labels, &[r.shape[0]])?;
+    let logits = r.model.forward(&x, true).map_err(model_to_engine)?;
+    let loss = ops::cross_entropy(&logits, &y, 0.1)?;
     loss.backward()?;
     r.opt.step(1e-3)?;
     r.opt.zero_grad();
@@ -109,6 +162,10 @@ pub fn train_steps(
         step(&mut r)?;
         gpu.synchronize()?;
         let peak_bytes = gpu.memory().peak_live_bytes;
+        let before = gpu.counters();
+        step(&mut r)?;
+        gpu.synchronize()?;
+        let host = gpu.counters().since(&before).into();
         let t = time_gpu(gpu, budget, || step(&mut r))?;
         out.push(StepResult {
             mode: mode.name().into(),
@@ -118,6 +175,7 @@ pub fn train_steps(
             images_per_s: batch as f64 / t.median_s,
             ms_per_step: t.median_s * 1e3,
             peak_bytes,
+            host,
         });
     }
     Ok(out)

@@ -6,19 +6,23 @@
 //! Mults and re-initialisation from searched scales), structural re-parameterization,
 //! checkpoints, and the authors' PyTorch scale files.
 //!
-//! ```no_run
+//! ```
 //! use repopt_models::{repoptimizer::{prepare, RepOptimizerConfig}, Mode, RepOptVgg, Scales, VggConfig};
 //! use repopt_tensor::{ops, optim::{Optimizer, Sgd, SgdConfig}, Gpu, Tensor};
 //!
 //! let gpu = Gpu::from_env()?;
-//! let config = VggConfig::preset("B1")?;
-//! let scales = Scales::load("RepOpt-VGG-B1-scales.pth".as_ref(), &config)?;
+//! // RepOpt-VGG-A0 for 32x32 images and 10 classes, with the Hyper-Search model's initial
+//! // scales; `Scales::load(path, &config)` reads searched or the authors' released ones.
+//! let config = VggConfig { num_classes: 10, ..VggConfig::preset("A0")? };
+//! let scales = Scales::hs_initial(&config);
 //! let model = RepOptVgg::new(&gpu, config, Mode::Target, 0)?;
 //! let mut sgd = Sgd::new(prepare(&model, &scales, &RepOptimizerConfig::default(), 4e-5, 1)?, SgdConfig::default())?;
-//! let x = Tensor::zeros(&gpu, &[2, 3, 224, 224])?;
+//! let x = Tensor::full(&gpu, &[2, 3, 32, 32], 0.5)?;
 //! let y = Tensor::from_u32(&gpu, &[1, 7], &[2])?;
-//! ops::cross_entropy(&model.forward(&x, true)?, &y, 0.1)?.backward()?;
+//! let loss = ops::cross_entropy(&model.forward(&x, true)?, &y, 0.1)?;
+//! loss.backward()?;
 //! sgd.step(0.1)?;
+//! assert!(loss.item()?.is_finite());
 //! # Ok::<(), repopt_models::ModelError>(())
 //! ```
 

@@ -2,6 +2,7 @@
 //! caches (compiled kernels, the buffer pool, the batch of recorded work).
 
 use std::fmt;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 use crate::adapter::{
@@ -9,7 +10,7 @@ use crate::adapter::{
 };
 use crate::error::{Error, Result};
 use crate::kernels::{Kernel, Params};
-use crate::launch::Recorder;
+use crate::launch::{HostCounters, Recorder};
 use crate::pool::{BufferPool, MemoryStats};
 
 /// How to open a [`Gpu`].
@@ -107,7 +108,15 @@ impl Gpu {
             && features.contains(wgpu::Features::SUBGROUP)
             && !options.disable_subgroup_kernels
             && !env_off;
-        let recorder = Recorder::new(device, queue, &limits, subgroup_kernels, options.plan_only);
+        let trims = Arc::new(AtomicU64::new(0));
+        pool.trims = trims.clone();
+        let recorder = Recorder::new(
+            device,
+            queue,
+            &limits,
+            (subgroup_kernels, options.plan_only),
+            trims,
+        );
         Ok(Gpu {
             inner: Arc::new(GpuInner {
                 summary,
@@ -242,6 +251,20 @@ impl Gpu {
 
     /// Dispatches recorded since the device was opened (a cheap progress/cost counter).
     pub fn dispatch_count(&self) -> u64 {
-        self.inner.recorder.dispatch_count()
+        self.inner.recorder.counters().dispatches
+    }
+
+    /// Host-side work since the device was opened: dispatches, submissions, objects created,
+    /// bytes moved. Take two snapshots and subtract with [`HostCounters::since`].
+    pub fn counters(&self) -> HostCounters {
+        let mut c = self.inner.recorder.counters();
+        c.buffers_created += self
+            .inner
+            .pool
+            .lock()
+            .expect("pool lock")
+            .stats()
+            .buffers_created;
+        c
     }
 }

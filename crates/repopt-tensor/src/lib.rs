@@ -51,6 +51,7 @@ pub use adapter::{ADAPTER_ENV, AdapterSelector, AdapterSummary, KeyLimits, list_
 pub use autograd::{NoGradGuard, is_grad_enabled, no_grad};
 pub use device::{Gpu, GpuOptions};
 pub use error::{Error, Result};
+pub use launch::HostCounters;
 pub use pool::MemoryStats;
 pub use tensor::{DType, Tensor};
 

@@ -5,7 +5,9 @@
 //! The pool counts the bytes held by live tensors (and their peak), which is what the
 //! memory benchmarks report: it is the engine's own, device-independent allocation figure.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{Error, Result};
 
@@ -41,7 +43,10 @@ pub(crate) fn size_class(bytes: u64) -> u64 {
 
 #[derive(Default)]
 pub(crate) struct BufferPool {
-    free: HashMap<u64, Vec<wgpu::Buffer>>,
+    /// Parked buffers by size class, ordered by identity: a step that allocates the same
+    /// sizes in the same order from the same parked set then gets the same buffers every
+    /// time (whatever order they were freed in), so its bind groups are found in the cache.
+    free: HashMap<u64, BTreeSet<wgpu::Buffer>>,
     live: u64,
     peak: u64,
     pooled: u64,
@@ -49,6 +54,9 @@ pub(crate) struct BufferPool {
     pub(crate) limit: Option<u64>,
     /// Memory planning: create 16-byte buffers but account the full class size.
     pub(crate) placeholders: bool,
+    /// Trims so far, shared with the recorder, whose cached bind groups may hold buffers a
+    /// trim lets go.
+    pub(crate) trims: Arc<AtomicU64>,
 }
 
 impl BufferPool {
@@ -68,7 +76,7 @@ impl BufferPool {
                 limit,
             });
         }
-        let buffer = match self.free.get_mut(&class).and_then(Vec::pop) {
+        let buffer = match self.free.get_mut(&class).and_then(BTreeSet::pop_first) {
             Some(b) => {
                 self.pooled -= class;
                 b
@@ -98,7 +106,7 @@ impl BufferPool {
     pub(crate) fn release(&mut self, buffer: wgpu::Buffer, class: u64) {
         self.live -= class;
         self.pooled += class;
-        self.free.entry(class).or_default().push(buffer);
+        self.free.entry(class).or_default().insert(buffer);
     }
 
     pub(crate) fn stats(&self) -> MemoryStats {
@@ -115,6 +123,7 @@ impl BufferPool {
     }
 
     pub(crate) fn trim(&mut self) {
+        self.trims.fetch_add(1, Ordering::Relaxed);
         self.free.clear();
         self.pooled = 0;
     }
