@@ -2,8 +2,9 @@
 //!
 //! Everything between data on disk and a trained model: datasets and augmentation, the
 //! training loop (warm-up + cosine schedule, label smoothing, weight-decay groups, optional
-//! clipping), evaluation, checkpoints with bit-identical resume, Hyper-Search, the
-//! search -> train -> compare pipeline, and reports.
+//! clipping), evaluation, checkpoints with bit-identical resume, run directories and what
+//! they guarantee ([`run_dir`]), Hyper-Search, the search -> train -> compare pipeline, and
+//! reports.
 
 pub mod config;
 pub mod data;
@@ -14,8 +15,10 @@ pub mod metrics;
 pub mod pipeline;
 pub mod progress;
 pub mod report;
+pub mod run_dir;
 pub mod schedule;
 pub mod search;
+pub mod state;
 pub mod trainer;
 
 pub use config::TrainConfig;
