@@ -139,15 +139,22 @@ fn bad_input_is_a_clear_error_not_a_panic() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("nothing-here.pth"), "{}", stderr(&o));
 
+    let run = dir.path().join("run");
     let o = repopt(&[
         "train",
         "--dataset",
         "cifar10",
         "--data-dir",
         dir.path().to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
     ]);
     assert!(!o.status.success());
     assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+    assert!(
+        !run.join("config.json").exists(),
+        "a run that found no data records no settings"
+    );
 }
 
 /// The main job shrunk to seconds: one seed, one epoch, 128 images, four blocks.

@@ -35,6 +35,10 @@ pub struct PipelineCmd {
     /// Seeds, e.g. 0,1,2.
     #[arg(long, value_delimiter = ',')]
     seeds: Option<Vec<u64>>,
+    /// Replace the runs in --out whose settings changed (finished runs whose settings did
+    /// not are reused, interrupted ones continued, either way).
+    #[arg(long)]
+    overwrite: bool,
 }
 
 struct Progress;
@@ -94,12 +98,7 @@ pub fn run(cmd: &PipelineCmd, adapter: &str) -> anyhow::Result<()> {
         gpu.adapter().name,
         cfg.out.display()
     );
-    std::fs::create_dir_all(&cfg.out)?;
-    std::fs::write(
-        cfg.out.join("pipeline.json"),
-        serde_json::to_string_pretty(&cfg)?,
-    )?;
-    let report = run_pipeline(&gpu, &cfg, &mut Progress)?;
+    let report = run_pipeline(&gpu, &cfg, cmd.overwrite, &mut Progress)?;
     println!("{}", results_markdown(&report));
     println!(
         "{} runs in {:.0} s; table: {}, curves: {}, scales: {}",

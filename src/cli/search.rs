@@ -6,19 +6,19 @@ use repopt::train::progress::ProgressReporter;
 use repopt::train::search::{SCALES_PLOT, hyper_search, search_config};
 
 use super::gpu;
-use super::train::TrainArgs;
+use super::train::{Begin, TrainArgs};
 
 #[derive(Args)]
 #[command(after_help = "Examples:
   repopt search --epochs 5 --out runs/search
   repopt search --config B1 --dataset cifar100 --data-dir data/cifar-100-binary --epochs 240
+  repopt search --out runs/search --resume
 Then: repopt train --optimizer repopt-sgd --scales runs/search/scales.safetensors")]
 pub struct SearchCmd {
     #[command(flatten)]
     args: TrainArgs,
-    /// Continue from the run's checkpoint (or the checkpoint given).
-    #[arg(long, num_args = 0..=1, value_name = "CHECKPOINT")]
-    resume: Option<Option<std::path::PathBuf>>,
+    #[command(flatten)]
+    begin: Begin,
 }
 
 pub fn run(cmd: &SearchCmd, adapter: &str) -> anyhow::Result<()> {
@@ -26,20 +26,14 @@ pub fn run(cmd: &SearchCmd, adapter: &str) -> anyhow::Result<()> {
         out: "runs/search".into(),
         ..TrainConfig::default()
     });
-    let cfg = cmd.args.resolve(base)?;
-    let resume = super::train::resume_path(&cmd.resume, &cfg);
+    let (cfg, start) = cmd.begin.settings(&cmd.args, base)?;
     let gpu = gpu(adapter)?;
     eprintln!(
         "Hyper-Search on {} -> {}",
         gpu.adapter().name,
         cfg.out.display()
     );
-    let outcome = hyper_search(
-        &gpu,
-        &cfg,
-        resume.as_deref(),
-        &mut ProgressReporter::new("search"),
-    )?;
+    let outcome = hyper_search(&gpu, &cfg, &start, &mut ProgressReporter::new("search"))?;
     println!(
         "scales: {} ({} blocks; plot {})",
         outcome.scales_path.display(),

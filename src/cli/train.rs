@@ -9,7 +9,8 @@ use repopt::train::TrainConfig;
 use repopt::train::config::{DatasetKind, OptimizerKind, ScalesSource};
 use repopt::train::data::Preset;
 use repopt::train::progress::ProgressReporter;
-use repopt::train::trainer::{files, train};
+use repopt::train::run_dir::{Start, recorded_settings};
+use repopt::train::trainer::train;
 
 use super::gpu;
 
@@ -134,10 +135,24 @@ fn parse_identity(s: &str) -> Result<IdentityInit, String> {
 impl TrainArgs {
     /// `base` (or the config file, when given), overridden by the flags that were set.
     pub fn resolve(&self, base: TrainConfig) -> anyhow::Result<TrainConfig> {
-        let mut c = match &self.config_file {
+        let c = match &self.config_file {
             Some(f) => TrainConfig::from_file(f)?,
             None => base,
         };
+        self.apply(c)
+    }
+
+    /// `base` with what was passed on top: the keys the config file sets and the flags
+    /// given. A resume starts from the run's own settings this way.
+    pub fn overlay(&self, base: TrainConfig) -> anyhow::Result<TrainConfig> {
+        let c = match &self.config_file {
+            Some(f) => TrainConfig::from_file_over(f, &base)?,
+            None => base,
+        };
+        self.apply(c)
+    }
+
+    fn apply(&self, mut c: TrainConfig) -> anyhow::Result<TrainConfig> {
         macro_rules! set {
             ($($field:ident),*) => { $( if let Some(v) = &self.$field { c.$field = v.clone().into(); } )* };
         }
@@ -217,13 +232,57 @@ impl TrainArgs {
   repopt train --mode target --optimizer sgd --epochs 5 --out runs/target
   repopt train --optimizer repopt-sgd --scales runs/search/scales.safetensors --out runs/repopt
   repopt train --mode repvgg --config B1 --dataset cifar100 --data-dir data/cifar-100-binary
-  repopt train --out runs/repopt --resume")]
+  repopt train --out runs/repopt --resume
+  repopt train --out runs/repopt --resume --stop-after-steps 5000 --workers 8
+
+A run directory holds one run: a new run needs an empty --out (or --overwrite to replace
+the run there). --resume continues the run with its own settings; flags given with it may
+change only --workers, --eval-batch-size, --log-every and --stop-after-steps.")]
 pub struct TrainCmd {
     #[command(flatten)]
     pub args: TrainArgs,
-    /// Continue from the run's checkpoint (or the checkpoint given).
+    #[command(flatten)]
+    pub begin: Begin,
+}
+
+/// How a run begins in its directory, as `train` and `search` take it.
+#[derive(Args, Clone, Debug, Default)]
+pub struct Begin {
+    /// Continue the run in --out from its checkpoint (or from the checkpoint given), with its
+    /// own settings.
     #[arg(long, num_args = 0..=1, value_name = "CHECKPOINT")]
     pub resume: Option<Option<PathBuf>>,
+    /// Replace the run in --out (its files are removed once the new run's data has loaded).
+    #[arg(long, conflicts_with = "resume")]
+    pub overwrite: bool,
+}
+
+impl Begin {
+    /// The settings of the run and how it begins: for a resume, the run's own settings with
+    /// what was passed on top (a time box is not carried over); otherwise `base` with the
+    /// flags.
+    pub fn settings(
+        &self,
+        args: &TrainArgs,
+        base: TrainConfig,
+    ) -> anyhow::Result<(TrainConfig, Start)> {
+        let given = args.resolve(base)?;
+        let Some(checkpoint) = &self.resume else {
+            let start = if self.overwrite {
+                Start::Overwrite
+            } else {
+                Start::New
+            };
+            return Ok((given, start));
+        };
+        let run = recorded_settings(&given.out, checkpoint.as_deref())?;
+        let cfg = args.overlay(TrainConfig {
+            stop_after_steps: None,
+            out: given.out,
+            ..run
+        })?;
+        Ok((cfg, Start::Resume(checkpoint.clone())))
+    }
 }
 
 /// Defaults of `repopt train` when no flags are given: a short run of the default model.
@@ -234,28 +293,15 @@ pub fn train_defaults() -> TrainConfig {
     }
 }
 
-/// The checkpoint `--resume [CHECKPOINT]` names: the one given, or the run's own.
-pub fn resume_path(resume: &Option<Option<PathBuf>>, cfg: &TrainConfig) -> Option<PathBuf> {
-    resume
-        .as_ref()
-        .map(|p| p.clone().unwrap_or_else(|| cfg.out.join(files::CHECKPOINT)))
-}
-
 pub fn run(cmd: &TrainCmd, adapter: &str) -> anyhow::Result<()> {
-    let cfg = cmd.args.resolve(train_defaults())?;
-    let resume = resume_path(&cmd.resume, &cfg);
+    let (cfg, start) = cmd.begin.settings(&cmd.args, train_defaults())?;
     let gpu = gpu(adapter)?;
     eprintln!(
         "training on {} -> {}",
         gpu.adapter().name,
         cfg.out.display()
     );
-    let summary = train(
-        &gpu,
-        &cfg,
-        resume.as_deref(),
-        &mut ProgressReporter::new("train"),
-    )?;
+    let summary = train(&gpu, &cfg, &start, &mut ProgressReporter::new("train"))?;
     println!("{}", serde_json::to_string(&summary)?);
     Ok(())
 }

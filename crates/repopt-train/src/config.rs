@@ -302,6 +302,33 @@ impl TrainConfig {
         }
     }
 
+    /// Reads a TOML or JSON configuration file as [`Self::from_file`] does, except that keys
+    /// left out keep `base`'s values rather than the defaults (so a file can adjust a run).
+    ///
+    /// ```no_run
+    /// use repopt_train::TrainConfig;
+    /// let run = TrainConfig { epochs: 30, ..Default::default() };
+    /// let adjusted = TrainConfig::from_file_over("workers.toml".as_ref(), &run)?;
+    /// assert_eq!(adjusted.epochs, 30);
+    /// # Ok::<(), repopt_train::TrainError>(())
+    /// ```
+    pub fn from_file_over(path: &Path, base: &TrainConfig) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
+        let bad = |e: &dyn fmt::Display| TrainError::Config(format!("{}: {e}", path.display()));
+        let is_json = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("json"));
+        let keys: serde_json::Value = if is_json {
+            serde_json::from_str(&text).map_err(|e| bad(&e))?
+        } else {
+            let table: toml::Table = toml::from_str(&text).map_err(|e| bad(&e))?;
+            serde_json::to_value(table).map_err(|e| bad(&e))?
+        };
+        let mut merged = serde_json::to_value(base).map_err(|e| bad(&e))?;
+        overlay(&mut merged, keys);
+        serde_json::from_value(merged).map_err(|e| bad(&e))
+    }
+
     /// Checks settings that cannot work together.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(TrainError::Config(m));
@@ -364,6 +391,23 @@ impl TrainConfig {
     }
 }
 
+/// Sets the keys of `top` in `base`, table by table.
+fn overlay(base: &mut serde_json::Value, top: serde_json::Value) {
+    match (base, top) {
+        (serde_json::Value::Object(b), serde_json::Value::Object(t)) => {
+            for (k, v) in t {
+                match b.get_mut(&k) {
+                    Some(slot) => overlay(slot, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (slot, v) => *slot = v,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -379,6 +423,32 @@ mod tests {
         let j: TrainConfig =
             serde_json::from_str(r#"{"mode": "repvgg", "dataset": "cifar10"}"#).unwrap();
         assert_eq!((j.mode, j.dataset), (Mode::Repvgg, DatasetKind::Cifar10));
+    }
+
+    #[test]
+    fn a_file_over_a_config_changes_only_its_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = TrainConfig {
+            epochs: 7,
+            arch: ArchConfig {
+                preset: "B1".into(),
+                se: true,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let toml_file = dir.path().join("a.toml");
+        std::fs::write(&toml_file, "workers = 3\n[arch]\nse = false\n").unwrap();
+        let c = TrainConfig::from_file_over(&toml_file, &base).unwrap();
+        assert_eq!((c.workers, c.epochs, c.arch.se), (3, 7, false));
+        assert_eq!(c.arch.preset, "B1");
+        let json_file = dir.path().join("a.json");
+        std::fs::write(&json_file, r#"{"lr": 0.5}"#).unwrap();
+        let c = TrainConfig::from_file_over(&json_file, &base).unwrap();
+        assert_eq!((c.lr, c.epochs), (0.5, 7));
+        std::fs::write(&json_file, r#"{"epoch": 3}"#).unwrap();
+        let err = TrainConfig::from_file_over(&json_file, &base).unwrap_err();
+        assert!(err.to_string().contains("a.json"), "{err}");
     }
 
     #[test]

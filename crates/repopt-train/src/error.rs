@@ -27,7 +27,7 @@ pub enum TrainError {
     Config(String),
     /// The loss became NaN or infinite; the last good checkpoint is left in place.
     #[error(
-        "the loss became {loss} at step {step} (epoch {epoch}); training stopped. The last good checkpoint ({checkpoint}) is intact: lower the learning rate or check the data, then resume from it with --resume"
+        "the loss became {loss} at step {step} (epoch {epoch}); training stopped. The last good checkpoint ({checkpoint}) is intact: check the data and resume from it with --resume, or start again with a lower learning rate (--overwrite replaces the run)"
     )]
     Diverged {
         /// Global step.
@@ -38,6 +38,26 @@ pub enum TrainError {
         loss: f64,
         /// Where the last good checkpoint is.
         checkpoint: String,
+    },
+    /// Another process uses the run directory.
+    #[error(
+        "{dir} is in use by {holder} (it holds {lock}): one process per run directory; wait for it to end, or stop it"
+    )]
+    InUse {
+        /// The run directory.
+        dir: String,
+        /// Who holds it: a process id, when the lock file could be read.
+        holder: String,
+        /// The lock file.
+        lock: String,
+    },
+    /// A run directory that a run may not start in as asked.
+    #[error("{dir}: {message}")]
+    RunDir {
+        /// The run directory.
+        dir: String,
+        /// Why, and what to do instead.
+        message: String,
     },
     /// A checkpoint that cannot be resumed from.
     #[error("cannot resume from {path}: {message}")]

@@ -2,12 +2,14 @@
 //!
 //! Everything between data on disk and a trained model: datasets and augmentation, the
 //! training loop (warm-up + cosine schedule, label smoothing, weight-decay groups, optional
-//! clipping), evaluation, checkpoints with bit-identical resume, Hyper-Search, the
-//! search -> train -> compare pipeline, reports, and single-image inference.
+//! clipping), evaluation, checkpoints with bit-identical resume, run directories and what
+//! they guarantee ([`run_dir`]), Hyper-Search, the search -> train -> compare pipeline,
+//! reports, and single-image inference.
 //!
 //! ```
 //! use repopt_train::config::{ArchConfig, TrainConfig};
 //! use repopt_train::inference::Classifier;
+//! use repopt_train::run_dir::Start;
 //! use repopt_train::trainer::{Silent, train};
 //!
 //! let gpu = repopt_tensor::Gpu::from_env()?;
@@ -28,7 +30,7 @@
 //!     out: out.path().to_path_buf(),
 //!     ..TrainConfig::default()
 //! };
-//! let summary = train(&gpu, &cfg, None, &mut Silent)?;
+//! let summary = train(&gpu, &cfg, &Start::New, &mut Silent)?;
 //! assert_eq!(summary.steps, 8);
 //! println!("top-1 {:.1}%", summary.final_eval.unwrap().top1);
 //! // The run directory classifies image files as its evaluation saw its test images.
@@ -47,8 +49,10 @@ pub mod metrics;
 pub mod pipeline;
 pub mod progress;
 pub mod report;
+pub mod run_dir;
 pub mod schedule;
 pub mod search;
+pub mod state;
 pub mod trainer;
 
 pub use config::TrainConfig;

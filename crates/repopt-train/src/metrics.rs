@@ -1,7 +1,7 @@
 //! Metrics as JSON lines: one object per logged step or evaluation, appended to
 //! `metrics.jsonl` in the run directory and easy to plot or parse.
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
@@ -60,28 +60,34 @@ impl MetricsLog {
 
     /// Continues `dir/metrics.jsonl` for a run resumed at `step`: lines logged after that
     /// step (by the interrupted process, past its last checkpoint) are dropped, since the
-    /// resumed run logs those steps again.
+    /// resumed run logs those steps again. The kept lines replace the file whole, so a kill
+    /// meanwhile loses nothing.
     pub fn resume(dir: &Path, step: u64) -> Result<Self> {
         let path = dir.join("metrics.jsonl");
-        let kept: Vec<String> = match std::fs::read_to_string(&path) {
-            Ok(text) => text
-                .lines()
-                .filter(|l| {
+        let mut kept = String::new();
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                for line in text.lines().filter(|l| {
                     serde_json::from_str::<Metric>(l).is_ok_and(|m| match m {
                         Metric::Train { step: s, .. } | Metric::Eval { step: s, .. } => s <= step,
                     })
-                })
-                .map(str::to_string)
-                .collect(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+                }) {
+                    kept.push_str(line);
+                    kept.push('\n');
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(TrainError::io(&path, e)),
-        };
-        let mut log = Self::create(dir)?;
-        for line in kept {
-            writeln!(log.out, "{line}").map_err(|e| TrainError::io(&log.path, e))?;
         }
-        log.out.flush().map_err(|e| TrainError::io(&log.path, e))?;
-        Ok(log)
+        repopt_models::checkpoint::write_atomic(&path, kept.as_bytes())?;
+        let file = OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map_err(|e| TrainError::io(&path, e))?;
+        Ok(MetricsLog {
+            path,
+            out: BufWriter::new(file),
+        })
     }
 
     /// Writes one line.

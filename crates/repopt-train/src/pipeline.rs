@@ -2,7 +2,7 @@
 //! baselines it is meant to match (the plain model with SGD, and RepVGG), over several
 //! seeds, summarised in a table.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use repopt_models::Mode;
 use repopt_tensor::Gpu;
@@ -12,8 +12,12 @@ use crate::config::{OptimizerKind, ScalesSource, TrainConfig};
 use crate::error::{Result, TrainError};
 use crate::metrics::read_metrics;
 use crate::report::{markdown_table, plot_training};
+use crate::run_dir::{self, RunDir, Start};
 use crate::search::{hyper_search, search_config};
 use crate::trainer::{Observer, RunSummary, files, train};
+
+/// The pipeline's settings, in its directory.
+pub const PIPELINE_FILE: &str = "pipeline.json";
 
 /// Settings of a pipeline.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -232,11 +236,16 @@ fn mean_std(v: &[f64]) -> (f64, f64) {
     (mean, var.sqrt())
 }
 
-/// A finished run in `dir` trained with exactly `cfg`, if there is one (so an interrupted
-/// pipeline picks up where it stopped).
+/// The settings recorded in the run directory of `cfg`, if it holds a run.
+fn recorded(cfg: &TrainConfig) -> Option<TrainConfig> {
+    TrainConfig::from_file(&cfg.out.join(files::CONFIG)).ok()
+}
+
+/// A finished run of `cfg` in its directory, if there is one (so a pipeline run again
+/// reuses what it finished).
 fn finished(cfg: &TrainConfig) -> Option<RunSummary> {
-    let saved = TrainConfig::from_file(&cfg.out.join(files::CONFIG)).ok()?;
-    if &saved != cfg {
+    let saved = recorded(cfg)?;
+    if !run_dir::conflicts(&saved, cfg).is_empty() {
         return None;
     }
     let text = std::fs::read_to_string(cfg.out.join(files::SUMMARY)).ok()?;
@@ -244,17 +253,39 @@ fn finished(cfg: &TrainConfig) -> Option<RunSummary> {
     (!s.stopped_early && s.epochs == cfg.epochs).then_some(s)
 }
 
-/// The checkpoint of an unfinished run in `dir` started with the settings of `cfg`, if there
-/// is one: an interrupted or time-boxed (`stop_after_steps`) pipeline continues that run
-/// rather than starting it again.
-fn interrupted(cfg: &TrainConfig) -> Option<PathBuf> {
-    let saved = TrainConfig::from_file(&cfg.out.join(files::CONFIG)).ok()?;
-    let saved = TrainConfig {
-        stop_after_steps: cfg.stop_after_steps,
-        ..saved
-    };
+/// How the run of `cfg` begins: an interrupted or time-boxed run of the same settings
+/// continues from its checkpoint, one that never reached a checkpoint starts again, and a
+/// directory holding anything else is replaced only with `overwrite`.
+fn start_of(cfg: &TrainConfig, overwrite: bool) -> Result<Start> {
     let checkpoint = cfg.out.join(files::CHECKPOINT);
-    (&saved == cfg && checkpoint.is_file()).then_some(checkpoint)
+    let refuse = |message: String| TrainError::RunDir {
+        dir: cfg.out.display().to_string(),
+        message,
+    };
+    match recorded(cfg) {
+        Some(saved) => {
+            let diff = run_dir::conflicts(&saved, cfg);
+            if diff.is_empty() {
+                Ok(if checkpoint.is_file() {
+                    Start::Resume(None)
+                } else {
+                    Start::Overwrite
+                })
+            } else if overwrite {
+                Ok(Start::Overwrite)
+            } else {
+                Err(refuse(format!(
+                    "holds a run with other settings: {}. Pass --overwrite to replace the runs whose settings changed (finished runs whose settings did not are still reused), or choose another --out",
+                    run_dir::describe(&diff)
+                )))
+            }
+        }
+        None if overwrite => Ok(Start::Overwrite),
+        None if run_dir::is_vacant(&cfg.out) => Ok(Start::New),
+        None => Err(refuse(
+            "holds files but no run's config.json: pass --overwrite to replace them, or choose another --out".into(),
+        )),
+    }
 }
 
 /// Progress reporting for the runs of a pipeline, one observer per run.
@@ -265,11 +296,30 @@ pub trait Reporter {
     fn done(&mut self, label: &str, summary: &RunSummary, reused: bool);
 }
 
-/// Runs the pipeline and writes `results.md`, `results.json` and `curves.svg` into its
-/// directory.
+/// Runs the pipeline and writes `pipeline.json` (its settings), `results.md`,
+/// `results.json` and `curves.svg` into its directory. Runs it finished before are reused
+/// and interrupted ones continued; runs whose settings changed are replaced only with
+/// `overwrite`.
+///
+/// ```no_run
+/// use repopt_train::pipeline::{Reporter, preset, run_pipeline};
+/// use repopt_train::trainer::{Observer, RunSummary, Silent};
+/// struct Quiet;
+/// impl Reporter for Quiet {
+///     fn observer(&mut self, _label: &str) -> Box<dyn Observer> { Box::new(Silent) }
+///     fn done(&mut self, label: &str, s: &RunSummary, _reused: bool) {
+///         println!("{label}: {:.2}%", s.best_top1);
+///     }
+/// }
+/// let gpu = repopt_tensor::Gpu::from_env()?;
+/// let report = run_pipeline(&gpu, &preset("quick")?, false, &mut Quiet)?;
+/// println!("{} rows", report.rows.len());
+/// # Ok::<(), repopt_train::TrainError>(())
+/// ```
 pub fn run_pipeline(
     gpu: &Gpu,
     cfg: &PipelineConfig,
+    overwrite: bool,
     reporter: &mut dyn Reporter,
 ) -> Result<Report> {
     let start = std::time::Instant::now();
@@ -277,7 +327,8 @@ pub fn run_pipeline(
         .seeds
         .first()
         .ok_or_else(|| TrainError::Config("the pipeline needs at least one seed".into()))?;
-    std::fs::create_dir_all(&cfg.out).map_err(|e| TrainError::io(&cfg.out, e))?;
+    let root = RunDir::open(&cfg.out)?;
+    root.write_json(PIPELINE_FILE, cfg)?;
     let mut search_cfg = TrainConfig {
         epochs: cfg.search_epochs,
         train_limit: cfg.search_train_limit.or(cfg.train.train_limit),
@@ -297,9 +348,9 @@ pub fn run_pipeline(
     match finished(&search_cfg).filter(|_| scales.is_file()) {
         Some(s) => reporter.done("hyper-search", &s, true),
         None => {
+            let start = start_of(&search_cfg, overwrite)?;
             let mut obs = reporter.observer("hyper-search");
-            let resume = interrupted(&search_cfg);
-            let outcome = hyper_search(gpu, &search_cfg, resume.as_deref(), obs.as_mut())?;
+            let outcome = hyper_search(gpu, &search_cfg, &start, obs.as_mut())?;
             reporter.done("hyper-search", &outcome.run, false);
         }
     }
@@ -325,9 +376,9 @@ pub fn run_pipeline(
                     s
                 }
                 None => {
+                    let start = start_of(&run_cfg, overwrite)?;
                     let mut obs = reporter.observer(&label);
-                    let resume = interrupted(&run_cfg);
-                    let s = train(gpu, &run_cfg, resume.as_deref(), obs.as_mut())?;
+                    let s = train(gpu, &run_cfg, &start, obs.as_mut())?;
                     reporter.done(&label, &s, false);
                     s
                 }
@@ -376,7 +427,7 @@ pub fn run_pipeline(
         scales,
         seconds: start.elapsed().as_secs_f64(),
     };
-    write_report(&cfg.out, &report)?;
+    write_report(&root, &report)?;
     Ok(report)
 }
 
@@ -414,15 +465,12 @@ pub fn results_markdown(report: &Report) -> String {
     )
 }
 
-fn write_report(out: &Path, report: &Report) -> Result<()> {
+fn write_report(root: &RunDir, report: &Report) -> Result<()> {
     repopt_models::checkpoint::write_atomic(
-        &out.join("results.md"),
+        &root.path().join("results.md"),
         results_markdown(report).as_bytes(),
     )?;
-    let json =
-        serde_json::to_string_pretty(report).map_err(|e| TrainError::Config(e.to_string()))?;
-    repopt_models::checkpoint::write_atomic(&out.join("results.json"), json.as_bytes())?;
-    Ok(())
+    root.write_json("results.json", report)
 }
 
 #[cfg(test)]

@@ -116,74 +116,86 @@ fn ranges(series: &[Series]) -> ((f64, f64), (f64, f64)) {
 /// # Ok::<(), repopt_train::TrainError>(())
 /// ```
 pub fn plot_training(runs: &[(String, Vec<Metric>)], path: &Path) -> Result<()> {
-    let root = SVGBackend::new(path, (1100, 420)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
-    let (left, right) = root.split_horizontally(550);
-    let train = series_of(runs, |m| match m {
-        Metric::Train { step, loss, .. } => Some((*step as f64, *loss)),
-        _ => None,
-    });
-    let evals = series_of(runs, |m| match m {
-        Metric::Eval { epoch, top1, .. } => Some(((*epoch + 1) as f64, *top1)),
-        _ => None,
-    });
-    let ((x0, x1), (y0, y1)) = ranges(&train);
-    let panel = Panel {
-        caption: "training loss",
-        x_desc: "step",
-        y_desc: "loss",
-        x: x0.max(0.0)..x1,
-        y: y0.max(0.0)..y1,
-        dots: false,
-        legend: true,
-    };
-    draw_panel(&left, path, panel, &train)?;
-    let ((x0, x1), (y0, y1)) = ranges(&evals);
-    let panel = Panel {
-        caption: "test top-1 (%)",
-        x_desc: "epoch",
-        y_desc: "top-1 %",
-        x: x0..x1,
-        y: y0..y1.min(100.5),
-        dots: true,
-        legend: false,
-    };
-    draw_panel(&right, path, panel, &evals)?;
-    root.present().map_err(|e| plot_err(path, e))?;
-    Ok(())
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (1100, 420)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
+        let (left, right) = root.split_horizontally(550);
+        let train = series_of(runs, |m| match m {
+            Metric::Train { step, loss, .. } => Some((*step as f64, *loss)),
+            _ => None,
+        });
+        let evals = series_of(runs, |m| match m {
+            Metric::Eval { epoch, top1, .. } => Some(((*epoch + 1) as f64, *top1)),
+            _ => None,
+        });
+        let ((x0, x1), (y0, y1)) = ranges(&train);
+        let panel = Panel {
+            caption: "training loss",
+            x_desc: "step",
+            y_desc: "loss",
+            x: x0.max(0.0)..x1,
+            y: y0.max(0.0)..y1,
+            dots: false,
+            legend: true,
+        };
+        draw_panel(&left, path, panel, &train)?;
+        let ((x0, x1), (y0, y1)) = ranges(&evals);
+        let panel = Panel {
+            caption: "test top-1 (%)",
+            x_desc: "epoch",
+            y_desc: "top-1 %",
+            x: x0..x1,
+            y: y0..y1.min(100.5),
+            dots: true,
+            legend: false,
+        };
+        draw_panel(&right, path, panel, &evals)?;
+        root.present().map_err(|e| plot_err(path, e))?;
+    }
+    write_whole(path, &svg)
 }
 
 /// Mean searched scales per block: s (3x3), t (1x1) and u (identity, where it exists), as
 /// in the paper's Fig. 7.
 pub fn plot_scales(summary: &[BlockSummary], title: &str, path: &Path) -> Result<()> {
-    let root = SVGBackend::new(path, (900, 420)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
-    let per_block = |label: &str, value: &dyn Fn(&BlockSummary) -> Option<f32>| -> Series {
-        let pts = summary
-            .iter()
-            .enumerate()
-            .filter_map(|(i, b)| value(b).map(|v| ((i + 1) as f64, v as f64)))
-            .collect();
-        (label.to_string(), pts)
-    };
-    let series = [
-        per_block("3x3 (s)", &|b| Some(b.s)),
-        per_block("1x1 (t)", &|b| Some(b.t)),
-        per_block("identity (u)", &|b| b.u),
-    ];
-    let (_, (y0, y1)) = ranges(&series);
-    let n = summary.len().max(1) as f64;
-    let panel = Panel {
-        caption: title,
-        x_desc: "block",
-        y_desc: "mean scale",
-        x: 0.5..n + 0.5,
-        y: y0.min(0.0)..y1,
-        dots: true,
-        legend: true,
-    };
-    draw_panel(&root, path, panel, &series)?;
-    root.present().map_err(|e| plot_err(path, e))?;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (900, 420)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
+        let per_block = |label: &str, value: &dyn Fn(&BlockSummary) -> Option<f32>| -> Series {
+            let pts = summary
+                .iter()
+                .enumerate()
+                .filter_map(|(i, b)| value(b).map(|v| ((i + 1) as f64, v as f64)))
+                .collect();
+            (label.to_string(), pts)
+        };
+        let series = [
+            per_block("3x3 (s)", &|b| Some(b.s)),
+            per_block("1x1 (t)", &|b| Some(b.t)),
+            per_block("identity (u)", &|b| b.u),
+        ];
+        let (_, (y0, y1)) = ranges(&series);
+        let n = summary.len().max(1) as f64;
+        let panel = Panel {
+            caption: title,
+            x_desc: "block",
+            y_desc: "mean scale",
+            x: 0.5..n + 0.5,
+            y: y0.min(0.0)..y1,
+            dots: true,
+            legend: true,
+        };
+        draw_panel(&root, path, panel, &series)?;
+        root.present().map_err(|e| plot_err(path, e))?;
+    }
+    write_whole(path, &svg)
+}
+
+/// Plots are drawn in memory and then written whole, like every file of a run.
+fn write_whole(path: &Path, svg: &str) -> Result<()> {
+    repopt_models::checkpoint::write_atomic(path, svg.as_bytes())?;
     Ok(())
 }
 

@@ -2,7 +2,7 @@
 //! keep its final scales as the RepOptimizer's hyper-parameters.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use repopt_models::scales::BlockSummary;
 use repopt_models::{Mode, Scales};
@@ -13,7 +13,8 @@ use crate::data::Preset;
 use crate::error::{Result, TrainError};
 use crate::metrics::read_metrics;
 use crate::report::{plot_scales, plot_training};
-use crate::trainer::{Observer, RunSummary, files, load_trained_model, train};
+use crate::run_dir::{RunDir, Start};
+use crate::trainer::{Observer, RunSummary, files, load_trained_model, train_in};
 
 /// The searched scales (safetensors, reference names).
 pub const SCALES_FILE: &str = "scales.safetensors";
@@ -49,11 +50,21 @@ pub fn search_config(base: TrainConfig) -> TrainConfig {
 }
 
 /// Runs Hyper-Search as `cfg` describes (which must be a Hyper-Search model trained with a
-/// plain optimizer) and writes the scales, their summary and plots into the run directory.
+/// plain optimizer), beginning as `start` says, and writes the scales, their summary and
+/// plots into the run directory.
+///
+/// ```no_run
+/// use repopt_train::{run_dir::Start, search::{hyper_search, search_config}, trainer::Silent};
+/// let gpu = repopt_tensor::Gpu::from_env()?;
+/// let cfg = search_config(repopt_train::TrainConfig { epochs: 2, ..Default::default() });
+/// let outcome = hyper_search(&gpu, &cfg, &Start::New, &mut Silent)?;
+/// println!("{}", outcome.scales_path.display());
+/// # Ok::<(), repopt_train::TrainError>(())
+/// ```
 pub fn hyper_search(
     gpu: &Gpu,
     cfg: &TrainConfig,
-    resume: Option<&Path>,
+    start: &Start,
     observer: &mut dyn Observer,
 ) -> Result<SearchOutcome> {
     if cfg.mode != Mode::Hs || cfg.optimizer.is_repopt() {
@@ -62,7 +73,10 @@ pub fn hyper_search(
             cfg.mode, cfg.optimizer
         )));
     }
-    let run = train(gpu, cfg, resume, observer)?;
+    cfg.validate()?;
+    // Held across training and the files derived from its model, which belong to the run.
+    let dir = RunDir::open(&cfg.out)?;
+    let run = train_in(gpu, &dir, cfg, start, observer)?;
     let model = load_trained_model(gpu, &cfg.out.join(files::MODEL))?;
     let scales = Scales::from_model(&model)?;
     let scales_path = cfg.out.join(SCALES_FILE);

@@ -1,12 +1,12 @@
 //! The training loop: data -> model -> loss -> backward -> optimizer, with the learning
 //! rate schedule, evaluation each epoch, metrics, checkpoints and bit-identical resume.
+//! Where a run may start and what it leaves behind is [`crate::run_dir`]'s rule.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use repopt_models::HostTensor;
 use repopt_models::checkpoint;
 use repopt_models::repoptimizer::{RepOptimizerConfig, UpdateRule, prepare};
 use repopt_models::{RepOptVgg, Scales, VggConfig};
@@ -20,34 +20,12 @@ use crate::datasets::{DataSplits, load_split};
 use crate::error::{Result, TrainError};
 use crate::evaluate::{EvalResult, evaluate};
 use crate::metrics::{Metric, MetricsLog};
+use crate::run_dir::{RunDir, Start};
 use crate::schedule::LrSchedule;
+use crate::state::{OPTIMIZER_PREFIX, Saved};
 
-/// File names inside a run directory.
-pub mod files {
-    /// Full training state (model, optimizer, position) for `--resume`.
-    pub const CHECKPOINT: &str = "checkpoint.safetensors";
-    /// The model alone, for `repopt eval` and `repopt convert`.
-    pub const MODEL: &str = "model.safetensors";
-    /// The resolved configuration of the run.
-    pub const CONFIG: &str = "config.json";
-    /// Per-step and per-epoch metrics.
-    pub const METRICS: &str = "metrics.jsonl";
-    /// The run's outcome.
-    pub const SUMMARY: &str = "summary.json";
-}
-
-const OPTIMIZER_PREFIX: &str = "optimizer/";
-
-/// Where a run stands; saved in checkpoints.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Position {
-    /// Epoch being trained (0-based).
-    pub epoch: u64,
-    /// Batches of that epoch already trained.
-    pub batch: u64,
-    /// Optimizer steps taken in total.
-    pub step: u64,
-}
+pub use crate::run_dir::files;
+pub use crate::state::{Position, Record};
 
 /// Progress callbacks (the CLI draws a progress bar; tests stay silent).
 pub trait Observer {
@@ -87,9 +65,9 @@ pub struct RunSummary {
     pub final_eval: Option<EvalResult>,
     /// Best top-1 over evaluations.
     pub best_top1: f64,
-    /// Seconds spent training (evaluation excluded) in this process.
+    /// Seconds spent training (evaluation excluded), over every process of the run.
     pub train_seconds: f64,
-    /// Training images per second in this process.
+    /// Training images per second over the run.
     pub images_per_s: f64,
     /// Whether `stop_after_steps` ended the run before its last epoch.
     pub stopped_early: bool,
@@ -149,144 +127,37 @@ fn build_optimizer(
     Ok((opt, scales))
 }
 
-fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
-    let text =
-        serde_json::to_string_pretty(value).map_err(|e| TrainError::Config(e.to_string()))?;
-    checkpoint::write_atomic(path, text.as_bytes())?;
-    Ok(())
-}
-
-/// Saves the full training state (and the model alone beside it), atomically.
-fn save_checkpoint(
-    out: &Path,
-    cfg: &TrainConfig,
-    model: &RepOptVgg,
-    opt: &dyn Optimizer,
-    pos: Position,
-) -> Result<()> {
-    let mut tensors = checkpoint::model_tensors(model)?;
-    let mut meta = checkpoint::model_metadata(model);
-    checkpoint::save_tensors(&out.join(files::MODEL), &tensors, &meta)?;
-    for (name, t) in opt.state() {
-        tensors.push(HostTensor {
-            name: format!("{OPTIMIZER_PREFIX}{name}"),
-            shape: t.shape().to_vec(),
-            data: t.to_vec()?,
-        });
-    }
-    meta.insert(
-        "position".into(),
-        serde_json::to_string(&pos).unwrap_or_default(),
-    );
-    meta.insert("optimizer_steps".into(), opt.steps().to_string());
-    meta.insert(
-        "train_config".into(),
-        serde_json::to_string(cfg).unwrap_or_default(),
-    );
-    checkpoint::save_tensors(&out.join(files::CHECKPOINT), &tensors, &meta)?;
-    Ok(())
-}
-
-/// Settings that must not change between a checkpoint and its resumption (they decide the
-/// model, the optimizer, the data order or the schedule).
-fn resume_mismatches(saved: &TrainConfig, now: &TrainConfig) -> Vec<&'static str> {
-    let mut out = Vec::new();
-    macro_rules! same {
-        ($($f:ident),*) => { $( if saved.$f != now.$f { out.push(stringify!($f)); } )* };
-    }
-    same!(
-        dataset,
-        resolution,
-        train_limit,
-        augment,
-        arch,
-        mode,
-        optimizer,
-        scales_source,
-        reinit,
-        grad_mult,
-        identity_init,
-        lr,
-        lr_batch,
-        warmup_epochs,
-        weight_decay,
-        momentum,
-        nesterov,
-        label_smoothing,
-        clip_grad,
-        epochs,
-        batch_size,
-        seed
-    );
-    out
-}
-
-/// Restores model, optimizer and position from a checkpoint written by this loop.
-fn restore(
-    path: &Path,
-    cfg: &TrainConfig,
-    model: &RepOptVgg,
-    opt: &mut dyn Optimizer,
-) -> Result<Position> {
-    let resume_err = |message: String| TrainError::Resume {
-        path: path.display().to_string(),
-        message,
-    };
-    let file = checkpoint::load_tensors(path)?;
-    let saved: TrainConfig = file
-        .metadata
-        .get("train_config")
-        .and_then(|s| serde_json::from_str(s).ok())
-        .ok_or_else(|| resume_err("no training configuration in its metadata (is it a model file rather than a checkpoint?)".into()))?;
-    let diff = resume_mismatches(&saved, cfg);
-    if !diff.is_empty() {
-        return Err(resume_err(format!(
-            "the run was started with different settings for: {} (resume with the same settings, or start a new run)",
-            diff.join(", ")
-        )));
-    }
-    let pos: Position = file
-        .metadata
-        .get("position")
-        .and_then(|s| serde_json::from_str(s).ok())
-        .ok_or_else(|| resume_err("no position in its metadata".into()))?;
-    let steps: u64 = file
-        .metadata
-        .get("optimizer_steps")
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| resume_err("no optimizer step count in its metadata".into()))?;
-    let mut model_part = Vec::new();
-    let mut opt_part = Vec::new();
-    for t in file.tensors {
-        match t.name.strip_prefix(OPTIMIZER_PREFIX) {
-            Some(name) => opt_part.push((name.to_string(), t.data)),
-            None => model_part.push(t),
-        }
-    }
-    model.load_state(&model_part, &path.display().to_string())?;
-    opt.load_state(&opt_part, steps)?;
-    Ok(pos)
-}
-
-/// Trains a model as `cfg` describes, resuming from `resume` when given.
+/// Trains a model as `cfg` describes, in `cfg.out`, beginning as `start` says (see
+/// [`crate::run_dir`] for when a directory accepts a run).
 ///
 /// ```no_run
-/// use repopt_train::{config::TrainConfig, trainer::{train, Silent}};
+/// use repopt_train::{config::TrainConfig, run_dir::Start, trainer::{train, Silent}};
 /// let gpu = repopt_tensor::Gpu::from_env()?;
 /// let cfg = TrainConfig { epochs: 1, train_limit: Some(1000), ..Default::default() };
-/// let summary = train(&gpu, &cfg, None, &mut Silent)?;
+/// let summary = train(&gpu, &cfg, &Start::New, &mut Silent)?;
 /// println!("top-1 {:.2}%", summary.best_top1);
 /// # Ok::<(), repopt_train::TrainError>(())
 /// ```
 pub fn train(
     gpu: &Gpu,
     cfg: &TrainConfig,
-    resume: Option<&Path>,
+    start: &Start,
     observer: &mut dyn Observer,
 ) -> Result<RunSummary> {
     cfg.validate()?;
-    std::fs::create_dir_all(&cfg.out).map_err(|e| TrainError::io(&cfg.out, e))?;
-    write_json(&cfg.out.join(files::CONFIG), cfg)?;
+    let dir = RunDir::open(&cfg.out)?;
+    train_in(gpu, &dir, cfg, start, observer)
+}
+
+/// [`train`] in a directory the caller already holds, with a validated `cfg`.
+pub(crate) fn train_in(
+    gpu: &Gpu,
+    dir: &RunDir,
+    cfg: &TrainConfig,
+    start: &Start,
+    observer: &mut dyn Observer,
+) -> Result<RunSummary> {
+    let saved = dir.check_start(cfg, start)?;
     let DataSplits {
         train,
         test,
@@ -331,23 +202,26 @@ pub fn train(
         cfg.warmup_epochs,
         cfg.epochs,
     );
-    let mut pos = match resume {
-        Some(path) => restore(path, cfg, &model, opt.as_mut())?,
-        None => Position::default(),
+    let resumed = saved.is_some();
+    let (mut pos, mut record) = match saved {
+        Some(saved) => {
+            let at = (saved.pos, saved.record);
+            Saved::restore(saved, &model, opt.as_mut())?;
+            at
+        }
+        None => Default::default(),
     };
-    let mut log = match resume {
-        Some(_) => MetricsLog::resume(&cfg.out, pos.step)?,
-        None => MetricsLog::create(&cfg.out)?,
+    dir.begin(cfg, start)?;
+    let mut log = if resumed {
+        MetricsLog::resume(&cfg.out, pos.step)?
+    } else {
+        MetricsLog::create(&cfg.out)?
     };
     let checkpoint_path = cfg.out.join(files::CHECKPOINT);
     let total = per_epoch * cfg.epochs;
+    let stop_at = cfg.stop_after_steps.unwrap_or(u64::MAX);
     observer.start(&cfg.out.display().to_string(), total, pos.step);
-    let mut best_top1 = 0.0f64;
-    let mut final_eval = None;
-    let mut train_seconds = 0.0;
-    let mut images = 0u64;
-    let mut stopped_early = false;
-    'epochs: while pos.epoch < cfg.epochs {
+    'epochs: while pos.epoch < cfg.epochs && pos.step < stop_at {
         let epoch = pos.epoch;
         let mut running: Option<Tensor> = None;
         let mut since_log = 0u64;
@@ -377,7 +251,7 @@ pub fn train(
             epoch_images += n as u64;
             observer.tick(pos.step);
             let last_of_epoch = pos.batch == per_epoch;
-            let stop_now = cfg.stop_after_steps.is_some_and(|s| pos.step >= s);
+            let stop_now = pos.step >= stop_at;
             if pos.step % cfg.log_every == 0 || last_of_epoch || stop_now {
                 // The one host read of the step: the mean loss since the last log.
                 let mean = running.take().map(|r| r.item()).transpose()?.unwrap_or(0.0) as f64
@@ -409,19 +283,16 @@ pub fn train(
                 log_clock = Instant::now();
             }
             if stop_now {
-                stopped_early = pos.step < total;
-                train_seconds += epoch_clock.elapsed().as_secs_f64();
-                images += epoch_images;
-                if pos.batch == per_epoch {
-                    pos.epoch += 1;
-                    pos.batch = 0;
-                }
-                save_checkpoint(&cfg.out, cfg, &model, opt.as_ref(), pos)?;
-                break 'epochs;
+                break;
             }
         }
-        train_seconds += epoch_clock.elapsed().as_secs_f64();
-        images += epoch_images;
+        record.train_seconds += epoch_clock.elapsed().as_secs_f64();
+        record.images += epoch_images;
+        if pos.batch < per_epoch {
+            // Stopped inside the epoch: keep the position, evaluate when the epoch ends.
+            crate::state::save(&cfg.out, cfg, &model, opt.as_ref(), pos, &record)?;
+            break 'epochs;
+        }
         let result = evaluate(&model, &test_loader)?;
         log.write(&Metric::Eval {
             epoch,
@@ -431,11 +302,10 @@ pub fn train(
             top5: result.top5,
         })?;
         observer.eval(epoch, &result);
-        best_top1 = best_top1.max(result.top1);
-        final_eval = Some(result);
+        record.evaluated(result);
         pos.epoch += 1;
         pos.batch = 0;
-        save_checkpoint(&cfg.out, cfg, &model, opt.as_ref(), pos)?;
+        crate::state::save(&cfg.out, cfg, &model, opt.as_ref(), pos, &record)?;
     }
     observer.finish();
     let summary = RunSummary {
@@ -445,14 +315,14 @@ pub fn train(
         params: model.parameter_count(),
         epochs: pos.epoch,
         steps: pos.step,
-        final_eval,
-        best_top1,
-        train_seconds,
-        images_per_s: images as f64 / train_seconds.max(1e-9),
-        stopped_early,
+        final_eval: record.final_eval,
+        best_top1: record.best_top1,
+        train_seconds: record.train_seconds,
+        images_per_s: record.images_per_s(),
+        stopped_early: pos.step < total,
         out: cfg.out.clone(),
     };
-    write_json(&cfg.out.join(files::SUMMARY), &summary)?;
+    dir.write_json(files::SUMMARY, &summary)?;
     Ok(summary)
 }
 

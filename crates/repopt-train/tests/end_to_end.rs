@@ -10,6 +10,7 @@ use repopt_models::{Mode, Scales, checkpoint};
 use repopt_tensor::Gpu;
 use repopt_train::config::{ArchConfig, OptimizerKind, TrainConfig};
 use repopt_train::data::Preset;
+use repopt_train::run_dir::Start;
 use repopt_train::search::{hyper_search, search_config};
 use repopt_train::trainer::{Silent, files, load_trained_model, train};
 use repopt_train::{TrainError, evaluate};
@@ -74,7 +75,7 @@ fn search_then_repoptimizer_training_learns_and_writes_reloadable_files() {
     let dir = tempfile::tempdir().unwrap();
 
     let search_cfg = search_config(small_run(&dir.path().join("search")));
-    let searched = hyper_search(&gpu, &search_cfg, None, &mut Silent).unwrap();
+    let searched = hyper_search(&gpu, &search_cfg, &Start::New, &mut Silent).unwrap();
     assert_loss_falls(&search_cfg.out);
     assert!(searched.scales_path.exists());
     assert_eq!(
@@ -95,7 +96,7 @@ fn search_then_repoptimizer_training_learns_and_writes_reloadable_files() {
         scales: Some(searched.scales_path.clone()),
         ..small_run(&dir.path().join("repopt"))
     };
-    let summary = train(&gpu, &cfg, None, &mut Silent).unwrap();
+    let summary = train(&gpu, &cfg, &Start::New, &mut Silent).unwrap();
     assert_loss_falls(&cfg.out);
     assert_eq!(summary.epochs, 2);
     let final_eval = summary.final_eval.expect("evaluated after each epoch");
@@ -170,27 +171,21 @@ fn interrupted_and_resumed_run_ends_bit_identical() {
     };
 
     let whole = base(dir.path().join("whole"));
-    train(&gpu, &whole, None, &mut Silent).unwrap();
+    train(&gpu, &whole, &Start::New, &mut Silent).unwrap();
 
     // Three steps per epoch: stop in the middle of the second epoch.
     let parted = TrainConfig {
         stop_after_steps: Some(4),
         ..base(dir.path().join("parted"))
     };
-    let first = train(&gpu, &parted, None, &mut Silent).unwrap();
+    let first = train(&gpu, &parted, &Start::New, &mut Silent).unwrap();
     assert!(first.stopped_early);
     assert_eq!(first.steps, 4);
     let rest = TrainConfig {
         stop_after_steps: None,
         ..parted.clone()
     };
-    let resumed = train(
-        &gpu,
-        &rest,
-        Some(&parted.out.join(files::CHECKPOINT)),
-        &mut Silent,
-    )
-    .unwrap();
+    let resumed = train(&gpu, &rest, &Start::Resume(None), &mut Silent).unwrap();
     assert_eq!(resumed.steps, 6);
     assert!(!resumed.stopped_early);
 
@@ -215,35 +210,58 @@ fn interrupted_and_resumed_run_ends_bit_identical() {
     let err = train(
         &gpu,
         &changed,
-        Some(&parted.out.join(files::CHECKPOINT)),
+        &Start::Resume(Some(parted.out.join(files::CHECKPOINT))),
         &mut Silent,
     )
     .unwrap_err();
     assert!(matches!(err, TrainError::Resume { .. }), "{err}");
-    assert!(err.to_string().contains("lr"), "{err}");
+    assert!(err.to_string().contains("--lr 0.5"), "{err}");
 }
 
 #[test]
 fn divergence_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint() {
     let gpu = gpu();
     let dir = tempfile::tempdir().unwrap();
-    let good = TrainConfig {
-        epochs: 1,
-        train_limit: Some(64),
-        ..small_run(dir.path())
-    };
-    train(&gpu, &good, None, &mut Silent).unwrap();
-    let checkpoint = dir.path().join(files::CHECKPOINT);
-    let before = std::fs::read(&checkpoint).unwrap();
 
-    // The same directory, a learning rate no network survives.
+    // A learning rate no network survives, from the first step: there is no checkpoint yet.
     let wild = TrainConfig {
         lr: 1e30,
         train_limit: Some(128),
         log_every: 1,
+        ..small_run(&dir.path().join("wild"))
+    };
+    let err = train(&gpu, &wild, &Start::New, &mut Silent).unwrap_err();
+    match &err {
+        TrainError::Diverged { checkpoint, .. } => assert!(checkpoint.contains("none yet")),
+        other => panic!("expected a divergence error, got: {other}"),
+    }
+
+    // A run that diverges after its first epoch: its checkpoint, with weights that
+    // overflow on the next step, stands for the state a divergence grows from.
+    let good = TrainConfig {
+        train_limit: Some(64),
+        log_every: 1,
+        stop_after_steps: Some(2),
+        ..small_run(&dir.path().join("run"))
+    };
+    train(&gpu, &good, &Start::New, &mut Silent).unwrap();
+    let checkpoint = good.out.join(files::CHECKPOINT);
+    let mut file = checkpoint::load_tensors(&checkpoint).unwrap();
+    for t in file
+        .tensors
+        .iter_mut()
+        .filter(|t| !t.name.starts_with("optimizer/"))
+    {
+        t.data.iter_mut().for_each(|v| *v *= 1e30);
+    }
+    checkpoint::save_tensors(&checkpoint, &file.tensors, &file.metadata).unwrap();
+    let before = std::fs::read(&checkpoint).unwrap();
+
+    let rest = TrainConfig {
+        stop_after_steps: None,
         ..good.clone()
     };
-    let err = train(&gpu, &wild, None, &mut Silent).unwrap_err();
+    let err = train(&gpu, &rest, &Start::Resume(None), &mut Silent).unwrap_err();
     match &err {
         TrainError::Diverged {
             checkpoint: named, ..
