@@ -25,6 +25,7 @@
 pub mod block;
 pub mod checkpoint;
 pub mod config;
+pub mod domain;
 mod error;
 pub mod info;
 mod init;
