@@ -16,6 +16,7 @@ pub mod progress;
 pub mod report;
 pub mod schedule;
 pub mod search;
+mod settings;
 pub mod trainer;
 
 pub use config::TrainConfig;
