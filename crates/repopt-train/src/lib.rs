@@ -10,6 +10,7 @@ pub mod data;
 pub mod datasets;
 mod error;
 pub mod evaluate;
+pub mod guard;
 pub mod metrics;
 pub mod pipeline;
 pub mod progress;

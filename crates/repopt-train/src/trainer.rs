@@ -18,6 +18,7 @@ use crate::data::{Loader, LoaderConfig, Preset};
 use crate::datasets::{DataSplits, load_split};
 use crate::error::{Result, TrainError};
 use crate::evaluate::{EvalResult, evaluate};
+use crate::guard;
 use crate::metrics::{Metric, MetricsLog};
 use crate::schedule::LrSchedule;
 
@@ -163,6 +164,8 @@ fn save_checkpoint(
     opt: &dyn Optimizer,
     pos: Position,
 ) -> Result<()> {
+    // Before anything is written, so that a good checkpoint is never replaced by a bad one.
+    guard::check_weights(model, pos, &out.join(files::CHECKPOINT))?;
     let mut tensors = checkpoint::model_tensors(model)?;
     let mut meta = checkpoint::model_metadata(model);
     checkpoint::save_tensors(&out.join(files::MODEL), &tensors, &meta)?;
@@ -388,12 +391,9 @@ pub fn train(
                     return Err(TrainError::Diverged {
                         step: pos.step,
                         epoch,
-                        loss: mean,
-                        checkpoint: if checkpoint_path.exists() {
-                            checkpoint_path.display().to_string()
-                        } else {
-                            "none yet: the failure came before the first epoch ended".into()
-                        },
+                        quantity: "loss",
+                        value: mean,
+                        checkpoint: guard::last_good(&checkpoint_path),
                     });
                 }
                 let elapsed = log_clock.elapsed().as_secs_f64();

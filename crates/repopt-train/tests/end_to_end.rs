@@ -259,3 +259,47 @@ fn divergence_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint() {
     );
     load_trained_model(&gpu, &checkpoint).unwrap();
 }
+
+#[test]
+fn weights_that_diverge_between_logged_losses_stop_the_run_before_a_checkpoint() {
+    let gpu = gpu();
+    let dir = tempfile::tempdir().unwrap();
+    let good = TrainConfig {
+        epochs: 1,
+        train_limit: Some(64),
+        ..small_run(dir.path())
+    };
+    train(&gpu, &good, None, &mut Silent).unwrap();
+    let checkpoint = dir.path().join(files::CHECKPOINT);
+    let model = dir.path().join(files::MODEL);
+    let before = (
+        std::fs::read(&checkpoint).unwrap(),
+        std::fs::read(&model).unwrap(),
+    );
+
+    // One step per epoch: the only logged loss is computed before the update that blows the
+    // weights up, so only a look at the weights themselves can see it.
+    let wild = TrainConfig {
+        lr: 1e30,
+        train_limit: Some(32),
+        ..good.clone()
+    };
+    let err = train(&gpu, &wild, None, &mut Silent).unwrap_err();
+    match &err {
+        TrainError::Diverged {
+            step,
+            checkpoint: named,
+            ..
+        } => {
+            assert_eq!(*step, 1);
+            assert_eq!(Path::new(named), checkpoint);
+        }
+        other => panic!("expected a divergence error, got: {other}"),
+    }
+    assert!(err.to_string().contains("weights"), "{err}");
+    assert!(
+        std::fs::read(&checkpoint).unwrap() == before.0
+            && std::fs::read(&model).unwrap() == before.1,
+        "the last good checkpoint and model must be left as they were"
+    );
+}
