@@ -17,7 +17,7 @@ pub struct SearchCmd {
     #[command(flatten)]
     args: TrainArgs,
     /// Continue from the run's checkpoint (or the checkpoint given).
-    #[arg(long, num_args = 0..=1, value_name = "CHECKPOINT")]
+    #[arg(long, num_args = 0..=1, value_name = "CHECKPOINT", value_parser = super::values::NonEmptyPath)]
     resume: Option<Option<std::path::PathBuf>>,
 }
 

@@ -60,11 +60,19 @@ fn rig(
         model.param_specs(4e-5)
     };
     let opt: Box<dyn Optimizer> = Box::new(Sgd::new(specs, SgdConfig::default())?);
-    let n = batch * config.in_channels * res * res;
-    let data: Vec<f32> = (0..n)
-        .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
-        .collect();
-    let x = Tensor::from_slice(gpu, &data, &[batch, config.in_channels, res, res])?;
+    let shape = [batch, config.in_channels, res, res];
+    // A plan runs nothing, so its input needs no data (and sizes too large for this host
+    // can still be planned); a real input is refused before its data is built when the
+    // device could not hold it.
+    let x = if gpu.is_plan_only() {
+        Tensor::zeros(gpu, &shape)?
+    } else {
+        let n = Tensor::check_size(gpu, &shape)? as usize / 4;
+        let data: Vec<f32> = (0..n)
+            .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+            .collect();
+        Tensor::from_slice(gpu, &data, &shape)?
+    };
     let labels: Vec<u32> = (0..batch)
         .map(|i| (i % config.num_classes) as u32)
         .collect();
