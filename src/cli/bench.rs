@@ -8,9 +8,10 @@ use repopt::bench::report::{
 use repopt::bench::suite::{SuiteSizes, run_suite};
 use repopt::bench::timing::TimingBudget;
 use repopt::bench::{train, update};
-use repopt::models::{Mode, VggConfig};
+use repopt::models::{Mode, VggConfig, domain};
 
 use super::gpu;
+use super::values::{InRange, NonEmptyName};
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
@@ -55,16 +56,16 @@ pub struct KernelArgs {
     #[command(flatten)]
     common: Common,
     /// Networks whose stage shapes are measured.
-    #[arg(long, value_delimiter = ',', default_value = "A0,B1")]
+    #[arg(long, value_delimiter = ',', default_value = "A0,B1", value_parser = NonEmptyName)]
     configs: Vec<String>,
     /// Input resolution the stage shapes are taken at.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = InRange(domain::RESOLUTION))]
     res: usize,
     /// Batch.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = InRange(domain::BATCH))]
     batch: usize,
     /// Side of the square matmul.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = 1024, value_parser = InRange(domain::MATMUL))]
     matmul: usize,
 }
 
@@ -73,7 +74,7 @@ pub struct UpdateArgs {
     #[command(flatten)]
     common: Common,
     /// Parameter elements updated.
-    #[arg(long, default_value_t = 1 << 23)]
+    #[arg(long, default_value_t = 1 << 23, value_parser = InRange(domain::UPDATE_PARAMS))]
     params: usize,
 }
 
@@ -82,16 +83,16 @@ pub struct TrainArgs {
     #[command(flatten)]
     common: Common,
     /// Architecture.
-    #[arg(long, default_value = "A0")]
+    #[arg(long, default_value = "A0", value_parser = NonEmptyName)]
     config: String,
     /// Modes (target trains with its RepOptimizer).
     #[arg(long, value_delimiter = ',', default_value = "target,repvgg,hs")]
     modes: Vec<Mode>,
     /// Batch.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = InRange(domain::BATCH))]
     batch: usize,
     /// Input resolution.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = InRange(domain::RESOLUTION))]
     res: usize,
 }
 
@@ -100,19 +101,19 @@ pub struct MaxBatchArgs {
     #[command(flatten)]
     common: Common,
     /// Architecture.
-    #[arg(long, default_value = "B1")]
+    #[arg(long, default_value = "B1", value_parser = NonEmptyName)]
     config: String,
     /// Modes.
     #[arg(long, value_delimiter = ',', default_value = "target,repvgg")]
     modes: Vec<Mode>,
     /// Input resolution.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = InRange(domain::RESOLUTION))]
     res: usize,
     /// The engine's memory limit in bytes.
-    #[arg(long, default_value_t = 1 << 30)]
+    #[arg(long, default_value_t = 1 << 30, value_parser = InRange(domain::MEMORY_LIMIT))]
     memory_limit: u64,
     /// Largest batch tried.
-    #[arg(long, default_value_t = 4096)]
+    #[arg(long, default_value_t = 4096, value_parser = InRange(domain::BATCH))]
     cap: usize,
 }
 
@@ -121,16 +122,16 @@ pub struct MemoryArgs {
     #[command(flatten)]
     common: Common,
     /// Architecture.
-    #[arg(long, default_value = "B1")]
+    #[arg(long, default_value = "B1", value_parser = NonEmptyName)]
     config: String,
     /// Modes.
     #[arg(long, value_delimiter = ',', default_value = "target,repvgg")]
     modes: Vec<Mode>,
     /// Batch.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = InRange(domain::BATCH))]
     batch: usize,
     /// Input resolution.
-    #[arg(long, default_value_t = 224)]
+    #[arg(long, default_value_t = 224, value_parser = InRange(domain::RESOLUTION))]
     res: usize,
 }
 

@@ -2,29 +2,33 @@
 
 use std::path::PathBuf;
 
+use anyhow::Context;
 use clap::Args;
 use repopt::models::checkpoint::save_model;
+use repopt::models::domain;
 use repopt::models::reparam::to_deploy;
 use repopt::tensor::{Tensor, no_grad};
 use repopt::train::TrainConfig;
 use repopt::train::trainer::{load_trained_model, run_metadata};
 
 use super::gpu;
+use super::values::{InRange, NonEmptyPath};
 
 #[derive(Args)]
 #[command(after_help = "Example:
   repopt convert runs/repvgg -o runs/repvgg/deploy.safetensors")]
 pub struct ConvertCmd {
     /// A run directory, a model file or a training checkpoint (repvgg, csla, hs or target).
+    #[arg(value_parser = NonEmptyPath)]
     checkpoint: PathBuf,
     /// Where to write the deploy model.
-    #[arg(short, long)]
+    #[arg(short, long, value_parser = NonEmptyPath)]
     output: PathBuf,
     /// Images in the equivalence check batch.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = InRange(domain::CHECK_BATCH))]
     check_batch: usize,
     /// Resolution of the check batch.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = InRange(domain::RESOLUTION))]
     resolution: usize,
 }
 
@@ -34,6 +38,14 @@ pub fn run(cmd: &ConvertCmd, adapter: &str) -> anyhow::Result<()> {
     let deployed = to_deploy(&model)?;
     let c = model.config().in_channels;
     let shape = [cmd.check_batch, c, cmd.resolution, cmd.resolution];
+    // The random images are built on the host first: refuse a batch the device could not
+    // hold before building it.
+    Tensor::check_size(&gpu, &shape).with_context(|| {
+        format!(
+            "the equivalence check batch (--check-batch {} at --resolution {})",
+            cmd.check_batch, cmd.resolution
+        )
+    })?;
     let n: usize = shape.iter().product();
     let mut s = 0x2545F4914F6CDD1Du64;
     let data: Vec<f32> = (0..n)

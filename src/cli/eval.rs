@@ -18,6 +18,7 @@ use super::train::TrainArgs;
   repopt eval runs/repopt/model.safetensors --test-limit 1000")]
 pub struct EvalCmd {
     /// A run directory, a model file or a training checkpoint.
+    #[arg(value_parser = super::values::NonEmptyPath)]
     checkpoint: PathBuf,
     /// Dataset settings (default: those the run was trained with, when its config.json is found).
     #[command(flatten)]

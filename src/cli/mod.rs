@@ -13,6 +13,7 @@ mod pipeline;
 mod scales;
 mod search;
 mod train;
+mod values;
 
 /// RepOptimizers and RepOpt-VGG on any Vulkan, Metal or DX12 GPU (or the CPU via lavapipe).
 #[derive(Parser)]
@@ -20,7 +21,13 @@ mod train;
 pub struct Cli {
     /// Adapter to run on: auto, an index from `repopt devices`, vulkan/metal/dx12, software,
     /// or part of the adapter's name (also REPOPT_ADAPTER).
-    #[arg(long, global = true, env = "REPOPT_ADAPTER", default_value = "auto")]
+    #[arg(
+        long,
+        global = true,
+        env = "REPOPT_ADAPTER",
+        default_value = "auto",
+        value_parser = values::NonEmptyName
+    )]
     pub adapter: String,
     #[command(subcommand)]
     pub command: Command,

@@ -2,7 +2,9 @@
 
 use clap::{Args, Subcommand};
 use repopt::models::info::model_info;
-use repopt::models::{Mode, VggConfig};
+use repopt::models::{Mode, VggConfig, domain};
+
+use super::values::{InRange, NonEmptyName};
 
 #[derive(Subcommand)]
 pub enum ModelCommand {
@@ -14,16 +16,16 @@ pub enum ModelCommand {
 #[derive(Args, Clone, Debug)]
 pub struct ArchArgs {
     /// A0, A1, B0, B1, B2, L1 or L2.
-    #[arg(long, default_value = "A0")]
+    #[arg(long, default_value = "A0", value_parser = NonEmptyName)]
     pub config: String,
     /// Blocks per stage, e.g. 1,2,2,1 (overrides the preset).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', value_parser = InRange(domain::NUM_BLOCKS))]
     pub num_blocks: Option<Vec<usize>>,
     /// Width multipliers per stage, e.g. 0.25,0.25,0.25,0.5 (overrides the preset).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', value_parser = InRange(domain::WIDTH))]
     pub widths: Option<Vec<f32>>,
     /// Strides of stage 0 to 4, e.g. 1,1,2,2,2.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', value_parser = InRange(domain::STRIDE))]
     pub strides: Option<Vec<usize>>,
     /// Add a squeeze-excitation block after each ReLU.
     #[arg(long)]
@@ -67,13 +69,13 @@ pub struct InfoArgs {
     #[arg(long, default_value = "target")]
     mode: Mode,
     /// Classes of the classifier.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, value_parser = InRange(domain::CLASSES))]
     classes: usize,
     /// Input channels.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = InRange(domain::IN_CHANNELS))]
     in_channels: usize,
     /// Square input resolution.
-    #[arg(long, default_value_t = 224)]
+    #[arg(long, default_value_t = 224, value_parser = InRange(domain::RESOLUTION))]
     resolution: usize,
     /// Print JSON instead of a table.
     #[arg(long)]

@@ -3,12 +3,14 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use repopt::models::domain;
 use repopt::train::pipeline::{PRESETS, Reporter, preset, results_markdown, run_pipeline};
 use repopt::train::progress::ProgressReporter;
 use repopt::train::trainer::{Observer, RunSummary};
 
 use super::gpu;
 use super::train::TrainArgs;
+use super::values::{InRange, NonEmptyName, NonEmptyPath};
 
 #[derive(Args)]
 #[command(after_help = "Examples:
@@ -18,19 +20,19 @@ use super::train::TrainArgs;
   repopt pipeline --preset b1 --data-dir /data/imagenet --search-data-dir /data/cifar-100-binary")]
 pub struct PipelineCmd {
     /// Starting point: quick (default), a0 or b1.
-    #[arg(long, default_value = "quick")]
+    #[arg(long, default_value = "quick", value_parser = NonEmptyName)]
     preset: String,
     /// Training flags applied to every run of the comparison (and the search).
     #[command(flatten)]
     args: TrainArgs,
     /// Epochs of the Hyper-Search run.
-    #[arg(long)]
+    #[arg(long, value_parser = InRange(domain::EPOCHS))]
     search_epochs: Option<u64>,
     /// Training images of the Hyper-Search run.
-    #[arg(long)]
+    #[arg(long, value_parser = InRange(domain::IMAGE_LIMIT))]
     search_train_limit: Option<usize>,
     /// Directory of the search dataset (when the preset searches on another dataset).
-    #[arg(long)]
+    #[arg(long, value_parser = NonEmptyPath)]
     search_data_dir: Option<PathBuf>,
     /// Seeds, e.g. 0,1,2.
     #[arg(long, value_delimiter = ',')]

@@ -7,6 +7,8 @@ use clap::{Args, Subcommand};
 use repopt::models::VggConfig;
 use repopt::models::scales::{Scales, read_named};
 
+use super::values::{NonEmptyName, NonEmptyPath};
+
 #[derive(Subcommand)]
 pub enum ScalesCommand {
     /// Mean s, t and u of every block (the data of the paper's Fig. 7).
@@ -18,9 +20,10 @@ pub enum ScalesCommand {
 #[derive(Args)]
 pub struct InspectArgs {
     /// A .pth file of the authors or a .safetensors file written by `repopt search`.
+    #[arg(value_parser = NonEmptyPath)]
     file: PathBuf,
     /// The configuration the scales are for (inferred from the file when omitted).
-    #[arg(long)]
+    #[arg(long, value_parser = NonEmptyName)]
     config: Option<String>,
     /// JSON lines {"block", "s", "t", "u"} instead of a table.
     #[arg(long)]
@@ -34,12 +37,13 @@ pub struct InspectArgs {
 #[derive(Args)]
 pub struct ConvertArgs {
     /// Input scale file.
+    #[arg(value_parser = NonEmptyPath)]
     input: PathBuf,
     /// Output safetensors file.
-    #[arg(short, long)]
+    #[arg(short, long, value_parser = NonEmptyPath)]
     output: PathBuf,
     /// The configuration the scales are for (inferred from the file when omitted).
-    #[arg(long)]
+    #[arg(long, value_parser = NonEmptyName)]
     config: Option<String>,
 }
 

@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use repopt::models::Mode;
 use repopt::models::repoptimizer::IdentityInit;
+use repopt::models::{Mode, domain};
 use repopt::train::TrainConfig;
 use repopt::train::config::{DatasetKind, OptimizerKind, ScalesSource};
 use repopt::train::data::Preset;
@@ -13,45 +13,46 @@ use repopt::train::run_dir::{Start, recorded_settings};
 use repopt::train::trainer::train;
 
 use super::gpu;
+use super::values::{InRange, NonEmptyName, NonEmptyPath};
 
 /// Flags that override a [`TrainConfig`] (all optional, so a config file can set them).
 #[derive(Args, Clone, Debug, Default)]
 pub struct TrainArgs {
     /// TOML or JSON file with any of the settings below (flags override it).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", value_parser = NonEmptyPath)]
     pub config_file: Option<PathBuf>,
     /// fashion-mnist, cifar10, cifar100 or folder.
     #[arg(long)]
     pub dataset: Option<DatasetKind>,
     /// Dataset directory (default: /usr/share/datasets/fashion-mnist for Fashion-MNIST).
-    #[arg(long)]
+    #[arg(long, value_parser = NonEmptyPath)]
     pub data_dir: Option<PathBuf>,
     /// Resize images to this square resolution.
-    #[arg(long)]
+    #[arg(long, value_parser = InRange(domain::RESOLUTION))]
     pub resolution: Option<usize>,
     /// Train on a fixed random subset of this many images.
-    #[arg(long)]
+    #[arg(long, value_parser = InRange(domain::IMAGE_LIMIT))]
     pub train_limit: Option<usize>,
     /// Evaluate on a fixed random subset of this many images.
-    #[arg(long)]
+    #[arg(long, value_parser = InRange(domain::IMAGE_LIMIT))]
     pub test_limit: Option<usize>,
     /// Augmentation preset: train (crop+flip+RandAugment), search (crop+flip) or eval (none).
     #[arg(long)]
     pub augment: Option<Preset>,
     /// Data loader threads (0: one per core).
-    #[arg(long)]
+    #[arg(long, value_parser = InRange(domain::WORKERS))]
     pub workers: Option<usize>,
     /// Architecture preset: A0, A1, B0, B1, B2, L1, L2.
-    #[arg(long = "config")]
+    #[arg(long = "config", value_parser = NonEmptyName)]
     pub arch: Option<String>,
     /// Blocks per stage, e.g. 1,2,2,1.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', value_parser = InRange(domain::NUM_BLOCKS))]
     pub num_blocks: Option<Vec<usize>>,
     /// Width multipliers per stage, e.g. 0.25,0.25,0.25,0.5.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', value_parser = InRange(domain::WIDTH))]
     pub widths: Option<Vec<f32>>,
     /// Strides of stage 0 to 4, e.g. 1,1,2,2,2.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', value_parser = InRange(domain::STRIDE))]
     pub strides: Option<Vec<usize>>,
     /// Squeeze-excitation after each ReLU.
     #[arg(long)]
@@ -63,7 +64,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub optimizer: Option<OptimizerKind>,
     /// Scale file for a RepOptimizer (`repopt search` output, or the authors' .pth).
-    #[arg(long)]
+    #[arg(long, value_parser = NonEmptyPath)]
     pub scales: Option<PathBuf>,
     /// Scales from: file, ones, hs-initial or channel-averaged (the paper's ablations).
     #[arg(long)]
@@ -78,49 +79,49 @@ pub struct TrainArgs {
     #[arg(long, value_parser = parse_identity)]
     pub identity_init: Option<IdentityInit>,
     /// Learning rate for a batch of --lr-batch images (scaled linearly to the batch size).
-    #[arg(long)]
+    #[arg(long, value_parser = InRange(domain::LR))]
     pub lr: Option<f64>,
     /// Batch size the learning rate is given for.
-    #[arg(long)]
+    #[arg(long, value_parser = InRange(domain::LR_BATCH))]
     pub lr_batch: Option<usize>,
     /// Warm-up epochs.
-    #[arg(long)]
+    #[arg(long, value_parser = InRange(domain::WARMUP_EPOCHS))]
     pub warmup_epochs: Option<u64>,
     /// Weight decay.
-    #[arg(long)]
+    #[arg(long, value_parser = InRange(domain::WEIGHT_DECAY))]
     pub weight_decay: Option<f32>,
     /// SGD momentum.
-    #[arg(long)]
+    #[arg(long, value_parser = InRange(domain::MOMENTUM))]
     pub momentum: Option<f32>,
     /// Plain instead of nesterov momentum.
     #[arg(long)]
     pub no_nesterov: bool,
     /// Label smoothing.
-    #[arg(long)]
+    #[arg(long, value_parser = InRange(domain::LABEL_SMOOTHING))]
     pub label_smoothing: Option<f32>,
     /// Clip the gradient norm (refused with a RepOptimizer).
-    #[arg(long)]
+    #[arg(long, value_parser = InRange(domain::CLIP_GRAD))]
     pub clip_grad: Option<f32>,
     /// Epochs.
-    #[arg(long)]
+    #[arg(long, value_parser = InRange(domain::EPOCHS))]
     pub epochs: Option<u64>,
     /// Batch size.
-    #[arg(long)]
+    #[arg(long, value_parser = InRange(domain::BATCH))]
     pub batch_size: Option<usize>,
     /// Evaluation batch size.
-    #[arg(long)]
+    #[arg(long, value_parser = InRange(domain::BATCH))]
     pub eval_batch_size: Option<usize>,
     /// Seed.
     #[arg(long)]
     pub seed: Option<u64>,
     /// Output directory.
-    #[arg(long)]
+    #[arg(long, value_parser = NonEmptyPath)]
     pub out: Option<PathBuf>,
     /// Log the loss every N steps.
-    #[arg(long)]
+    #[arg(long, value_parser = InRange(domain::STEPS))]
     pub log_every: Option<u64>,
     /// Stop after N steps in total (a checkpoint is written; --resume continues).
-    #[arg(long)]
+    #[arg(long, value_parser = InRange(domain::STEPS))]
     pub stop_after_steps: Option<u64>,
 }
 
@@ -250,7 +251,7 @@ pub struct TrainCmd {
 pub struct Begin {
     /// Continue the run in --out from its checkpoint (or from the checkpoint given), with its
     /// own settings.
-    #[arg(long, num_args = 0..=1, value_name = "CHECKPOINT")]
+    #[arg(long, num_args = 0..=1, value_name = "CHECKPOINT", value_parser = NonEmptyPath)]
     pub resume: Option<Option<PathBuf>>,
     /// Replace the run in --out (its files are removed once the new run's data has loaded).
     #[arg(long, conflicts_with = "resume")]

@@ -70,6 +70,8 @@ impl ConvCase {
 }
 
 fn fill(gpu: &Gpu, shape: &[usize], seed: u32) -> Result<Tensor> {
+    // Refused before its host data is built when the device could not hold it anyway.
+    Tensor::check_size(gpu, shape)?;
     let len: usize = shape.iter().product();
     let data: Vec<f32> = (0..len)
         .map(|i| {

@@ -104,10 +104,18 @@ fn rig(
         model.param_specs(4e-5)
     };
     let opt: Box<dyn Optimizer> = Box::new(Sgd::new(specs, SgdConfig::default())?);
-    let n = batch * config.in_channels * res * res;
-    let data: Vec<f32> = (0..n)
-        .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
-        .collect();
+    let shape = [batch, config.in_channels, res, res];
+    // A plan runs nothing, so its input needs no data (and sizes too large for this host
+    // can still be planned); a real input is refused before its data is built when the
+    // device could not hold it.
+    let data: Vec<f32> = if gpu.is_plan_only() {
+        Vec::new()
+    } else {
+        let n = Tensor::check_size(gpu, &shape)? as usize / 4;
+        (0..n)
+            .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+            .collect()
+    };
     let labels: Vec<u32> = (0..batch)
         .map(|i| (i % config.num_classes) as u32)
         .collect();
@@ -117,14 +125,18 @@ fn rig(
         opt,
         images: data,
         labels,
-        shape: [batch, config.in_channels, res, res],
+        shape,
     })
 }
 
-/// One step as the trainer runs it: the batch is uploaded from host memory, and nothing is
-/// read back.
+/// One step as the trainer runs it: the batch is uploaded from host memory (planned steps
+/// have no data, and allocate the same bytes), and nothing is read back.
 fn step(r: &mut Rig) -> Result<()> {
-    let x = Tensor::from_slice(&r.gpu, &r.images, &r.shape)?;
+    let x = if r.images.is_empty() {
+        Tensor::zeros(&r.gpu, &r.shape)?
+    } else {
+        Tensor::from_slice(&r.gpu, &r.images, &r.shape)?
+    };
     let y = Tensor::from_u32(&r.gpu, &r.labels, &[r.shape[0]])?;
     let logits = r.model.forward(&x, true).map_err(model_to_engine)?;
     let loss = ops::cross_entropy(&logits, &y, 0.1)?;

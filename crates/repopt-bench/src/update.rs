@@ -28,6 +28,8 @@ pub struct UpdateResult {
 }
 
 fn fill(gpu: &Gpu, n: usize, seed: u32) -> Result<Tensor> {
+    // Refused before its host data is built when the device could not hold it anyway.
+    Tensor::check_size(gpu, &[n])?;
     let data: Vec<f32> = (0..n)
         .map(|i| {
             ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 9) as f32 / 8388608.0 - 0.5

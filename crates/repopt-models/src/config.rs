@@ -5,6 +5,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::domain;
 use crate::error::ModelError;
 
 /// How each block is built.
@@ -145,28 +146,75 @@ impl VggConfig {
         ]
     }
 
-    /// Checks the config can be built.
+    /// Checks the config can be built: every value within its [`domain`], and every
+    /// parameter tensor and the model as a whole within [`domain::MAX_TENSOR_BYTES`] and
+    /// [`domain::MAX_MODEL_BYTES`], computed before anything is allocated.
+    ///
+    /// ```
+    /// use repopt_models::VggConfig;
+    /// let wide = VggConfig { width_multipliers: [f32::INFINITY; 4], ..VggConfig::preset("A0").unwrap() };
+    /// assert!(wide.validate().unwrap_err().to_string().contains("width_multipliers must be in (0, 16], got inf"));
+    /// ```
     pub fn validate(&self) -> Result<(), ModelError> {
-        let bad = |m: String| Err(ModelError::Config(m));
-        if self.num_blocks.contains(&0) {
-            return bad(format!(
-                "every stage needs at least one block, got {:?}",
-                self.num_blocks
-            ));
-        }
+        let config = |r: Result<(), String>| r.map_err(ModelError::Config);
+        config(domain::NUM_BLOCKS.check_all("num_blocks", &self.num_blocks))?;
+        config(domain::WIDTH.check_all("width_multipliers", &self.width_multipliers))?;
+        config(domain::STRIDE.check_all("strides", &self.strides))?;
+        config(
+            domain::IN_CHANNELS
+                .check("in_channels", self.in_channels)
+                .map(drop),
+        )?;
+        config(
+            domain::CLASSES
+                .check("num_classes", self.num_classes)
+                .map(drop),
+        )?;
         if self.stage_channels().contains(&0) {
-            return bad(format!(
+            return config(Err(format!(
                 "width multipliers {:?} leave a stage with no channels",
                 self.width_multipliers
+            )));
+        }
+        config(self.check_sizes())
+    }
+
+    /// Bytes of every parameter tensor, and of all together, in the form that has the most
+    /// (RepVGG's: a 1x1 kernel and up to three batch norms beside every 3x3 kernel).
+    fn check_sizes(&self) -> Result<(), String> {
+        let mut tensors: Vec<(String, Vec<usize>)> = Vec::new();
+        for b in self.blocks() {
+            let (co, ci) = (b.out_channels, b.in_channels);
+            tensors.push((
+                format!("the 3x3 kernel of block {}", b.name),
+                vec![co, ci, 3, 3],
             ));
+            tensors.push((format!("the 1x1 kernel of block {}", b.name), vec![co, ci]));
+            tensors.push((format!("the batch norms of block {}", b.name), vec![12, co]));
+            if self.use_se {
+                let hidden = (co / 4).max(1);
+                tensors.push((
+                    format!("the squeeze-excitation of block {}", b.name),
+                    vec![2, co, hidden + 1],
+                ));
+            }
         }
-        if self.strides.iter().any(|s| !(1..=2).contains(s)) {
-            return bad(format!("strides must be 1 or 2, got {:?}", self.strides));
+        let features = self.stage_channels()[4];
+        tensors.push((
+            "the classifier".into(),
+            vec![self.num_classes, features + 1],
+        ));
+        let mut total = Some(0u64);
+        for (what, dims) in &tensors {
+            let bytes = domain::within(what, domain::f32_bytes(dims), domain::MAX_TENSOR_BYTES)?;
+            total = total.and_then(|t| t.checked_add(bytes));
         }
-        if self.in_channels == 0 || self.num_classes == 0 {
-            return bad("input channels and classes must be positive".into());
-        }
-        Ok(())
+        domain::within(
+            &format!("{} (all parameters)", self.name),
+            total,
+            domain::MAX_MODEL_BYTES,
+        )
+        .map(drop)
     }
 
     /// Every block in order: (name, in channels, out channels, stride).

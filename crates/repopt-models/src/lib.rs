@@ -29,6 +29,7 @@
 pub mod block;
 pub mod checkpoint;
 pub mod config;
+pub mod domain;
 mod error;
 mod host;
 pub mod info;

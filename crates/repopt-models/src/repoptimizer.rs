@@ -17,6 +17,7 @@ use repopt_tensor::optim::{GradMult, ParamSpec};
 use serde::{Deserialize, Serialize};
 
 use crate::Mode;
+use crate::domain::Domain;
 use crate::error::{ModelError, Result};
 use crate::init::Init;
 use crate::network::RepOptVgg;
@@ -131,7 +132,26 @@ pub fn equivalent_kernel(
     k
 }
 
-fn check_scales(model: &RepOptVgg, scales: &Scales) -> Result<()> {
+/// The largest Grad Mult factor a RepOptimizer accepts: every s, t and u must satisfy
+/// `|v|^p <= MAX_GRAD_MULT`, so `|v| <= 100` for SGD (`p = 2`) and `|v| <= 10^4` for AdamW.
+/// Searched scales are of order 1 (the largest of the authors' files is about 3); a factor
+/// of 10^4 already runs a kernel at ten thousand times the learning rate, and larger ones
+/// reach infinity in f32 (1e30 squared) or re-initialise kernels to absurd values.
+pub const MAX_GRAD_MULT: f32 = 1e4;
+
+/// The values each scale may take under `rule`.
+///
+/// ```
+/// use repopt_models::repoptimizer::{scale_domain, UpdateRule};
+/// assert_eq!(scale_domain(UpdateRule::Sgd).to_string(), "[-100, 100]");
+/// assert!(!scale_domain(UpdateRule::AdamW).contains(1e30));
+/// ```
+pub fn scale_domain(rule: UpdateRule) -> Domain<f32> {
+    let bound = MAX_GRAD_MULT.powf(1.0 / rule.power() as f32).round();
+    Domain::closed(-bound, bound)
+}
+
+fn check_scales(model: &RepOptVgg, scales: &Scales, rule: UpdateRule) -> Result<()> {
     let err = |message: String| ModelError::Scales {
         origin: "RepOptimizer".into(),
         message,
@@ -155,6 +175,20 @@ fn check_scales(model: &RepOptVgg, scales: &Scales) -> Result<()> {
                 b.spec.out_channels,
                 b.spec.has_identity()
             )));
+        }
+        let domain = scale_domain(rule);
+        let kinds = [("s", &s.conv), ("t", &s.one)];
+        for (kind, values) in kinds.into_iter().chain(s.identity.iter().map(|u| ("u", u))) {
+            for (c, &v) in values.iter().enumerate() {
+                domain
+                    .check(&format!("{kind} of block {} (channel {c})", s.block), v)
+                    .map_err(|m| {
+                        err(format!(
+                            "{m} (scales are held to |v|^{} <= {MAX_GRAD_MULT:e}, the largest Grad Mult accepted)",
+                            rule.power()
+                        ))
+                    })?;
+            }
         }
     }
     Ok(())
@@ -192,7 +226,9 @@ pub fn prepare(
             got: model.mode(),
         });
     }
-    check_scales(model, scales)?;
+    // Every scale is checked before the first kernel is rewritten, so a refusal leaves the
+    // model as it was.
+    check_scales(model, scales, config.rule)?;
     let _guard = repopt_tensor::NoGradGuard::new();
     let mut init = Init::new(seed ^ 0x5EED_1D1D);
     let mut specs = Vec::new();
@@ -217,14 +253,15 @@ pub fn prepare(
                 IdentityInit::Searched => u.clone(),
                 IdentityInit::One => vec![1.0; co],
             });
-            kernel.write(&equivalent_kernel(
-                co,
-                ci,
-                &kernel.to_vec()?,
-                &w1,
-                s,
-                identity.as_deref(),
-            ))?;
+            let k = equivalent_kernel(co, ci, &kernel.to_vec()?, &w1, s, identity.as_deref());
+            // Bounded scales give a finite kernel unless the model's own kernel was not.
+            if let Some(v) = k.iter().find(|v| !v.is_finite()) {
+                return Err(ModelError::Scales {
+                    origin: "RepOptimizer".into(),
+                    message: format!("the re-initialised kernel of block {} holds {v}", s.block),
+                });
+            }
+            kernel.write(&k)?;
         }
         if config.grad_mult {
             // The update kernel computes M from these 2 * co factors instead of a stored

@@ -87,19 +87,37 @@ fn numel_of(shape: &[usize]) -> usize {
 }
 
 impl Tensor {
+    /// Bytes a tensor of `shape` (4-byte elements) takes on `gpu`, or the
+    /// [`Error::TensorTooLarge`] creating it would fail with. Computed with checked
+    /// arithmetic, so that a caller can refuse a shape before building host data for it.
+    ///
+    /// ```no_run
+    /// use repopt_tensor::{Gpu, Tensor};
+    /// let gpu = Gpu::from_env()?;
+    /// assert_eq!(Tensor::check_size(&gpu, &[2, 3])?, 24);
+    /// assert!(Tensor::check_size(&gpu, &[1 << 40, 1 << 40]).is_err());
+    /// # Ok::<(), repopt_tensor::Error>(())
+    /// ```
+    pub fn check_size(gpu: &Gpu, shape: &[usize]) -> Result<u64> {
+        let bytes = shape
+            .iter()
+            .try_fold(4u64, |acc, &d| acc.checked_mul(u64::try_from(d).ok()?));
+        let limit = gpu.inner.limits.max_storage_buffer_binding_size;
+        match bytes {
+            // Planning counts bytes for any device, so this adapter's binding limit is not
+            // applied.
+            Some(b) if b <= limit || gpu.inner.recorder.plan_only => Ok(b.max(4)),
+            _ => Err(Error::TensorTooLarge {
+                shape: shape.to_vec(),
+                bytes: bytes.unwrap_or(u64::MAX),
+                limit,
+            }),
+        }
+    }
+
     /// Allocates an uninitialised tensor (contents unspecified until a kernel writes it).
     pub(crate) fn empty(gpu: &Gpu, shape: &[usize], dtype: DType) -> Result<Tensor> {
-        let numel = numel_of(shape);
-        let bytes = (numel.max(1) * 4) as u64;
-        let limit = gpu.inner.limits.max_storage_buffer_binding_size;
-        // Planning counts bytes for any device, so this adapter's binding limit is not applied.
-        if bytes > limit && !gpu.inner.recorder.plan_only {
-            return Err(Error::TensorTooLarge {
-                shape: shape.to_vec(),
-                bytes,
-                limit,
-            });
-        }
+        let bytes = Tensor::check_size(gpu, shape)?;
         let (buffer, class) = gpu
             .inner
             .pool

@@ -261,19 +261,22 @@ impl Default for TrainConfig {
 
 impl TrainConfig {
     /// Reads a TOML or JSON configuration file (by extension; TOML otherwise). Keys left out
-    /// keep their defaults; unknown keys are errors.
+    /// keep their defaults; unknown keys, and values outside their domains
+    /// ([`TrainConfig::check_domains`]), are errors naming the file and the key.
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
         let is_json = path
             .extension()
             .is_some_and(|e| e.eq_ignore_ascii_case("json"));
-        if is_json {
-            serde_json::from_str(&text)
-                .map_err(|e| TrainError::Config(format!("{}: {e}", path.display())))
+        let parsed: std::result::Result<Self, String> = if is_json {
+            serde_json::from_str(&text).map_err(|e| e.to_string())
         } else {
-            toml::from_str(&text)
-                .map_err(|e| TrainError::Config(format!("{}: {e}", path.display())))
-        }
+            toml::from_str(&text).map_err(|e| e.to_string())
+        };
+        // Each value on its own only: flags may still complete the file (say, its scales).
+        parsed
+            .and_then(|c| c.check_domains().map(|()| c))
+            .map_err(|e| TrainError::Config(format!("{}: {e}", path.display())))
     }
 
     /// The configuration a run saved beside its files: `config.json` in `path` when it is a
@@ -329,8 +332,9 @@ impl TrainConfig {
         serde_json::from_value(merged).map_err(|e| bad(&e))
     }
 
-    /// Checks settings that cannot work together.
+    /// Checks every value against its domain, then settings that cannot work together.
     pub fn validate(&self) -> Result<()> {
+        self.check_domains().map_err(TrainError::Config)?;
         let bad = |m: String| Err(TrainError::Config(m));
         if self.optimizer.is_repopt() {
             if self.mode != Mode::Target {
@@ -358,24 +362,6 @@ impl TrainConfig {
                 "deploy models are for inference; train target, repvgg, csla or hs and convert"
                     .into(),
             );
-        }
-        if self.batch_size == 0 || self.eval_batch_size == 0 || self.epochs == 0 {
-            return bad("batch sizes and epochs must be positive".into());
-        }
-        if !(self.lr > 0.0 && self.lr.is_finite()) {
-            return bad(format!(
-                "the learning rate must be positive, got {}",
-                self.lr
-            ));
-        }
-        if !(0.0..1.0).contains(&self.label_smoothing) {
-            return bad(format!(
-                "label smoothing must be in [0, 1), got {}",
-                self.label_smoothing
-            ));
-        }
-        if self.log_every == 0 {
-            return bad("log_every must be at least 1".into());
         }
         Ok(())
     }

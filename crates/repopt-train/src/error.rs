@@ -25,17 +25,20 @@ pub enum TrainError {
     /// An invalid setting (flag, config file, or combination of them).
     #[error("{0}")]
     Config(String),
-    /// The loss became NaN or infinite; the last good checkpoint is left in place.
+    /// The loss, or the weights, became NaN or infinite; the last good checkpoint is left
+    /// in place.
     #[error(
-        "the loss became {loss} at step {step} (epoch {epoch}); training stopped. The last good checkpoint ({checkpoint}) is intact: check the data and resume from it with --resume, or start again with a lower learning rate (--overwrite replaces the run)"
+        "the {quantity} became {value} at step {step} (epoch {epoch}); training stopped. The last good checkpoint ({checkpoint}) is intact: check the data and resume from it with --resume, or start again with a lower learning rate (--overwrite replaces the run)"
     )]
     Diverged {
         /// Global step.
         step: u64,
         /// Epoch.
         epoch: u64,
+        /// What was read: the mean loss, or the sum of squares of the weights.
+        quantity: &'static str,
         /// The value read.
-        loss: f64,
+        value: f64,
         /// Where the last good checkpoint is.
         checkpoint: String,
     },

@@ -44,6 +44,7 @@ pub mod data;
 pub mod datasets;
 mod error;
 pub mod evaluate;
+pub mod guard;
 pub mod inference;
 pub mod metrics;
 pub mod pipeline;
@@ -52,6 +53,7 @@ pub mod report;
 pub mod run_dir;
 pub mod schedule;
 pub mod search;
+mod settings;
 pub mod state;
 pub mod trainer;
 

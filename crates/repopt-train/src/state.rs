@@ -103,6 +103,8 @@ pub(crate) fn save(
     pos: Position,
     record: &Record,
 ) -> Result<()> {
+    // Before anything is written, so that a good checkpoint is never replaced by a bad one.
+    crate::guard::check_weights(model, pos, &out.join(files::CHECKPOINT))?;
     let mut tensors = checkpoint::model_tensors(model)?;
     let mut meta = checkpoint::model_metadata(model);
     checkpoint::save_tensors(&out.join(files::MODEL), &tensors, &meta)?;

@@ -19,6 +19,7 @@ use crate::data::{Loader, LoaderConfig, Preset};
 use crate::datasets::{DataSplits, load_split};
 use crate::error::{Result, TrainError};
 use crate::evaluate::{EvalResult, evaluate};
+use crate::guard;
 use crate::metrics::{Metric, MetricsLog};
 use crate::run_dir::{RunDir, Start};
 use crate::schedule::LrSchedule;
@@ -261,12 +262,9 @@ pub(crate) fn train_in(
                     return Err(TrainError::Diverged {
                         step: pos.step,
                         epoch,
-                        loss: mean,
-                        checkpoint: if checkpoint_path.exists() {
-                            checkpoint_path.display().to_string()
-                        } else {
-                            "none yet: the failure came before the first epoch ended".into()
-                        },
+                        quantity: "loss",
+                        value: mean,
+                        checkpoint: guard::last_good(&checkpoint_path),
                     });
                 }
                 let elapsed = log_clock.elapsed().as_secs_f64();

@@ -277,3 +277,31 @@ fn divergence_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint() {
     );
     load_trained_model(&gpu, &checkpoint).unwrap();
 }
+
+#[test]
+fn weights_that_diverge_between_logged_losses_stop_the_run_before_a_checkpoint() {
+    let gpu = gpu();
+    let dir = tempfile::tempdir().unwrap();
+    // One step per epoch: the only logged loss is computed before the update that blows the
+    // weights up, so only a look at the weights themselves can see it, and it must come
+    // before the epoch's checkpoint is written. (That an existing good checkpoint survives
+    // a divergence is checked by the test above.)
+    let wild = TrainConfig {
+        epochs: 1,
+        lr: 1e30,
+        train_limit: Some(32),
+        ..small_run(dir.path())
+    };
+    let err = train(&gpu, &wild, &Start::New, &mut Silent).unwrap_err();
+    match &err {
+        TrainError::Diverged { step, .. } => assert_eq!(*step, 1),
+        other => panic!("expected a divergence error, got: {other}"),
+    }
+    assert!(err.to_string().contains("weights"), "{err}");
+    for file in [files::CHECKPOINT, files::MODEL] {
+        assert!(
+            !dir.path().join(file).exists(),
+            "{file} must not be written with non-finite weights"
+        );
+    }
+}

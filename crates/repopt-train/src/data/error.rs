@@ -172,6 +172,14 @@ pub enum DataError {
         /// What was given.
         found: String,
     },
+
+    /// An array (a batch, the decoded images of a folder) larger than it may be, found
+    /// before it is allocated.
+    #[error("{message}")]
+    TooLarge {
+        /// The array's size, the limit, and what to lower.
+        message: String,
+    },
 }
 
 impl DataError {

@@ -96,7 +96,18 @@ pub fn load_image_folder(
             expected: format!("a size whose {} decoded images fit in memory", files.len()),
             found: format!("({height}, {width})"),
         })?;
-    let mut pixels = vec![0u8; total];
+    // Decoded images are one host array: a size this machine cannot allocate is an error
+    // naming it, not an aborted process.
+    let mut pixels = Vec::new();
+    pixels
+        .try_reserve_exact(total)
+        .map_err(|_| DataError::TooLarge {
+            message: format!(
+                "decoding {} images of 3 x {height} x {width} needs {total} bytes, more than this machine can allocate; lower the resolution",
+                files.len()
+            ),
+        })?;
+    pixels.resize(total, 0);
     decode_all(&files, &mut pixels, height, width)?;
     let name = dir
         .file_name()

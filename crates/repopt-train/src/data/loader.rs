@@ -16,6 +16,7 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
 use rand::Rng;
+use repopt_models::domain;
 
 use super::{
     DataError, Dataset, Interpolation, Normalize, Preset, RandAugment, Transform, epoch_rng,
@@ -268,7 +269,9 @@ impl Loader {
     /// # Errors
     ///
     /// [`DataError::Config`] for a zero batch size, a zero resize, or
-    /// normalisation statistics that do not fit the channel count, and
+    /// normalisation statistics that do not fit the channel count,
+    /// [`DataError::TooLarge`] for batches past
+    /// [`MAX_TENSOR_BYTES`](repopt_models::domain::MAX_TENSOR_BYTES), and
     /// whatever [`Dataset::validate`] reports.
     ///
     /// # Example
@@ -322,6 +325,19 @@ impl Loader {
             rand_augment: config.rand_augment,
             normalize: config.normalize.clone(),
         });
+        // Workers allocate whole batches as they go: refuse one that cannot exist (nor be
+        // uploaded as one tensor) now, with its size, rather than abort in a worker.
+        let (h, w) = transform.output_size(dataset.height, dataset.width);
+        let n = config.batch_size.min(dataset.len());
+        let c = dataset.channels;
+        domain::within(
+            &format!("a batch of {n} images of {c} x {h} x {w}"),
+            domain::f32_bytes(&[n, c, h, w]),
+            domain::MAX_TENSOR_BYTES,
+        )
+        .map_err(|m| DataError::TooLarge {
+            message: format!("{m}; lower the batch size or the resolution"),
+        })?;
         Ok(Loader {
             dataset,
             config,
