@@ -12,7 +12,9 @@
 //! Anything else that looks like a tensor constructor is refused rather than silently
 //! dropped, and every size read from the file is checked against the bytes actually present
 //! before memory is reserved, so a hostile or damaged file yields an error, never a panic or
-//! an oversized allocation.
+//! an oversized allocation. Every zip entry that contributes to the result (`data.pkl`, the
+//! byte-order record, each storage) is read to its end and must match the CRC-32 the archive
+//! records for it, so flipped bytes are reported instead of returned as plausible values.
 //!
 //! ```no_run
 //! use repopt_models::pth::read_pth;
@@ -65,7 +67,7 @@ const MAX_PICKLE_BYTES: u64 = 1 << 30;
 /// ```
 pub fn read_pth(path: &Path) -> Result<Vec<HostTensor>, PthError> {
     let origin = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|source| PthError::Io {
+    let bytes = crate::regular_file::read(path, u64::MAX).map_err(|source| PthError::Io {
         origin: origin.clone(),
         source,
     })?;
