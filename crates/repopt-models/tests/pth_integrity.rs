@@ -152,6 +152,36 @@ fn flipped_pickle_byte_is_a_checksum_error() {
     assert!(err.contains("CRC-32"), "{err}");
 }
 
+#[test]
+fn expanded_views_are_capped_per_file_not_per_tensor() {
+    // Five stride-0 views of one 4-element storage, each expanding to 2^24 elements: each
+    // is within what one tensor may expand to, together they are not.
+    let mut p = b"\x80\x02}(".to_vec();
+    for i in 0..5 {
+        p.extend_from_slice(format!("X\x02\x00\x00\x00w{i}").as_bytes());
+        p.extend_from_slice(b"ctorch._utils\n_rebuild_tensor_v2\n((X\x07\x00\x00\x00storage");
+        p.extend_from_slice(b"ctorch\nFloatStorage\nX\x01\x00\x00\x000X\x03\x00\x00\x00cpuK\x04tQ");
+        p.extend_from_slice(b"K\x00(J\x00\x00\x00\x01t(K\x00t\x89ccollections\nOrderedDict\n)RtR");
+    }
+    p.extend_from_slice(b"u.");
+    let mut writer = zip::ZipWriter::new(Cursor::new(Vec::new()));
+    let opts = zip::write::SimpleFileOptions::default();
+    for (name, data) in [("m/data.pkl", p), ("m/data/0", vec![0u8; 16])] {
+        writer.start_file(name, opts).unwrap();
+        std::io::Write::write_all(&mut writer, &data).unwrap();
+    }
+    let bytes = writer.finish().unwrap().into_inner();
+    let err = match read_pth_bytes(&bytes, "expanded.pth") {
+        Ok(t) => panic!(
+            "materialised {} elements",
+            t.iter().map(|t| t.data.len()).sum::<usize>()
+        ),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.starts_with("expanded.pth: tensor 'w4'"), "{err}");
+    assert!(err.contains("per file"), "{err}");
+}
+
 /// Runs `read` on another thread and fails if it has not returned within a few seconds; a
 /// reader that blocks on a FIFO is released by opening its write end.
 #[cfg(unix)]
