@@ -9,8 +9,8 @@
 //! ```
 //! use repopt_models::regular_file;
 //!
-//! let err = regular_file::read(std::path::Path::new("/dev/null"), u64::MAX).unwrap_err();
-//! assert!(err.to_string().contains("not a regular file"));
+//! let err = regular_file::read(&std::env::temp_dir(), u64::MAX).unwrap_err();
+//! assert_eq!(err.to_string(), "it is a directory, not a regular file");
 //! ```
 
 use std::fs::{File, OpenOptions};

@@ -13,9 +13,10 @@
 //! dropped, and every size read from the file is checked against the bytes actually present
 //! before memory is reserved, so a hostile or damaged file yields an error, never a panic or
 //! an oversized allocation: the tensors read hold at most the elements the file stores plus
-//! 2^26 for expanded or repeated views. Every zip entry that contributes to the result (`data.pkl`, the
-//! byte-order record, each storage) is read to its end and must match the CRC-32 the archive
-//! records for it, so flipped bytes are reported instead of returned as plausible values.
+//! 2^26 for expanded or repeated views. Every zip entry that contributes to the result
+//! (`data.pkl`, the byte-order record, each storage) is read to its end and must match the
+//! CRC-32 the archive records for it, so flipped bytes are reported instead of returned as
+//! plausible values.
 //!
 //! ```no_run
 //! use repopt_models::pth::read_pth;

@@ -6,7 +6,8 @@
 //! ```
 //! use repopt_tensor::testing::damage::{Damage, apply};
 //!
-//! let out = apply(vec![1, 2, 3, 4], &[Damage::Flip { at: 5, mask: 0xff }, Damage::Truncate { at: 3 }]);
+//! let damage = [Damage::Flip { at: 5, mask: 0xff }, Damage::Truncate { at: 3 }];
+//! let out = apply(vec![1, 2, 3, 4], &damage);
 //! assert_eq!(out, [1, 0xfd, 3]);
 //! ```
 

@@ -1,7 +1,8 @@
 //! Test support shared by every crate's tests (feature `testing`): the device and each kernel
 //! family it can run, deterministic data, tolerant comparisons against the f64
-//! [`reference`], finite-difference gradient checks, and for the file readers' tests the
-//! [`alloc`] tracker that bounds what they allocate and the byte [`damage`] they must survive.
+//! [`reference`](mod@reference), finite-difference gradient checks, and, for the file
+//! readers' tests, the [`alloc`] tracker that bounds what they allocate and the byte
+//! [`damage`] they must survive.
 //!
 //! Kernel tests run one body per kernel family, as candle runs one body per device:
 //!
