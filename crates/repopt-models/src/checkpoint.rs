@@ -104,7 +104,7 @@ pub fn save_tensors(
 /// Reads a safetensors file (f32, f16, bf16 and f64 tensors become f32; integer tensors
 /// such as PyTorch's `num_batches_tracked` are skipped).
 pub fn load_tensors(path: &Path) -> Result<TensorFile> {
-    let bytes = std::fs::read(path).map_err(|e| io_err(path, e))?;
+    let bytes = crate::regular_file::read(path, u64::MAX).map_err(|e| io_err(path, e))?;
     parse_tensors(&bytes, path)
 }
 

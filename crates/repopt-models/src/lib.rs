@@ -37,6 +37,7 @@ mod init;
 pub mod layers;
 pub mod network;
 pub mod pth;
+pub mod regular_file;
 pub mod reparam;
 pub mod repoptimizer;
 pub mod role;

@@ -303,7 +303,7 @@ impl Scales {
 /// Every float tensor of a `.pth` or safetensors file, in file order, with its shape (the
 /// format is recognised by its first bytes, not its extension).
 pub fn read_named(path: &Path) -> Result<Vec<HostTensor>> {
-    let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
+    let bytes = crate::regular_file::read(path, u64::MAX).map_err(|source| ModelError::Io {
         path: path.display().to_string(),
         source,
     })?;

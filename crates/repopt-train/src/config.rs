@@ -264,7 +264,7 @@ impl TrainConfig {
     /// keep their defaults; unknown keys, and values outside their domains
     /// ([`TrainConfig::check_domains`]), are errors naming the file and the key.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
+        let text = read_config_text(path)?;
         let is_json = path
             .extension()
             .is_some_and(|e| e.eq_ignore_ascii_case("json"));
@@ -316,7 +316,7 @@ impl TrainConfig {
     /// # Ok::<(), repopt_train::TrainError>(())
     /// ```
     pub fn from_file_over(path: &Path, base: &TrainConfig) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
+        let text = read_config_text(path)?;
         let bad = |e: &dyn fmt::Display| TrainError::Config(format!("{}: {e}", path.display()));
         let is_json = path
             .extension()
@@ -487,4 +487,16 @@ mod tests {
                 .contains("repopt-adamw")
         );
     }
+}
+
+/// Longest configuration file read: far beyond any real one, so that a wrong path (a device,
+/// a huge file) is refused rather than read without end.
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// A configuration file's text: a regular file of at most [`MAX_CONFIG_BYTES`], UTF-8.
+fn read_config_text(path: &Path) -> Result<String> {
+    let bytes = repopt_models::regular_file::read(path, MAX_CONFIG_BYTES)
+        .map_err(|e| TrainError::io(path, e))?;
+    String::from_utf8(bytes)
+        .map_err(|_| TrainError::Config(format!("{}: not UTF-8 text", path.display())))
 }

@@ -5,7 +5,7 @@ use repopt_tensor::{Tensor, no_grad};
 use serde::{Deserialize, Serialize};
 
 use crate::data::Loader;
-use crate::error::Result;
+use crate::error::{Result, TrainError};
 
 /// Accuracy and loss on a dataset.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -31,9 +31,19 @@ pub struct Tally {
 
 impl Tally {
     /// Adds a batch of logits `[n, classes]` (row-major) and labels.
-    pub fn add(&mut self, logits: &[f32], labels: &[u32], classes: usize) {
+    ///
+    /// # Errors
+    ///
+    /// A label that is not below `classes` (a test set with classes the model does not
+    /// have); the rows before it are counted.
+    pub fn add(&mut self, logits: &[f32], labels: &[u32], classes: usize) -> Result<()> {
         for (row, &label) in logits.chunks_exact(classes).zip(labels) {
             let l = label as usize;
+            if l >= classes {
+                return Err(TrainError::Config(format!(
+                    "label {label} is out of range for a model with {classes} classes"
+                )));
+            }
             let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
             let lse = max
                 + row
@@ -47,6 +57,7 @@ impl Tally {
             self.top5 += (better < 5) as usize;
             self.images += 1;
         }
+        Ok(())
     }
 
     /// The result so far.
@@ -62,16 +73,35 @@ impl Tally {
 }
 
 /// Evaluates `model` (evaluation-mode batch norms) on every batch of `loader`'s epoch 0.
+///
+/// # Errors
+///
+/// A test set with no images, or with more classes than the model has, is refused before
+/// any work is done; engine errors as they come.
 pub fn evaluate(model: &RepOptVgg, loader: &Loader) -> Result<EvalResult> {
     let gpu = model.linear().0.gpu().clone();
     let classes = model.config().num_classes;
+    let data = loader.dataset();
+    if data.is_empty() {
+        return Err(TrainError::Config(format!(
+            "the test set '{}' has no images to evaluate on",
+            data.name
+        )));
+    }
+    if data.classes > classes {
+        return Err(TrainError::Config(format!(
+            "the test set '{}' has {} classes but the model has {classes}; evaluate on the \
+             dataset the model was trained on",
+            data.name, data.classes
+        )));
+    }
     let mut tally = Tally::default();
     for batch in loader.epoch(0) {
         let logits = no_grad(|| -> Result<Vec<f32>> {
             let x = Tensor::from_slice(&gpu, &batch.images, &batch.shape)?;
             Ok(model.forward(&x, false)?.to_vec()?)
         })?;
-        tally.add(&logits, &batch.labels, classes);
+        tally.add(&logits, &batch.labels, classes)?;
     }
     Ok(tally.result())
 }
@@ -84,13 +114,27 @@ mod tests {
     fn tally_counts_top1_top5_and_loss() {
         let mut t = Tally::default();
         // Label 0 is the arg-max; label 2 ranks third; label 6 ranks last of 7.
-        t.add(&[3.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0], &[0], 7);
-        t.add(&[3.0, 2.0, 1.0, 0.0, 0.0, 0.0, 0.0], &[2], 7);
-        t.add(&[6.0, 5.0, 4.0, 3.0, 2.0, 1.0, 0.0], &[6], 7);
+        t.add(&[3.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0], &[0], 7)
+            .unwrap();
+        t.add(&[3.0, 2.0, 1.0, 0.0, 0.0, 0.0, 0.0], &[2], 7)
+            .unwrap();
+        t.add(&[6.0, 5.0, 4.0, 3.0, 2.0, 1.0, 0.0], &[6], 7)
+            .unwrap();
         let r = t.result();
         assert_eq!(r.images, 3);
         assert!((r.top1 - 100.0 / 3.0).abs() < 1e-9);
         assert!((r.top5 - 200.0 / 3.0).abs() < 1e-9);
         assert!(r.loss > 0.0);
+    }
+
+    #[test]
+    fn tally_refuses_labels_beyond_the_classes() {
+        let mut t = Tally::default();
+        t.add(&[0.0, 1.0, 2.0], &[1], 3).unwrap();
+        let err = t
+            .add(&[0.0, 1.0, 2.0, 2.0, 1.0, 0.0], &[0, 3], 3)
+            .unwrap_err();
+        assert!(err.to_string().contains("label 3"), "{err}");
+        assert_eq!(t.result().images, 2);
     }
 }

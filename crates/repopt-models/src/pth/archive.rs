@@ -1,10 +1,12 @@
 //! The zip side of a checkpoint: finding the archive's directory and byte order, and
-//! extracting entries without trusting the sizes their headers declare.
+//! extracting entries without trusting the sizes their headers declare and without
+//! returning a byte that fails its entry's CRC-32.
 
 use std::collections::HashMap;
 use std::io::{Cursor, Read};
 
 use zip::ZipArchive;
+use zip::read::ZipReadOptions;
 
 use super::error::PthError;
 
@@ -110,8 +112,9 @@ impl<'a> Archive<'a> {
 
     /// A whole entry, refusing ones that claim or produce more than `limit` bytes.
     pub(super) fn read_entry(&mut self, name: &str, limit: u64) -> Result<Vec<u8>, PthError> {
+        let origin = self.origin;
         let entry_err = |detail: String| PthError::Entry {
-            origin: self.origin.to_string(),
+            origin: origin.to_string(),
             entry: name.to_string(),
             detail,
         };
@@ -119,21 +122,15 @@ impl<'a> Archive<'a> {
             .zip
             .index_for_name(name)
             .ok_or_else(|| entry_err("not found".to_string()))?;
-        let file = self
-            .zip
-            .by_index(index)
-            .map_err(|e| entry_err(e.to_string()))?;
-        let declared = file.size();
-        if declared > limit {
-            return Err(entry_err(format!(
-                "declares {declared} bytes, more than the {limit} this reader accepts"
-            )));
-        }
-        let mut buf = Vec::with_capacity(capacity_hint(declared, self.input_len));
-        file.take(limit.saturating_add(1))
-            .read_to_end(&mut buf)
-            .map_err(|e| entry_err(e.to_string()))?;
-        if buf.len() as u64 > limit {
+        let (buf, total) = self.read_checked(name, index, limit, |declared| {
+            if declared > limit {
+                return Err(entry_err(format!(
+                    "declares {declared} bytes, more than the {limit} this reader accepts"
+                )));
+            }
+            Ok(())
+        })?;
+        if total > limit {
             return Err(entry_err(format!(
                 "holds more than the {limit} bytes this reader accepts"
             )));
@@ -158,36 +155,87 @@ impl<'a> Archive<'a> {
                     tensor: tensor.to_string(),
                     entry: entry.to_string(),
                 })?;
-            let file = self.zip.by_index(index).map_err(|e| PthError::Entry {
-                origin: self.origin.to_string(),
-                entry: entry.to_string(),
-                detail: e.to_string(),
-            })?;
+            let origin = self.origin;
             let truncated = |found: u64| PthError::TruncatedStorage {
-                origin: self.origin.to_string(),
+                origin: origin.to_string(),
                 entry: entry.to_string(),
                 expected,
                 found,
             };
             // Checking the declared size first keeps a lying pickle from driving allocation.
-            let declared = file.size();
-            if declared < expected {
-                return Err(truncated(declared));
-            }
-            let mut buf = Vec::with_capacity(capacity_hint(expected, self.input_len));
-            file.take(expected)
-                .read_to_end(&mut buf)
-                .map_err(|e| PthError::Entry {
-                    origin: self.origin.to_string(),
-                    entry: entry.to_string(),
-                    detail: e.to_string(),
-                })?;
-            if (buf.len() as u64) < expected {
-                return Err(truncated(buf.len() as u64));
+            let (buf, total) = self.read_checked(entry, index, expected, |declared| {
+                if declared < expected {
+                    return Err(truncated(declared));
+                }
+                Ok(())
+            })?;
+            if total < expected {
+                return Err(truncated(total));
             }
             self.cache.insert(entry.to_string(), buf);
         }
         Ok(self.cache.get(entry).map(Vec::as_slice).unwrap_or_default())
+    }
+
+    /// Reads entry `index` (named `name`) to its end, keeping its first `keep` bytes, and
+    /// checks the CRC-32 of everything it holds against the archive's record. Returns the
+    /// kept bytes and the entry's full length.
+    ///
+    /// The whole entry is read even when fewer bytes are needed: a checksum only covers
+    /// complete entries, and a damaged byte past what is kept still means a damaged file.
+    /// `check_declared` sees the declared size before any byte is read and may refuse it.
+    fn read_checked(
+        &mut self,
+        name: &str,
+        index: usize,
+        keep: u64,
+        check_declared: impl FnOnce(u64) -> Result<(), PthError>,
+    ) -> Result<(Vec<u8>, u64), PthError> {
+        let origin = self.origin;
+        let entry_err = |detail: String| PthError::Entry {
+            origin: origin.to_string(),
+            entry: name.to_string(),
+            detail,
+        };
+        // The check is made here rather than by the zip reader so that a mismatch is
+        // reported as such, with both values, whatever path reads the entry.
+        let options = ZipReadOptions::new().ignore_crc32(true);
+        let mut file = self
+            .zip
+            .by_index_with_options(index, options)
+            .map_err(|e| entry_err(e.to_string()))?;
+        let declared = file.size();
+        check_declared(declared)?;
+        let recorded = file.crc32();
+        let mut kept = Vec::with_capacity(capacity_hint(declared.min(keep), self.input_len));
+        let mut hasher = crc32fast::Hasher::new();
+        let mut total = 0u64;
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            // The zip reader fails once an entry outgrows its declared size, so this loop
+            // ends even on a forged archive.
+            let n = match file.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(entry_err(e.to_string())),
+            };
+            let data = chunk.get(..n).unwrap_or_default();
+            hasher.update(data);
+            let room = usize::try_from(keep.saturating_sub(total)).unwrap_or(usize::MAX);
+            kept.extend_from_slice(data.get(..room.min(n)).unwrap_or(data));
+            total = total.saturating_add(n as u64);
+        }
+        let found = hasher.finalize();
+        if found != recorded {
+            return Err(PthError::Checksum {
+                origin: origin.to_string(),
+                entry: name.to_string(),
+                recorded,
+                found,
+            });
+        }
+        Ok((kept, total))
     }
 }
 

@@ -44,6 +44,23 @@ pub enum PthError {
         /// What went wrong.
         detail: String,
     },
+    /// A zip entry's bytes do not match the CRC-32 the archive records for them: the file
+    /// was damaged after it was written.
+    #[error(
+        "{origin}: zip entry '{entry}' is damaged: its bytes have CRC-32 {found:#010x} but the \
+         archive records {recorded:#010x}; the file was corrupted after it was written \
+         (download or copy it again)"
+    )]
+    Checksum {
+        /// The file.
+        origin: String,
+        /// The entry's name inside the archive.
+        entry: String,
+        /// The CRC-32 the archive's directory records.
+        recorded: u32,
+        /// The CRC-32 of the bytes present.
+        found: u32,
+    },
     /// The archive has no `<prefix>/data.pkl`, or several with no way to choose.
     #[error(
         "{origin}: no usable data.pkl ({detail}); expected exactly one '<prefix>/data.pkl' \

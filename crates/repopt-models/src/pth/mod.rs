@@ -12,7 +12,11 @@
 //! Anything else that looks like a tensor constructor is refused rather than silently
 //! dropped, and every size read from the file is checked against the bytes actually present
 //! before memory is reserved, so a hostile or damaged file yields an error, never a panic or
-//! an oversized allocation.
+//! an oversized allocation: the tensors read hold at most the elements the file stores plus
+//! 2^26 for expanded or repeated views. Every zip entry that contributes to the result
+//! (`data.pkl`, the byte-order record, each storage) is read to its end and must match the
+//! CRC-32 the archive records for it, so flipped bytes are reported instead of returned as
+//! plausible values.
 //!
 //! ```no_run
 //! use repopt_models::pth::read_pth;
@@ -65,7 +69,7 @@ const MAX_PICKLE_BYTES: u64 = 1 << 30;
 /// ```
 pub fn read_pth(path: &Path) -> Result<Vec<HostTensor>, PthError> {
     let origin = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|source| PthError::Io {
+    let bytes = crate::regular_file::read(path, u64::MAX).map_err(|source| PthError::Io {
         origin: origin.clone(),
         source,
     })?;
@@ -100,7 +104,9 @@ pub fn read_pth_bytes(bytes: &[u8], origin: &str) -> Result<Vec<HostTensor>, Pth
     // Cloning out the entries keeps the RefCell borrow short; values are Rc handles.
     let entries: Vec<(Value, Value)> = dict.0.borrow().entries.clone();
 
-    let mut out = Vec::new();
+    // Every view is checked and its storage verified before any is materialised, so a bad
+    // file is refused before memory is committed to its tensors.
+    let mut views = Vec::new();
     for (index, (key, value)) in entries.iter().enumerate() {
         let Value::Tensor(tensor) = value else {
             continue;
@@ -117,15 +123,10 @@ pub fn read_pth_bytes(bytes: &[u8], origin: &str) -> Result<Vec<HostTensor>, Pth
         if storage::is_integer(&tensor.storage.storage_type) {
             continue;
         }
-        out.push(storage::materialize(
-            &mut archive,
-            name,
-            tensor,
-            &prefix,
-            big_endian,
-        )?);
+        views.push(storage::check(&mut archive, name, tensor, &prefix)?);
     }
-    if out.is_empty() && !entries.is_empty() {
+    storage::check_total(&views, origin)?;
+    if views.is_empty() && !entries.is_empty() {
         let keys: Vec<String> = entries
             .iter()
             .take(5)
@@ -140,5 +141,8 @@ pub fn read_pth_bytes(bytes: &[u8], origin: &str) -> Result<Vec<HostTensor>, Pth
             keys: keys.join(", "),
         });
     }
-    Ok(out)
+    views
+        .iter()
+        .map(|view| storage::materialize(&mut archive, view, big_endian))
+        .collect()
 }

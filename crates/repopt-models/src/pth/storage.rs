@@ -18,10 +18,6 @@ const INTEGER_STORAGES: &[&str] = &[
     "torch.BoolStorage",
 ];
 
-/// Stride-0 (expanded) tensors may legitimately have more elements than their storage, so
-/// their size cannot be bounded by the file; this caps what such a view may expand to.
-const MAX_BROADCAST_ELEMENTS: usize = 1 << 26;
-
 /// Whether `storage_type` (e.g. `torch.LongStorage`) holds integers.
 pub(super) fn is_integer(storage_type: &str) -> bool {
     INTEGER_STORAGES.contains(&storage_type)
@@ -96,15 +92,27 @@ impl DType {
     }
 }
 
-/// Reads the view `tensor` out of its storage in `archive` as a C-order f32 tensor.
-pub(super) fn materialize(
+/// A view checked against its storage, whose bytes have been extracted and verified.
+pub(super) struct Checked<'t> {
+    name: &'t str,
+    tensor: &'t TensorRef,
+    dtype: DType,
+    numel: usize,
+    /// Per dimension, how far the last index moves from the first along the storage.
+    back: Vec<usize>,
+    entry: String,
+    expected: u64,
+}
+
+/// Checks the view `tensor` against its storage in `archive` and extracts that storage,
+/// without materialising anything: every size the pickle gives is checked against the bytes
+/// present before the caller commits memory to the result.
+pub(super) fn check<'t>(
     archive: &mut Archive,
-    name: &str,
-    tensor: &TensorRef,
+    name: &'t str,
+    tensor: &'t TensorRef,
     prefix: &str,
-    big_endian: bool,
-) -> Result<HostTensor, PthError> {
-    // A copy, because `raw` below keeps `archive` borrowed while errors are built.
+) -> Result<Checked<'t>, PthError> {
     let origin = archive.origin();
     let bad = |detail: String| PthError::BadTensor {
         origin: origin.to_string(),
@@ -152,18 +160,71 @@ pub(super) fn materialize(
             tensor.offset, tensor.shape, tensor.stride, storage.key
         )));
     }
-    if numel > storage_numel && numel > MAX_BROADCAST_ELEMENTS {
-        return Err(bad(format!(
-            "expands {storage_numel} stored elements to {numel}, more than the \
-             {MAX_BROADCAST_ELEMENTS} this reader materialises"
-        )));
-    }
 
     let entry = format!("{prefix}/data/{}", storage.key);
     let expected = (storage_numel as u64)
         .checked_mul(dtype.size() as u64)
         .ok_or_else(|| bad(format!("storage claims {storage_numel} elements")))?;
-    let raw = archive.storage_bytes(name, &entry, expected)?;
+    archive.storage_bytes(name, &entry, expected)?;
+    Ok(Checked {
+        name,
+        tensor,
+        dtype,
+        numel,
+        back,
+        entry,
+        expected,
+    })
+}
+
+/// Views may hold more elements than the file stores (a stride-0 view expands a storage,
+/// several views may repeat one), so what they materialise cannot be bounded by the file's
+/// size; this caps the excess over the elements the file's storages hold, per file.
+const MAX_UNBACKED_ELEMENTS: usize = 1 << 26;
+
+/// Refuses a set of views that would materialise more than [`MAX_UNBACKED_ELEMENTS`]
+/// elements beyond those their storages hold, naming the view that crosses the limit.
+pub(super) fn check_total(views: &[Checked], origin: &str) -> Result<(), PthError> {
+    let mut seen = std::collections::HashMap::new();
+    let (mut stored, mut total) = (0usize, 0usize);
+    for view in views {
+        let elements = usize::try_from(view.tensor.storage.numel).unwrap_or(usize::MAX);
+        if seen.insert(view.entry.as_str(), ()).is_none() {
+            stored = stored.saturating_add(elements);
+        }
+        total = total.saturating_add(view.numel);
+        if total > stored.saturating_add(MAX_UNBACKED_ELEMENTS) {
+            return Err(PthError::BadTensor {
+                origin: origin.to_string(),
+                tensor: view.name.to_string(),
+                detail: format!(
+                    "with the tensors before it, the views hold {total} elements but their \
+                     storages only {stored}; expanded or repeated views may add at most \
+                     {MAX_UNBACKED_ELEMENTS} elements per file"
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Reads a checked view out of its storage as a C-order f32 tensor.
+pub(super) fn materialize(
+    archive: &mut Archive,
+    view: &Checked,
+    big_endian: bool,
+) -> Result<HostTensor, PthError> {
+    let origin = archive.origin();
+    let Checked {
+        name,
+        tensor,
+        dtype,
+        numel,
+        ref back,
+        ref entry,
+        expected,
+    } = *view;
+    let raw = archive.storage_bytes(name, entry, expected)?;
 
     let mut data = Vec::with_capacity(numel);
     if numel > 0 {

@@ -1,6 +1,8 @@
 //! Test support shared by every crate's tests (feature `testing`): the device and each kernel
 //! family it can run, deterministic data, tolerant comparisons against the f64
-//! [`reference`], and finite-difference gradient checks.
+//! [`reference`](mod@reference), finite-difference gradient checks, and, for the file
+//! readers' tests, the [`alloc`] tracker that bounds what they allocate and the byte
+//! [`damage`] they must survive.
 //!
 //! Kernel tests run one body per kernel family, as candle runs one body per device:
 //!
@@ -18,6 +20,8 @@
 //!
 //! These helpers panic with a message on failure, as test assertions do.
 
+pub mod alloc;
+pub mod damage;
 pub mod reference;
 
 use crate::{Gpu, Result, Tensor, no_grad};

@@ -3,9 +3,12 @@
 //! Records are fixed-size (label byte(s) followed by a 3 x 32 x 32 CHW
 //! image), which is exactly the in-memory layout of [`Dataset`], so loading
 //! is a strided copy. File sizes come from the file system, never from the
-//! content, so there is nothing to trust before reading.
+//! content, so there is nothing to trust before reading; only regular files
+//! are read, so a FIFO or device cannot stall or flood the reader.
 
 use std::path::{Path, PathBuf};
+
+use repopt_models::regular_file;
 
 use super::{DataError, Dataset, Split};
 
@@ -141,6 +144,8 @@ pub const CIFAR100_CLASSES: [&str; 100] = [
 ];
 
 const IMAGE_BYTES: usize = 3 * 32 * 32;
+/// The class-name files hold 10 or 100 short lines; anything far larger is not one.
+const MAX_NAMES_BYTES: u64 = 1 << 20;
 const COARSE_CLASSES: u8 = 20;
 
 /// Loads CIFAR-10 (3 x 32 x 32, 10 classes) from the binary version:
@@ -156,7 +161,9 @@ const COARSE_CLASSES: u8 = 20;
 ///
 /// [`DataError::NotFound`] when no folder holds the batches or one batch is
 /// missing, [`DataError::Truncated`] when a file's length is not a whole
-/// number of records, [`DataError::LabelOutOfRange`], [`DataError::Io`].
+/// number of records, [`DataError::BadField`] for an empty batch file,
+/// [`DataError::LabelOutOfRange`], [`DataError::Io`] (also for a batch path
+/// that is not a regular file).
 ///
 /// # Example
 ///
@@ -219,12 +226,14 @@ fn locate(
     files: &[String],
     what: &str,
 ) -> Result<PathBuf, DataError> {
+    // Any existing entry counts, so that a FIFO or folder by a batch's name is reported as
+    // such when it is opened rather than as a missing file.
     let probe = &files[0];
-    if dir.join(probe).is_file() {
+    if dir.join(probe).exists() {
         return Ok(dir.to_path_buf());
     }
     let named = dir.join(conventional);
-    if named.join(probe).is_file() {
+    if named.join(probe).exists() {
         return Ok(named);
     }
     if let Ok(entries) = std::fs::read_dir(dir) {
@@ -233,7 +242,7 @@ fn locate(
             .filter(|p| p.is_dir())
             .collect();
         subdirs.sort();
-        if let Some(found) = subdirs.into_iter().find(|d| d.join(probe).is_file()) {
+        if let Some(found) = subdirs.into_iter().find(|d| d.join(probe).exists()) {
             return Ok(found);
         }
     }
@@ -250,10 +259,10 @@ fn locate(
 /// Reads one class name per non-empty line, falling back to the built-in
 /// names when the file does not exist (it is optional in the archives).
 fn read_names(path: &Path, defaults: &[&str]) -> Result<Vec<String>, DataError> {
-    if !path.is_file() {
+    if !path.exists() {
         return Ok(defaults.iter().map(|s| s.to_string()).collect());
     }
-    let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    let bytes = regular_file::read(path, MAX_NAMES_BYTES).map_err(|e| DataError::io(path, e))?;
     let text = String::from_utf8_lossy(&bytes);
     let names: Vec<String> = text
         .lines()
@@ -287,14 +296,24 @@ fn load_records(
     let mut labels = Vec::new();
     for file in files {
         let path = root.join(file);
-        if !path.is_file() {
+        if !path.exists() {
             return Err(DataError::NotFound {
                 dir: root.to_path_buf(),
                 what: format!("{display} batch file"),
                 looked_for: file.clone(),
             });
         }
-        let bytes = std::fs::read(&path).map_err(|e| DataError::io(&path, e))?;
+        let bytes = regular_file::read(&path, u64::MAX).map_err(|e| DataError::io(&path, e))?;
+        // A whole number of records, but none: an interrupted download or copy, which
+        // would otherwise pass as a split with no images.
+        if bytes.is_empty() {
+            return Err(DataError::bad_field(
+                &path,
+                "file length",
+                format!("at least one {record}-byte record"),
+                "0 bytes",
+            ));
+        }
         if bytes.len() % record != 0 {
             return Err(DataError::Truncated {
                 path,

@@ -9,6 +9,8 @@
 
 use std::path::{Path, PathBuf};
 
+use super::Split;
+
 /// Why a dataset could not be loaded or a loader could not be configured.
 ///
 /// # Example
@@ -143,6 +145,53 @@ pub enum DataError {
     NoClasses {
         /// The dataset root that was searched.
         dir: PathBuf,
+    },
+
+    /// A test-split class folder names a class the training split does not have.
+    #[error(
+        "class folder '{class}' in '{}' is not one of the {known} training classes in '{}'; \
+         every test class must also be a training class, since class indices come from the \
+         training split",
+        dir.display(),
+        train_dir.display()
+    )]
+    UnknownClass {
+        /// The class folder's name.
+        class: String,
+        /// The test split folder that holds it.
+        dir: PathBuf,
+        /// The training split folder whose classes define the indices.
+        train_dir: PathBuf,
+        /// How many training classes there are.
+        known: usize,
+    },
+
+    /// The training and test splits of one dataset disagree.
+    #[error(
+        "'{}': the test split's {what} is {test} but the training split's is {train}; both \
+         splits must agree",
+        dir.display()
+    )]
+    SplitMismatch {
+        /// The dataset folder.
+        dir: PathBuf,
+        /// What differs, e.g. "image size (C x H x W)".
+        what: String,
+        /// The training split's value.
+        train: String,
+        /// The test split's value.
+        test: String,
+    },
+
+    /// A split has no images to train or evaluate on.
+    #[error("the {split} split in '{}' has no images{detail}", dir.display())]
+    EmptySplit {
+        /// The dataset folder.
+        dir: PathBuf,
+        /// Which split.
+        split: Split,
+        /// Why, when something other than the files left it empty (e.g. a limit of 0).
+        detail: String,
     },
 
     /// An augmentation preset name was not recognised.

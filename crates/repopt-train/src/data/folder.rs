@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use image::ImageReader;
 use image::imageops::{self, FilterType};
+use repopt_models::regular_file;
 
 use super::{DataError, Dataset, Split};
 
@@ -39,6 +40,12 @@ const MAX_DEPTH: usize = 16;
 /// samples are sorted by path within a class; folders whose name starts with
 /// `.` are skipped.
 ///
+/// The training split's class folders define the classes of both splits: the
+/// test split is labelled by position in `dir/train/`'s sorted class list (so
+/// `classes` and `class_names` are the training split's), and each of its
+/// class folders must also exist in `dir/train/`. A test split may lack some
+/// training classes; their indices are then simply not used.
+///
 /// Every image is decoded by content (not extension), converted to RGB and
 /// resized with a triangle (bilinear, antialiased) filter to `size`, given
 /// as `(height, width)`, ignoring aspect ratio. Decoding runs on up to
@@ -46,7 +53,9 @@ const MAX_DEPTH: usize = 16;
 ///
 /// # Errors
 ///
-/// [`DataError::NotFound`] for a missing split folder,
+/// [`DataError::NotFound`] for a missing split folder (the test split needs
+/// the training split's folder too), [`DataError::UnknownClass`] for a test
+/// class folder with no training counterpart,
 /// [`DataError::NoClasses`], [`DataError::EmptyClass`], [`DataError::Image`]
 /// naming the first unreadable image (in sample order), [`DataError::Io`],
 /// and [`DataError::Config`] for a zero `size`.
@@ -75,9 +84,10 @@ pub fn load_image_folder(
         });
     }
     let root = split_root(dir, split)?;
-    let (class_names, class_dirs) = class_folders(&root)?;
+    let (names, class_dirs) = class_folders(&root)?;
+    let (class_names, labels) = class_indices(dir, split, &root, names)?;
     let mut files: Vec<(PathBuf, u32)> = Vec::new();
-    for (label, class_dir) in class_dirs.iter().enumerate() {
+    for (&label, class_dir) in labels.iter().zip(&class_dirs) {
         let mut images = Vec::new();
         collect_images(class_dir, 0, &mut images)?;
         if images.is_empty() {
@@ -86,7 +96,7 @@ pub fn load_image_folder(
             });
         }
         images.sort();
-        files.extend(images.into_iter().map(|p| (p, label as u32)));
+        files.extend(images.into_iter().map(|p| (p, label)));
     }
     let total = [3, height, width]
         .iter()
@@ -183,6 +193,41 @@ fn split_root(dir: &Path, split: Option<Split>) -> Result<PathBuf, DataError> {
                 .collect::<Vec<_>>()
                 .join(" or "),
         })
+}
+
+/// The class list of the dataset and the index of each of `names` (the class folders of
+/// split folder `root`) in it.
+///
+/// The training split defines the classes, so that an index means the same class in both
+/// splits whatever classes the test split lacks: the test split's classes must all be
+/// training classes, and it is labelled by position in the training split's sorted list.
+fn class_indices(
+    dir: &Path,
+    split: Option<Split>,
+    root: &Path,
+    names: Vec<String>,
+) -> Result<(Vec<String>, Vec<u32>), DataError> {
+    if split != Some(Split::Test) {
+        let labels = (0..names.len()).map(|i| i as u32).collect();
+        return Ok((names, labels));
+    }
+    let train_root = split_root(dir, Some(Split::Train))?;
+    let (train_names, _) = class_folders(&train_root)?;
+    let labels = names
+        .iter()
+        .map(|name| {
+            train_names
+                .binary_search(name)
+                .map(|i| i as u32)
+                .map_err(|_| DataError::UnknownClass {
+                    class: name.clone(),
+                    dir: root.to_path_buf(),
+                    train_dir: train_root.clone(),
+                    known: train_names.len(),
+                })
+        })
+        .collect::<Result<_, _>>()?;
+    Ok((train_names, labels))
 }
 
 fn class_folders(root: &Path) -> Result<(Vec<String>, Vec<PathBuf>), DataError> {
@@ -323,7 +368,7 @@ pub fn read_image(
             found: format!("{channels} channels, ({height}, {width})"),
         });
     }
-    let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    let bytes = regular_file::read(path, u64::MAX).map_err(|e| DataError::io(path, e))?;
     let unreadable = |reason: String| DataError::Image {
         path: path.to_path_buf(),
         reason,

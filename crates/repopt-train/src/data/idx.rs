@@ -4,11 +4,11 @@
 //! the bytes actually present: payloads are read with a `take` limit and grow
 //! with the data, so a corrupt header cannot make us allocate gigabytes.
 
-use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use flate2::read::GzDecoder;
+use repopt_models::regular_file;
 
 use super::{DataError, Dataset, Split};
 
@@ -96,7 +96,8 @@ pub struct IdxImages {
 /// [`DataError::BadMagic`], [`DataError::BadField`] for a short header,
 /// zero-sized images or trailing bytes, [`DataError::Truncated`] when the
 /// file ends inside an image, [`DataError::Io`] for unreadable or corrupt
-/// gzip files.
+/// gzip files and for paths that are not regular files (a FIFO, a device or
+/// a folder is refused before anything is read).
 ///
 /// # Example
 ///
@@ -178,6 +179,7 @@ pub fn read_idx_labels(path: &Path) -> Result<Vec<u8>, DataError> {
 /// # Errors
 ///
 /// Missing files, any error of [`read_idx_images`] / [`read_idx_labels`],
+/// [`DataError::BadField`] for an images file with no images,
 /// [`DataError::CountMismatch`] and [`DataError::LabelOutOfRange`].
 ///
 /// # Example
@@ -232,6 +234,16 @@ fn load_idx_dataset(
         &format!("{display} {split} labels"),
     )?;
     let images = read_idx_images(&images_path)?;
+    // A valid IDX file may hold no images, but a split without any cannot be trained or
+    // evaluated on, and would otherwise surface as an accuracy over zero images.
+    if images.count == 0 {
+        return Err(DataError::bad_field(
+            &images_path,
+            "image count (IDX header)",
+            "at least 1",
+            0,
+        ));
+    }
     let labels = read_idx_labels(&labels_path)?;
     if images.count != labels.len() {
         return Err(DataError::CountMismatch {
@@ -264,10 +276,12 @@ fn load_idx_dataset(
 
 fn find_file(dir: &Path, base: &str, what: &str) -> Result<PathBuf, DataError> {
     let candidates = [base.to_string(), format!("{base}.gz")];
+    // Any existing entry is taken, so that a FIFO or folder by the expected name is reported
+    // as such when opened rather than as a missing file.
     candidates
         .iter()
         .map(|c| dir.join(c))
-        .find(|p| p.is_file())
+        .find(|p| p.exists())
         .ok_or_else(|| DataError::NotFound {
             dir: dir.to_path_buf(),
             what: what.to_string(),
@@ -276,12 +290,12 @@ fn find_file(dir: &Path, base: &str, what: &str) -> Result<PathBuf, DataError> {
 }
 
 fn open_maybe_gz(path: &Path) -> Result<Box<dyn Read>, DataError> {
-    let mut file = File::open(path).map_err(|e| DataError::io(path, e))?;
+    let mut file = regular_file::open(path).map_err(|e| DataError::io(path, e))?;
     let mut magic = [0u8; 2];
     let n = read_full(&mut file, &mut magic).map_err(|e| DataError::io(path, e))?;
     // Re-open instead of seeking so that the raw path stays a plain buffered
     // read and the gzip path sees the stream from its first byte.
-    let file = File::open(path).map_err(|e| DataError::io(path, e))?;
+    let file = regular_file::open(path).map_err(|e| DataError::io(path, e))?;
     let reader = BufReader::with_capacity(1 << 16, file);
     if n == 2 && magic == [0x1f, 0x8b] {
         Ok(Box::new(GzDecoder::new(reader)))
