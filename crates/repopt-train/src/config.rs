@@ -394,6 +394,18 @@ fn overlay(base: &mut serde_json::Value, top: serde_json::Value) {
     }
 }
 
+/// Longest configuration file read: far beyond any real one, so that a wrong path (a device,
+/// a huge file) is refused rather than read without end.
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// A configuration file's text: a regular file of at most [`MAX_CONFIG_BYTES`], UTF-8.
+fn read_config_text(path: &Path) -> Result<String> {
+    let bytes = repopt_models::regular_file::read(path, MAX_CONFIG_BYTES)
+        .map_err(|e| TrainError::io(path, e))?;
+    String::from_utf8(bytes)
+        .map_err(|_| TrainError::Config(format!("{}: not UTF-8 text", path.display())))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -487,16 +499,4 @@ mod tests {
                 .contains("repopt-adamw")
         );
     }
-}
-
-/// Longest configuration file read: far beyond any real one, so that a wrong path (a device,
-/// a huge file) is refused rather than read without end.
-const MAX_CONFIG_BYTES: u64 = 1 << 20;
-
-/// A configuration file's text: a regular file of at most [`MAX_CONFIG_BYTES`], UTF-8.
-fn read_config_text(path: &Path) -> Result<String> {
-    let bytes = repopt_models::regular_file::read(path, MAX_CONFIG_BYTES)
-        .map_err(|e| TrainError::io(path, e))?;
-    String::from_utf8(bytes)
-        .map_err(|_| TrainError::Config(format!("{}: not UTF-8 text", path.display())))
 }
