@@ -1,22 +1,9 @@
 //! The `repopt` binary as a user runs it.
 
+mod common;
+
+use common::{repopt, stderr, stdout};
 use std::path::PathBuf;
-use std::process::{Command, Output};
-
-fn repopt(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_repopt"))
-        .args(args)
-        .output()
-        .expect("the repopt binary runs")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 /// The authors' scale files, or None (printed as skipped) unless `REPOPT_REQUIRE_SHARED_DATA`
 /// makes their absence a failure.

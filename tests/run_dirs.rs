@@ -2,20 +2,12 @@
 //! across resumes and kills, new runs refused over old ones, one process per directory,
 //! resumes that take their settings from the run, and progress outside a terminal.
 
+mod common;
+
+use common::{repopt, stderr};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-fn repopt(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_repopt"))
-        .args(args)
-        .output()
-        .expect("the repopt binary runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 /// A run of seconds on a software adapter: 128 images, batches of 32, two epochs (8 steps),
 /// four narrow blocks, settings that all differ from the defaults.

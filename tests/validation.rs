@@ -1,21 +1,13 @@
 //! Every numeric input of the `repopt` binary is checked against its domain before any work
 //! starts, and sizes that cannot fit are refused before anything is allocated.
 
+mod common;
+
+use common::{repopt, stderr};
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use repopt::models::{Mode, RepOptVgg, Scales, VggConfig, checkpoint};
-
-fn repopt(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_repopt"))
-        .args(args)
-        .output()
-        .expect("the repopt binary runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 /// Asserts `args` fail with a message holding `expected`, without a panic or an abort.
 fn refused(args: &[&str], expected: &str) -> String {

@@ -103,12 +103,6 @@ impl Optimizer for AdamW {
         Ok(())
     }
 
-    fn zero_grad(&self) {
-        for p in &self.params {
-            p.tensor.zero_grad();
-        }
-    }
-
     fn params(&self) -> &[ParamSpec] {
         &self.params
     }

@@ -30,7 +30,11 @@ pub trait Optimizer {
     /// Applies one update with learning rate `lr` to every parameter that has a gradient.
     fn step(&mut self, lr: f32) -> Result<()>;
     /// Clears every parameter's gradient.
-    fn zero_grad(&self);
+    fn zero_grad(&self) {
+        for p in self.params() {
+            p.tensor.zero_grad();
+        }
+    }
     /// Parameters in order.
     fn params(&self) -> &[ParamSpec];
     /// Named state tensors (momentum buffers, moments), for checkpoints.

@@ -141,12 +141,6 @@ impl Optimizer for Sgd {
         Ok(())
     }
 
-    fn zero_grad(&self) {
-        for p in &self.params {
-            p.tensor.zero_grad();
-        }
-    }
-
     fn params(&self) -> &[ParamSpec] {
         &self.params
     }
