@@ -241,3 +241,54 @@ fn scales_inspect_lists_the_tensors_of_a_ghostnet_file() {
     );
     assert!(min <= mean && mean <= max, "{fusion}");
 }
+
+/// A deploy model copied away from its run is evaluated as its run was trained (dataset,
+/// resolution), from the settings `convert` embeds, and scores what the run scores.
+#[test]
+fn eval_of_a_deploy_model_away_from_its_run_uses_the_runs_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let run_s = run.to_str().unwrap();
+    let o = repopt(&[
+        "train",
+        "--mode",
+        "repvgg",
+        "--resolution",
+        "20",
+        "--train-limit",
+        "64",
+        "--test-limit",
+        "64",
+        "--epochs",
+        "1",
+        "--warmup-epochs",
+        "0",
+        "--batch-size",
+        "32",
+        "--num-blocks",
+        "1,1,1,1",
+        "--widths",
+        "0.25,0.25,0.25,0.25",
+        "--out",
+        run_s,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let deploy = dir.path().join("elsewhere").join("deploy.safetensors");
+    std::fs::create_dir_all(deploy.parent().unwrap()).unwrap();
+    let deploy_s = deploy.to_str().unwrap();
+    let o = repopt(&["convert", run_s, "-o", deploy_s]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let eval = |path: &str| {
+        let o = repopt(&["eval", path, "--test-limit", "64", "--json"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let r: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+        (r["top1"].as_f64().unwrap(), r["loss"].as_f64().unwrap())
+    };
+    let (run_top1, run_loss) = eval(run_s);
+    let (top1, loss) = eval(deploy_s);
+    assert_eq!(top1, run_top1);
+    assert!(
+        (loss - run_loss).abs() <= 1e-4 * run_loss.abs().max(1.0),
+        "deploy loss {loss}, run loss {run_loss}"
+    );
+}

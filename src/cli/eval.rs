@@ -3,11 +3,10 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use repopt::train::TrainConfig;
 use repopt::train::data::{Loader, LoaderConfig, Preset};
 use repopt::train::datasets::{limit, load};
 use repopt::train::evaluate::evaluate;
-use repopt::train::trainer::load_trained_model;
+use repopt::train::trainer::load_model_with_settings;
 
 use super::gpu;
 use super::train::TrainArgs;
@@ -29,10 +28,11 @@ pub struct EvalCmd {
 }
 
 pub fn run(cmd: &EvalCmd, adapter: &str) -> anyhow::Result<()> {
-    let base = TrainConfig::of_run(&cmd.checkpoint)?.unwrap_or_default();
-    let cfg = cmd.args.resolve(base)?;
     let gpu = gpu(adapter)?;
-    let model = load_trained_model(&gpu, &cmd.checkpoint)?;
+    // The settings the model was trained with (embedded in checkpoints and deploy files, or
+    // the run's config.json) decide the dataset and preprocessing; flags adjust them.
+    let (model, base) = load_model_with_settings(&gpu, &cmd.checkpoint)?;
+    let cfg = cmd.args.resolve(base)?;
     let test = limit(
         load(
             cfg.dataset,

@@ -14,7 +14,7 @@ use crate::data::{
     Preset, Split, Transform,
 };
 use crate::error::{Result, TrainError};
-use crate::trainer::load_model_and_metadata;
+use crate::trainer::load_model_with_settings;
 
 /// Images per forward pass in [`Classifier::classify_files`], so that memory stays bounded
 /// however many files are given.
@@ -166,16 +166,7 @@ impl Classifier {
     /// Unreadable or invalid files (named), and settings whose images do not have the
     /// channels the model takes.
     pub fn load(gpu: &Gpu, path: &Path) -> Result<Self> {
-        let (model, metadata) = load_model_and_metadata(gpu, path)?;
-        let cfg = match metadata.get("train_config") {
-            Some(text) => serde_json::from_str(text).map_err(|e| {
-                TrainError::Config(format!(
-                    "{}: the training configuration in its metadata is invalid: {e}",
-                    path.display()
-                ))
-            })?,
-            None => TrainConfig::of_run(path)?.unwrap_or_default(),
-        };
+        let (model, cfg) = load_model_with_settings(gpu, path)?;
         Classifier::new(model, &cfg).map_err(|e| match e {
             TrainError::Config(m) => TrainError::Config(format!("{}: {m}", path.display())),
             other => other,

@@ -329,6 +329,30 @@ pub fn load_trained_model(gpu: &Gpu, path: &Path) -> Result<RepOptVgg> {
     Ok(load_model_and_metadata(gpu, path)?.0)
 }
 
+/// Loads a model as [`load_trained_model`] does, with the settings of the run that trained
+/// it: those in the file's metadata (checkpoints and converted models carry them), else the
+/// run's `config.json` beside it, else the defaults of `repopt train`.
+///
+/// ```no_run
+/// let gpu = repopt_tensor::Gpu::from_env()?;
+/// let (model, cfg) = repopt_train::trainer::load_model_with_settings(&gpu, "deploy.safetensors".as_ref())?;
+/// println!("{} trained on {} at {:?}", model.config().name, cfg.dataset, cfg.resolution);
+/// # Ok::<(), repopt_train::TrainError>(())
+/// ```
+pub fn load_model_with_settings(gpu: &Gpu, path: &Path) -> Result<(RepOptVgg, TrainConfig)> {
+    let (model, metadata) = load_model_and_metadata(gpu, path)?;
+    let cfg = match metadata.get("train_config") {
+        Some(text) => serde_json::from_str(text).map_err(|e| {
+            TrainError::Config(format!(
+                "{}: the training configuration in its metadata is invalid: {e}",
+                path.display()
+            ))
+        })?,
+        None => TrainConfig::of_run(path)?.unwrap_or_default(),
+    };
+    Ok((model, cfg))
+}
+
 /// [`load_trained_model`], also returning the file's metadata (a checkpoint's, or a converted
 /// model's, includes the run's `train_config`).
 pub(crate) fn load_model_and_metadata(
