@@ -18,6 +18,7 @@
 //! | `preset` | [`Preset`] and the per-sample [`Transform`] |
 //! | `seed` | seed derivation ([`sample_rng`], [`epoch_rng`]) |
 //! | `loader` | [`Loader`], [`LoaderConfig`], [`Batch`] |
+//! | `epoch` | one epoch's worker threads and [`EpochIter`] |
 //! | `error` | [`DataError`] |
 //!
 //! # Example
@@ -44,6 +45,7 @@
 mod augment;
 mod cifar;
 mod dataset;
+mod epoch;
 mod error;
 mod folder;
 mod idx;
@@ -56,13 +58,14 @@ mod seed;
 pub use augment::{Interpolation, hflip, pad_crop, pad_random_crop, random_hflip, resize};
 pub use cifar::{CIFAR10_CLASSES, CIFAR100_CLASSES, load_cifar10, load_cifar100};
 pub use dataset::{Dataset, Split};
+pub use epoch::EpochIter;
 pub use error::DataError;
 pub use folder::{IMAGE_EXTENSIONS, image_folder_classes, load_image_folder, read_image};
 pub use idx::{
     FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, IdxImages,
     load_fashion_mnist, load_mnist, read_idx_images, read_idx_labels,
 };
-pub use loader::{Batch, EpochIter, Loader, LoaderConfig, default_workers};
+pub use loader::{Batch, Loader, LoaderConfig, default_workers};
 pub use normalize::Normalize;
 pub use preset::{Preset, Transform};
 pub use randaugment::{AugmentOp, RandAugment};

@@ -1,0 +1,153 @@
+//! The convolution kernels of every family against the f64 CPU reference on awkward shapes,
+//! and finite-difference checks of their gradients.
+
+use repopt_tensor::Tensor;
+use repopt_tensor::ops::{self, Conv2dConfig};
+use repopt_tensor::testing::reference as cpu;
+use repopt_tensor::testing::{assert_close, data, f64s, gradcheck_on, kernel_families};
+
+/// (input [N, Ci, H, W], Co, k, stride): batch 1, odd sizes, stride 2 with odd input,
+/// channel counts that are not multiples of 16 and pixel counts not multiples of 64.
+const CONV_SHAPES: &[([usize; 4], usize, usize, usize)] = &[
+    ([1, 3, 7, 5], 5, 3, 2),
+    ([2, 17, 9, 9], 19, 3, 1),
+    ([3, 4, 6, 6], 33, 1, 2),
+    ([1, 17, 7, 9], 18, 1, 2),
+    ([2, 3, 5, 1], 5, 1, 2),
+    // Kernel sizes the subgroup family has no kernel for run on the plain kernels.
+    ([2, 3, 9, 8], 6, 5, 1),
+    ([1, 4, 9, 11], 5, 5, 2),
+    ([2, 20, 11, 13], 7, 1, 1),
+    ([1, 1, 1, 1], 3, 3, 1),
+    ([2, 16, 5, 5], 16, 3, 2),
+    ([5, 48, 8, 8], 48, 3, 1),
+    ([4, 3, 15, 15], 64, 3, 2),
+    // Stride 2 where a parity class of input pixels is empty.
+    ([2, 5, 1, 6], 4, 3, 2),
+    ([1, 9, 2, 1], 17, 3, 2),
+];
+
+#[test]
+fn conv2d_forward_matches_reference() {
+    for (family, gpu) in kernel_families() {
+        for (i, &(xs, co, k, stride)) in CONV_SHAPES.iter().enumerate() {
+            let ws = [co, xs[1], k, k];
+            let pad = (k - 1) / 2;
+            let xd = data(xs.iter().product(), 10 + i as u64);
+            let wd = data(ws.iter().product(), 20 + i as u64);
+            let x = Tensor::from_slice(&gpu, &xd, &xs).unwrap();
+            let w = Tensor::from_slice(&gpu, &wd, &ws).unwrap();
+            let y = ops::conv2d(
+                &x,
+                &w,
+                Conv2dConfig {
+                    stride,
+                    padding: pad,
+                },
+            )
+            .unwrap();
+            let (want, shape) = cpu::conv2d(&f64s(&xd), xs, &f64s(&wd), ws, stride, pad);
+            assert_eq!(y.shape(), &shape);
+            assert_close(
+                &format!("{family} conv fwd {xs:?} co {co} k {k} s {stride}"),
+                &y.to_vec().unwrap(),
+                &want,
+                1e-4,
+                1e-4,
+            );
+        }
+    }
+}
+
+#[test]
+fn conv2d_backward_matches_reference() {
+    for (family, gpu) in kernel_families() {
+        for (i, &(xs, co, k, stride)) in CONV_SHAPES.iter().enumerate() {
+            let ws = [co, xs[1], k, k];
+            let pad = (k - 1) / 2;
+            let xd = data(xs.iter().product(), 30 + i as u64);
+            let wd = data(ws.iter().product(), 40 + i as u64);
+            let x = Tensor::parameter(&gpu, &xd, &xs).unwrap();
+            let w = Tensor::parameter(&gpu, &wd, &ws).unwrap();
+            let y = ops::conv2d(
+                &x,
+                &w,
+                Conv2dConfig {
+                    stride,
+                    padding: pad,
+                },
+            )
+            .unwrap();
+            let dyd = data(y.numel(), 50 + i as u64);
+            let dy = Tensor::from_slice(&gpu, &dyd, y.shape()).unwrap();
+            y.mul(&dy).unwrap().sum().unwrap().backward().unwrap();
+            let (dx, dw) =
+                cpu::conv2d_backward(&f64s(&xd), xs, &f64s(&wd), ws, &f64s(&dyd), stride, pad);
+            let what = format!("{family} {xs:?} co {co} k {k} s {stride}");
+            assert_close(
+                &format!("conv dx {what}"),
+                &x.grad().unwrap().to_vec().unwrap(),
+                &dx,
+                1e-4,
+                1e-4,
+            );
+            assert_close(
+                &format!("conv dw {what}"),
+                &w.grad().unwrap().to_vec().unwrap(),
+                &dw,
+                2e-4,
+                1e-4,
+            );
+        }
+    }
+}
+
+#[test]
+fn conv2d_weight_gradient_with_many_partial_sums() {
+    // Few weights, many pixels: the weight gradient is split into partial sums.
+    for (family, gpu) in kernel_families() {
+        let (xs, ws) = ([6, 3, 33, 31], [8, 3, 3, 3]);
+        let xd = data(xs.iter().product(), 1);
+        let wd = data(ws.iter().product(), 2);
+        let x = Tensor::from_slice(&gpu, &xd, &xs).unwrap();
+        let w = Tensor::parameter(&gpu, &wd, &ws).unwrap();
+        let y = ops::conv2d(&x, &w, Conv2dConfig::same(3, 2)).unwrap();
+        let dyd = data(y.numel(), 3);
+        let dy = Tensor::from_slice(&gpu, &dyd, y.shape()).unwrap();
+        y.mul(&dy).unwrap().sum().unwrap().backward().unwrap();
+        let (_, dw) = cpu::conv2d_backward(&f64s(&xd), xs, &f64s(&wd), ws, &f64s(&dyd), 2, 1);
+        assert!(x.grad().is_none(), "a constant input gets no gradient");
+        assert_close(
+            &format!("{family} conv dw split"),
+            &w.grad().unwrap().to_vec().unwrap(),
+            &dw,
+            1e-3,
+            1e-4,
+        );
+    }
+}
+
+#[test]
+fn conv2d_gradients_match_finite_differences() {
+    for (family, gpu) in kernel_families() {
+        for &(xs, co, k, stride) in &[
+            ([1usize, 3, 5, 5], 4usize, 3usize, 2usize),
+            ([2, 5, 4, 3], 3, 1, 1),
+            ([1, 2, 6, 6], 17, 3, 1),
+        ] {
+            let ws = vec![co, xs[1], k, k];
+            gradcheck_on(
+                &gpu,
+                &format!("{family} conv2d {xs:?} k{k} s{stride}"),
+                &[
+                    (data(xs.iter().product(), 5), xs.to_vec()),
+                    (data(ws.iter().product(), 6), ws),
+                ],
+                |t| ops::conv2d(&t[0], &t[1], Conv2dConfig::same(k, stride)),
+                6,
+                1e-2,
+                2e-3,
+            );
+        }
+    }
+}
