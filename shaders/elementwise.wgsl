@@ -42,6 +42,13 @@ fn sigmoid_forward(ids: Ids) {
     if i < p.n { out2[i] = 1.0 / (1.0 + exp(-a[i])); }
 }
 
+// relu6(x + 3) / 6, as torch.nn.functional.hardsigmoid.
+@compute @workgroup_size(256)
+fn hard_sigmoid_forward(ids: Ids) {
+    let i = flat_index(ids, 256u);
+    if i < p.n { out2[i] = clamp(a[i] + 3.0, 0.0, 6.0) / 6.0; }
+}
+
 // Global average pool backward: a is the [N*C] gradient, out the [N*C*HW] input gradient.
 @compute @workgroup_size(256)
 fn avgpool_backward(ids: Ids) {
@@ -79,6 +86,16 @@ fn relu_backward(ids: Ids) {
 fn sigmoid_backward(ids: Ids) {
     let i = flat_index(ids, 256u);
     if i < p.n { let y = a[i]; out3[i] = b[i] * y * (1.0 - y); }
+}
+
+// a is the input x, b the output gradient. PyTorch's rule and arithmetic: dy * (1/6)
+// strictly inside (-3, 3), 0 outside and at the kinks -3 and 3 themselves. Deciding on x
+// rather than on the output keeps the rule exact: the output is already 1 for the largest
+// f32 below 3.
+@compute @workgroup_size(256)
+fn hard_sigmoid_backward(ids: Ids) {
+    let i = flat_index(ids, 256u);
+    if i < p.n { let x = a[i]; out3[i] = select(0.0, b[i] * (1.0 / 6.0), x > -3.0 && x < 3.0); }
 }
 
 // out[n,c,hw] = a[n,c,hw] * b[c]  (channel-wise scale; also its input gradient)

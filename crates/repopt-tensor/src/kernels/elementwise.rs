@@ -30,6 +30,8 @@ kernels! {
         RELU_FORWARD = relu_forward(read a, write out2);
         /// `out = 1 / (1 + exp(-a))`.
         SIGMOID_FORWARD = sigmoid_forward(read a, write out2);
+        /// `out = clamp(a + 3, 0, 6) / 6`.
+        HARD_SIGMOID_FORWARD = hard_sigmoid_forward(read a, write out2);
         /// `dx[n, c, h, w] = alpha * dy[n, c]`.
         AVGPOOL_BACKWARD = avgpool_backward(read a, write out2);
         /// `out = alpha * a + beta * b`.
@@ -40,6 +42,8 @@ kernels! {
         RELU_BACKWARD = relu_backward(read a, read b, write out3);
         /// `dx = dy * y * (1 - y)` from the saved output `a`.
         SIGMOID_BACKWARD = sigmoid_backward(read a, read b, write out3);
+        /// `dx = dy * (1/6)` where the saved input `a` is inside (-3, 3), else 0.
+        HARD_SIGMOID_BACKWARD = hard_sigmoid_backward(read a, read b, write out3);
         /// `out[n, c, h, w] = a[n, c, h, w] * b[c]`.
         SCALE_CHANNELS = scale_channels(read a, read b, write out3);
         /// `out[n, c, h, w] = a[n, c, h, w] + b[c]`.

@@ -18,6 +18,8 @@ use std::marker::PhantomData;
 
 pub mod batchnorm;
 pub mod conv;
+pub mod depthwise;
+pub mod dropout;
 pub mod elementwise;
 pub mod loss;
 pub mod matmul;
@@ -244,6 +246,8 @@ pub const SHADERS: &[&Shader] = &[
     &elementwise::SHADER,
     &conv::SHADER,
     &conv::SUBGROUP_SHADER,
+    &depthwise::SHADER,
+    &dropout::SHADER,
     &matmul::SHADER,
     &matmul::SUBGROUP_SHADER,
     &batchnorm::SHADER,
@@ -259,6 +263,8 @@ pub fn all() -> impl Iterator<Item = &'static KernelInfo> {
         elementwise::KERNELS,
         conv::KERNELS,
         conv::SUBGROUP_KERNELS,
+        depthwise::KERNELS,
+        dropout::KERNELS,
         matmul::KERNELS,
         matmul::SUBGROUP_KERNELS,
         batchnorm::KERNELS,

@@ -119,6 +119,51 @@ pub fn sigmoid_backward(dy: &Tensor, y: &Tensor) -> Result<Tensor> {
     binary(&k::SIGMOID_BACKWARD, y, dy, params(dy.numel(), 0.0, 0.0))
 }
 
+/// `relu6(x + 3) / 6 = clamp(x + 3, 0, 6) / 6` (no autograd).
+pub fn hard_sigmoid_forward(x: &Tensor) -> Result<Tensor> {
+    unary(&k::HARD_SIGMOID_FORWARD, x, params(x.numel(), 0.0, 0.0))
+}
+
+/// Gradient of the hard sigmoid from its input `x`: `dy * (1/6)` (1/6 rounded to f32) where
+/// `-3 < x < 3`, and 0 elsewhere, the kinks `x = -3` and `x = 3` included (PyTorch's
+/// `hardsigmoid_backward`).
+pub fn hard_sigmoid_backward(dy: &Tensor, x: &Tensor) -> Result<Tensor> {
+    expect_same_shape("hard_sigmoid_backward", dy, x)?;
+    binary(
+        &k::HARD_SIGMOID_BACKWARD,
+        x,
+        dy,
+        params(dy.numel(), 0.0, 0.0),
+    )
+}
+
+/// The hard sigmoid `relu6(x + 3) / 6` (PyTorch's `F.hardsigmoid`), the gate of GhostNet's
+/// squeeze-excitation; also [`Tensor::hard_sigmoid`].
+///
+/// Its gradient is `1/6` strictly inside `(-3, 3)` and 0 outside; at the kinks `-3` and `3`
+/// it is 0, as in PyTorch (whose `relu6` also has gradient 0 at its boundaries).
+///
+/// ```
+/// use repopt_tensor::ops::hard_sigmoid;
+/// use repopt_tensor::{Gpu, Tensor};
+/// let gpu = Gpu::from_env()?;
+/// let x = Tensor::parameter(&gpu, &[-4.0, -3.0, 0.0, 1.5, 3.0, 5.0], &[6])?;
+/// let y = hard_sigmoid(&x)?;
+/// assert_eq!(y.to_vec()?, vec![0.0, 0.0, 0.5, 0.75, 1.0, 1.0]);
+/// y.sum()?.backward()?;
+/// let g = 1.0 / 6.0;
+/// assert_eq!(x.grad().unwrap().to_vec()?, vec![0.0, 0.0, g, g, 0.0, 0.0]);
+/// # Ok::<(), repopt_tensor::Error>(())
+/// ```
+pub fn hard_sigmoid(x: &Tensor) -> Result<Tensor> {
+    x.expect_dtype("hard_sigmoid", DType::F32)?;
+    let out = hard_sigmoid_forward(x)?;
+    let xs = x.detach();
+    Ok(Tensor::from_op(out, &[x], "hard_sigmoid", move |g| {
+        Ok(vec![Some(hard_sigmoid_backward(g, &xs)?)])
+    }))
+}
+
 /// `a * s[0]` where `s` is a one-element device tensor (no host read).
 pub(crate) fn scale_by_device_scalar(a: &Tensor, s: &Tensor) -> Result<Tensor> {
     binary(
@@ -208,5 +253,10 @@ impl Tensor {
         Ok(Tensor::from_op(out, &[self], "sigmoid", move |g| {
             Ok(vec![Some(sigmoid_backward(g, &y)?)])
         }))
+    }
+
+    /// `relu6(self + 3) / 6`: [`hard_sigmoid`].
+    pub fn hard_sigmoid(&self) -> Result<Tensor> {
+        hard_sigmoid(self)
     }
 }

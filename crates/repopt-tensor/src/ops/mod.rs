@@ -12,6 +12,8 @@
 pub mod batchnorm;
 pub mod channels;
 pub mod conv;
+pub mod depthwise;
+pub mod dropout;
 pub mod elementwise;
 pub mod linear;
 pub mod loss;
@@ -22,6 +24,12 @@ pub use batchnorm::{
     BatchNormSaved, BatchNormStats, batch_norm2d, batch_norm2d_backward, batch_norm2d_forward,
 };
 pub use conv::{Conv2dConfig, conv2d, conv2d_backward_input, conv2d_backward_weight};
+pub use depthwise::{
+    depthwise_conv2d, depthwise_conv2d_backward_input, depthwise_conv2d_backward_weight,
+    depthwise_conv2d_forward,
+};
+pub use dropout::{dropout, dropout_backward, dropout_forward};
+pub use elementwise::{hard_sigmoid, hard_sigmoid_backward, hard_sigmoid_forward};
 pub use linear::{
     linear, linear_backward, linear_forward, matmul, matmul_backward, matmul_forward,
 };

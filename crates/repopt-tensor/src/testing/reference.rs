@@ -87,6 +87,132 @@ pub fn conv2d_backward(
     (dx, dw)
 }
 
+/// Depthwise convolution, `w` `[C, 1, k, k]`:
+/// `y[n, c, oh, ow] = sum w[c, 0, kh, kw] x[n, c, oh*s+kh-p, ow*s+kw-p]`.
+pub fn depthwise_conv2d(
+    x: &[f64],
+    xs: [usize; 4],
+    w: &[f64],
+    k: usize,
+    stride: usize,
+    pad: usize,
+) -> (Vec<f64>, [usize; 4]) {
+    let [n, c, h, wd] = xs;
+    let oh = (h + 2 * pad - k) / stride + 1;
+    let ow = (wd + 2 * pad - k) / stride + 1;
+    let mut y = vec![0.0; n * c * oh * ow];
+    for b in 0..n {
+        for ch in 0..c {
+            for i in 0..oh {
+                for j in 0..ow {
+                    let mut s = 0.0;
+                    for kh in 0..k {
+                        for kw in 0..k {
+                            let ih = (i * stride + kh) as isize - pad as isize;
+                            let iw = (j * stride + kw) as isize - pad as isize;
+                            if ih < 0 || iw < 0 || ih >= h as isize || iw >= wd as isize {
+                                continue;
+                            }
+                            s += w[(ch * k + kh) * k + kw]
+                                * x[((b * c + ch) * h + ih as usize) * wd + iw as usize];
+                        }
+                    }
+                    y[((b * c + ch) * oh + i) * ow + j] = s;
+                }
+            }
+        }
+    }
+    (y, [n, c, oh, ow])
+}
+
+/// Gradients of [`depthwise_conv2d`] with respect to its input and weight, given `dy`.
+pub fn depthwise_conv2d_backward(
+    x: &[f64],
+    xs: [usize; 4],
+    w: &[f64],
+    k: usize,
+    dy: &[f64],
+    stride: usize,
+    pad: usize,
+) -> (Vec<f64>, Vec<f64>) {
+    let [n, c, h, wd] = xs;
+    let oh = (h + 2 * pad - k) / stride + 1;
+    let ow = (wd + 2 * pad - k) / stride + 1;
+    let mut dx = vec![0.0; x.len()];
+    let mut dw = vec![0.0; w.len()];
+    for b in 0..n {
+        for ch in 0..c {
+            for i in 0..oh {
+                for j in 0..ow {
+                    let g = dy[((b * c + ch) * oh + i) * ow + j];
+                    for kh in 0..k {
+                        for kw in 0..k {
+                            let ih = (i * stride + kh) as isize - pad as isize;
+                            let iw = (j * stride + kw) as isize - pad as isize;
+                            if ih < 0 || iw < 0 || ih >= h as isize || iw >= wd as isize {
+                                continue;
+                            }
+                            let xi = ((b * c + ch) * h + ih as usize) * wd + iw as usize;
+                            let wi = (ch * k + kh) * k + kw;
+                            dx[xi] += w[wi] * g;
+                            dw[wi] += x[xi] * g;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    (dx, dw)
+}
+
+/// `relu6(x + 3) / 6`, as `torch.nn.functional.hardsigmoid`.
+pub fn hard_sigmoid(x: &[f64]) -> Vec<f64> {
+    x.iter().map(|v| (v + 3.0).clamp(0.0, 6.0) / 6.0).collect()
+}
+
+/// Gradient of [`hard_sigmoid`] as PyTorch computes it: `dy / 6` strictly inside (-3, 3),
+/// 0 elsewhere, the kinks included.
+pub fn hard_sigmoid_backward(x: &[f64], dy: &[f64]) -> Vec<f64> {
+    x.iter()
+        .zip(dy)
+        .map(|(v, g)| if *v > -3.0 && *v < 3.0 { g / 6.0 } else { 0.0 })
+        .collect()
+}
+
+/// Threefry-2x32 with 20 rounds (Salmon et al., SC 2011; Random123's `threefry2x32`) of
+/// `counter` under `key`.
+pub fn threefry2x32(counter: [u32; 2], key: [u32; 2]) -> [u32; 2] {
+    const ROTATIONS: [u32; 8] = [13, 15, 26, 6, 17, 29, 16, 24];
+    let ks = [key[0], key[1], 0x1BD1_1BDA ^ key[0] ^ key[1]];
+    let mut x = [
+        counter[0].wrapping_add(ks[0]),
+        counter[1].wrapping_add(ks[1]),
+    ];
+    for round in 0..20 {
+        x[0] = x[0].wrapping_add(x[1]);
+        x[1] = x[1].rotate_left(ROTATIONS[round % 8]) ^ x[0];
+        if round % 4 == 3 {
+            let s = round / 4 + 1;
+            x[0] = x[0].wrapping_add(ks[s % 3]);
+            x[1] = x[1].wrapping_add(ks[(s + 1) % 3]).wrapping_add(s as u32);
+        }
+    }
+    x
+}
+
+/// The dropout mask `ops::dropout` draws for `n` elements: element `i` is kept unless
+/// `u = bits / 2^32 < p`, where `bits` is the first word of [`threefry2x32`] of the counter
+/// `(i, 0)` under the key `(low, high)` 32 bits of `seed`.
+pub fn dropout_mask(n: usize, p: f64, seed: u64) -> Vec<bool> {
+    let key = [seed as u32, (seed >> 32) as u32];
+    (0..n)
+        .map(|i| {
+            let bits = threefry2x32([i as u32, 0], key)[0];
+            bits as f64 / 4_294_967_296.0 >= p
+        })
+        .collect()
+}
+
 /// Batch norm in training mode over `[N, C, HW]`: returns the output, the batch mean, the
 /// biased batch variance, and the running statistics after one update.
 #[allow(clippy::too_many_arguments)]
