@@ -36,9 +36,9 @@ pub fn run(
     println!(
         "{} ({} {}, {} classes), inputs {c}x{h}x{w}",
         model.display(),
-        m.name,
+        m.name(),
         classifier.model().mode(),
-        m.num_classes
+        m.num_classes()
     );
     let results = classifier.classify_files(images, top)?;
     for (path, predictions) in images.iter().zip(&results) {

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use repopt::models::any::NetConfig;
 use repopt::models::checkpoint::save_model;
 use repopt::models::reparam::to_deploy;
 use repopt::models::{Mode, RepOptVgg};
@@ -68,7 +69,10 @@ fn write_run(gpu: &Gpu, dir: &Path) -> (RepOptVgg, TrainConfig) {
         out: dir.to_path_buf(),
         ..TrainConfig::default()
     };
-    let model = RepOptVgg::new(gpu, cfg.arch.build(3, 10).unwrap(), cfg.mode, 3).unwrap();
+    let NetConfig::Vgg(config) = cfg.arch.build(3, 10).unwrap() else {
+        panic!("a VGG preset");
+    };
+    let model = RepOptVgg::new(gpu, config, cfg.mode, 3).unwrap();
     // Training-mode passes move the running statistics away from their initial values, so
     // that evaluation-mode batch norms (and their folding into the deploy model) matter.
     let noise: Vec<f32> = (0..8 * 3 * 32 * 32)

@@ -6,7 +6,6 @@ use anyhow::Context;
 use clap::Args;
 use repopt::models::checkpoint::save_model;
 use repopt::models::domain;
-use repopt::models::reparam::to_deploy;
 use repopt::tensor::{Tensor, no_grad};
 use repopt::train::TrainConfig;
 use repopt::train::trainer::{load_trained_model, run_metadata};
@@ -18,7 +17,8 @@ use super::values::{InRange, NonEmptyPath};
 #[command(after_help = "Example:
   repopt convert runs/repvgg -o runs/repvgg/deploy.safetensors")]
 pub struct ConvertCmd {
-    /// A run directory, a model file or a training checkpoint (repvgg, csla, hs or target).
+    /// A run directory, a model file or a training checkpoint (RepOpt-VGG: repvgg, csla, hs
+    /// or target; GhostNet: repvgg or target).
     #[arg(value_parser = NonEmptyPath)]
     checkpoint: PathBuf,
     /// Where to write the deploy model.
@@ -35,8 +35,8 @@ pub struct ConvertCmd {
 pub fn run(cmd: &ConvertCmd, adapter: &str) -> anyhow::Result<()> {
     let gpu = gpu(adapter)?;
     let model = load_trained_model(&gpu, &cmd.checkpoint)?;
-    let deployed = to_deploy(&model)?;
-    let c = model.config().in_channels;
+    let deployed = model.to_deploy()?;
+    let c = model.in_channels();
     let shape = [cmd.check_batch, c, cmd.resolution, cmd.resolution];
     // The random images are built on the host first: refuse a batch the device could not
     // hold before building it.
@@ -82,7 +82,7 @@ pub fn run(cmd: &ConvertCmd, adapter: &str) -> anyhow::Result<()> {
     save_model(&cmd.output, &deployed, &settings)?;
     println!(
         "{} {} -> deploy: {} -> {} parameters, max output difference {err:.2e} on {} random images; wrote {}",
-        model.config().name,
+        model.name(),
         model.mode(),
         model.parameter_count(),
         deployed.parameter_count(),

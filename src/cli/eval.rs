@@ -58,7 +58,7 @@ pub fn run(cmd: &EvalCmd, adapter: &str) -> anyhow::Result<()> {
         println!(
             "{} ({} {}): top-1 {:.2}% top-5 {:.2}% loss {:.4} on {} images",
             cmd.checkpoint.display(),
-            model.config().name,
+            model.name(),
             model.mode(),
             r.top1,
             r.top5,

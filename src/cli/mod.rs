@@ -8,6 +8,7 @@ mod bench;
 mod convert;
 mod devices;
 mod eval;
+mod gr;
 mod model;
 mod pipeline;
 mod scales;
@@ -59,6 +60,9 @@ pub enum Command {
     Eval(eval::EvalCmd),
     /// Convert a trained model to the plain deploy form, checking its outputs.
     Convert(convert::ConvertCmd),
+    /// Gradient Re-parameterization of declared blocks.
+    #[command(subcommand)]
+    Gr(gr::GrCommand),
     /// Benchmarks: peak, kernels, update, train, maxbatch (or all).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -83,7 +87,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Devices(a) => devices::run(a),
-        Command::Model(c) => model::run(c),
+        Command::Model(c) => model::run(c, &cli.adapter),
         Command::Scales(c) => scales::run(c),
         Command::Pipeline(c) => pipeline::run(c, &cli.adapter),
         Command::Search(c) => search::run(c, &cli.adapter),
@@ -91,6 +95,7 @@ pub fn main() -> ExitCode {
         Command::Eval(c) => eval::run(c, &cli.adapter),
         Command::Convert(c) => convert::run(c, &cli.adapter),
         Command::Bench(c) => bench::run(c, &cli.adapter),
+        Command::Gr(c) => gr::run(c, &cli.adapter),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

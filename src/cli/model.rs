@@ -1,6 +1,7 @@
 //! `repopt model info`.
 
 use clap::{Args, Subcommand};
+use repopt::models::ghostnet::{GhostConfig, RepOptGhostNet};
 use repopt::models::info::model_info;
 use repopt::models::{Mode, VggConfig, domain};
 
@@ -15,8 +16,8 @@ pub enum ModelCommand {
 /// Architecture selection shared by several commands.
 #[derive(Args, Clone, Debug)]
 pub struct ArchArgs {
-    /// A0, A1, B0, B1, B2, L1 or L2.
-    #[arg(long, default_value = "A0", value_parser = NonEmptyName)]
+    /// A0, A1, B0, B1, B2, L1 or L2 (RepOpt-VGG), or ghostnet-0.5x ... ghostnet-2.0x.
+    #[arg(long, visible_alias = "model", default_value = "A0", value_parser = NonEmptyName)]
     pub config: String,
     /// Blocks per stage, e.g. 1,2,2,1 (overrides the preset).
     #[arg(long, value_delimiter = ',', value_parser = InRange(domain::NUM_BLOCKS))]
@@ -82,8 +83,11 @@ pub struct InfoArgs {
     json: bool,
 }
 
-pub fn run(cmd: &ModelCommand) -> anyhow::Result<()> {
+pub fn run(cmd: &ModelCommand, adapter: &str) -> anyhow::Result<()> {
     let ModelCommand::Info(a) = cmd;
+    if GhostConfig::is_ghostnet(&a.arch.config) {
+        return ghost_info(a, adapter);
+    }
     let config = a.arch.config(a.in_channels, a.classes)?;
     let info = model_info(&config, a.mode, a.resolution)?;
     if a.json {
@@ -108,6 +112,53 @@ pub fn run(cmd: &ModelCommand) -> anyhow::Result<()> {
         println!(
             "  {:7} -> {} x {} x {}",
             s.stage, s.channels, s.height, s.width
+        );
+    }
+    Ok(())
+}
+
+/// A GhostNet's size, counted on a built model, and its bottlenecks.
+fn ghost_info(a: &InfoArgs, adapter: &str) -> anyhow::Result<()> {
+    if a.arch.num_blocks.is_some()
+        || a.arch.widths.is_some()
+        || a.arch.strides.is_some()
+        || a.arch.se
+    {
+        anyhow::bail!(
+            "--num-blocks, --widths, --strides and --se apply to RepOpt-VGG presets, not to {}",
+            a.arch.config
+        );
+    }
+    let config = GhostConfig {
+        in_channels: a.in_channels,
+        num_classes: a.classes,
+        ..GhostConfig::preset(&a.arch.config)?
+    };
+    let gpu = super::gpu(adapter)?;
+    let model = RepOptGhostNet::new(&gpu, config.clone(), a.mode, 0)?;
+    let params = model.parameter_count();
+    if a.json {
+        let rows: Vec<_> = config
+            .bottlenecks()
+            .iter()
+            .map(|b| serde_json::json!({"name": b.name, "in": b.input, "mid": b.mid, "out": b.out, "kernel": b.kernel, "stride": b.stride, "se_hidden": b.se_hidden}))
+            .collect();
+        let info = serde_json::json!({"config": config.name, "mode": a.mode.name(), "params": params, "bottlenecks": rows});
+        println!("{info}");
+        return Ok(());
+    }
+    println!("{} ({}), {} classes", config.name, a.mode, a.classes);
+    println!("  parameters: {params} ({:.1} M)", params as f64 / 1e6);
+    for b in config.bottlenecks() {
+        println!(
+            "  {:10} {:4} -> {:4} -> {:4}  k{} s{}{}",
+            b.name,
+            b.input,
+            b.mid,
+            b.out,
+            b.kernel,
+            b.stride,
+            b.se_hidden.map(|h| format!("  SE {h}")).unwrap_or_default()
         );
     }
     Ok(())

@@ -4,14 +4,14 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use repopt::models::VggConfig;
-use repopt::models::scales::{Scales, read_named};
+use repopt::models::any::{NetConfig, NetScales};
+use repopt::models::scales::read_named;
 
 use super::values::{NonEmptyName, NonEmptyPath};
 
 #[derive(Subcommand)]
 pub enum ScalesCommand {
-    /// Mean s, t and u of every block (the data of the paper's Fig. 7).
+    /// Mean scales of every block or ghost module (the data of the paper's Fig. 7).
     Inspect(InspectArgs),
     /// Convert a scale file (the authors' .pth or ours) to safetensors.
     Convert(ConvertArgs),
@@ -22,14 +22,15 @@ pub struct InspectArgs {
     /// A .pth file of the authors or a .safetensors file written by `repopt search`.
     #[arg(value_parser = NonEmptyPath)]
     file: PathBuf,
-    /// The configuration the scales are for (inferred from the file when omitted).
-    #[arg(long, value_parser = NonEmptyName)]
+    /// The configuration the scales are for: a RepOpt-VGG preset or ghostnet-0.5x ...
+    /// (inferred from the file when omitted).
+    #[arg(long, visible_alias = "model", value_parser = NonEmptyName)]
     config: Option<String>,
-    /// JSON lines {"block", "s", "t", "u"} instead of a table.
+    /// JSON lines {"block", "s", "t", "u"} (GhostNet: "t", "u") instead of a table.
     #[arg(long)]
     json: bool,
     /// List every tensor of the file (name, length, mean, min, max) without matching it to
-    /// a RepOpt-VGG configuration: for scale files of other networks, such as GhostNet.
+    /// a configuration.
     #[arg(long, conflicts_with = "config")]
     tensors: bool,
 }
@@ -43,34 +44,34 @@ pub struct ConvertArgs {
     #[arg(short, long, value_parser = NonEmptyPath)]
     output: PathBuf,
     /// The configuration the scales are for (inferred from the file when omitted).
-    #[arg(long, value_parser = NonEmptyName)]
+    #[arg(long, visible_alias = "model", value_parser = NonEmptyName)]
     config: Option<String>,
 }
 
 /// Reads scales, with the configuration named or else the preset (or saved config) they fit.
-fn load(file: &Path, config: Option<&str>) -> anyhow::Result<(Scales, VggConfig)> {
+fn load(file: &Path, config: Option<&str>) -> anyhow::Result<(NetScales, NetConfig)> {
     let named = read_named(file)?;
     let origin = file.display().to_string();
     if let Some(name) = config {
-        let cfg = VggConfig::preset(name)?;
-        return Ok((Scales::from_named(&named, &cfg, &origin)?, cfg));
+        let cfg = NetConfig::preset(name)?;
+        return Ok((NetScales::from_named(&named, &cfg, &origin)?, cfg));
     }
     if let Ok(meta) = repopt::models::checkpoint::load_tensors(file)
         && let Some(json) = meta.metadata.get("config")
     {
-        let cfg: VggConfig =
+        let cfg: NetConfig =
             serde_json::from_str(json).with_context(|| format!("{origin}: metadata 'config'"))?;
-        return Ok((Scales::from_named(&named, &cfg, &origin)?, cfg));
+        return Ok((NetScales::from_named(&named, &cfg, &origin)?, cfg));
     }
-    for name in VggConfig::preset_names() {
-        let cfg = VggConfig::preset(name)?;
-        if let Ok(s) = Scales::from_named(&named, &cfg, &origin) {
+    for name in NetConfig::preset_names() {
+        let cfg = NetConfig::preset(&name)?;
+        if let Ok(s) = NetScales::from_named(&named, &cfg, &origin) {
             return Ok((s, cfg));
         }
     }
     anyhow::bail!(
         "{origin}: the scales fit none of the presets {}; name the configuration with --config, or list the file's tensors with --tensors",
-        VggConfig::preset_names().join(", ")
+        NetConfig::preset_names().join(", ")
     )
 }
 
@@ -79,27 +80,34 @@ pub fn run(cmd: &ScalesCommand) -> anyhow::Result<()> {
         ScalesCommand::Inspect(a) if a.tensors => list_tensors(&a.file, a.json),
         ScalesCommand::Inspect(a) => {
             let (scales, cfg) = load(&a.file, a.config.as_deref())?;
+            let summary = scales.summary();
             if a.json {
-                for b in scales.summary() {
-                    println!("{}", serde_json::to_string(&b)?);
+                for b in &summary {
+                    println!("{}", serde_json::to_string(b)?);
                 }
                 return Ok(());
             }
+            let kinds = scales.kinds();
             println!(
                 "{}: {} blocks of {} scales",
                 a.file.display(),
-                scales.blocks.len(),
-                cfg.name
+                summary.len(),
+                cfg.name()
             );
-            println!(
-                "{:10} {:>10} {:>10} {:>10}",
-                "block", "mean s", "mean t", "mean u"
-            );
-            for b in scales.summary() {
-                let u =
-                    b.u.map(|u| format!("{u:10.4}"))
-                        .unwrap_or_else(|| format!("{:>10}", "-"));
-                println!("{:10} {:10.4} {:10.4} {u}", b.block, b.s, b.t);
+            let mut head = format!("{:18}", "block");
+            for (k, _) in kinds {
+                head += &format!(" {:>10}", format!("mean {k}"));
+            }
+            println!("{head}");
+            for b in &summary {
+                let mut line = format!("{:18}", b.block);
+                for (k, _) in kinds {
+                    line += &match b.means.get(k) {
+                        Some(v) => format!(" {v:10.4}"),
+                        None => format!(" {:>10}", "-"),
+                    };
+                }
+                println!("{line}");
             }
             Ok(())
         }
@@ -108,8 +116,8 @@ pub fn run(cmd: &ScalesCommand) -> anyhow::Result<()> {
             scales.save(&a.output, &cfg)?;
             println!(
                 "wrote {} blocks of {} scales to {}",
-                scales.blocks.len(),
-                cfg.name,
+                scales.summary().len(),
+                cfg.name(),
                 a.output.display()
             );
             Ok(())

@@ -42,8 +42,9 @@ pub struct TrainArgs {
     /// Data loader threads (0: one per core).
     #[arg(long, value_parser = InRange(domain::WORKERS))]
     pub workers: Option<usize>,
-    /// Architecture preset: A0, A1, B0, B1, B2, L1, L2.
-    #[arg(long = "config", value_parser = NonEmptyName)]
+    /// Architecture preset: A0, A1, B0, B1, B2, L1, L2 (RepOpt-VGG) or ghostnet-0.5x,
+    /// -0.58x, -0.8x, -1.0x, -1.11x, -1.3x, -1.5x, -2.0x (RepOpt-GhostNet; --model too).
+    #[arg(long = "config", visible_alias = "model", value_parser = NonEmptyName)]
     pub arch: Option<String>,
     /// Blocks per stage, e.g. 1,2,2,1.
     #[arg(long, value_delimiter = ',', value_parser = InRange(domain::NUM_BLOCKS))]
@@ -57,7 +58,7 @@ pub struct TrainArgs {
     /// Squeeze-excitation after each ReLU.
     #[arg(long)]
     pub se: bool,
-    /// Block mode: target, repvgg, csla or hs.
+    /// Block mode: target, repvgg, csla or hs (for a GhostNet, repvgg is RepGhostNet).
     #[arg(long)]
     pub mode: Option<Mode>,
     /// sgd, adamw, repopt-sgd or repopt-adamw.

@@ -10,9 +10,9 @@ use repopt_tensor::Gpu;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
 use crate::HostTensor;
-use crate::config::{Mode, VggConfig};
+use crate::any::{NetConfig, Network, SavedModel};
+use crate::config::Mode;
 use crate::error::{ModelError, Result};
-use crate::network::RepOptVgg;
 
 /// The contents of a tensor file.
 #[derive(Clone, Debug, Default)]
@@ -161,14 +161,14 @@ pub fn parse_tensors(bytes: &[u8], path: &Path) -> Result<TensorFile> {
 pub mod keys {
     /// Always "repopt".
     pub const FORMAT: &str = "format";
-    /// The [`VggConfig`](crate::VggConfig) as JSON.
+    /// The [`NetConfig`](crate::any::NetConfig) as JSON (a VGG config reads as before).
     pub const CONFIG: &str = "config";
     /// The [`Mode`](crate::Mode) name.
     pub const MODE: &str = "mode";
 }
 
 /// The state of `model` as host tensors.
-pub fn model_tensors(model: &RepOptVgg) -> Result<Vec<HostTensor>> {
+pub fn model_tensors(model: &impl SavedModel) -> Result<Vec<HostTensor>> {
     model
         .state()
         .into_iter()
@@ -183,33 +183,37 @@ pub fn model_tensors(model: &RepOptVgg) -> Result<Vec<HostTensor>> {
 }
 
 /// Metadata that lets [`load_model`] rebuild `model`.
-pub fn model_metadata(model: &RepOptVgg) -> BTreeMap<String, String> {
+pub fn model_metadata(model: &impl SavedModel) -> BTreeMap<String, String> {
     let mut m = BTreeMap::new();
     m.insert(keys::FORMAT.into(), "repopt".into());
     m.insert(
         keys::CONFIG.into(),
-        serde_json::to_string(model.config()).unwrap_or_default(),
+        serde_json::to_string(&model.net_config()).unwrap_or_default(),
     );
     m.insert(keys::MODE.into(), model.mode().name().into());
     m
 }
 
 /// Saves a model (weights, running statistics, config and mode) atomically.
-pub fn save_model(path: &Path, model: &RepOptVgg, extra: &BTreeMap<String, String>) -> Result<()> {
+pub fn save_model(
+    path: &Path,
+    model: &impl SavedModel,
+    extra: &BTreeMap<String, String>,
+) -> Result<()> {
     let mut meta = model_metadata(model);
     meta.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
     save_tensors(path, &model_tensors(model)?, &meta)
 }
 
 /// The config and mode recorded in a model file's metadata.
-pub fn model_description(file: &TensorFile, path: &Path) -> Result<(VggConfig, Mode)> {
+pub fn model_description(file: &TensorFile, path: &Path) -> Result<(NetConfig, Mode)> {
     let config = file.metadata.get(keys::CONFIG).ok_or_else(|| {
         bad(
             path,
             "no 'config' in the metadata: not a model file written by repopt",
         )
     })?;
-    let config: VggConfig = serde_json::from_str(config).map_err(|e| {
+    let config: NetConfig = serde_json::from_str(config).map_err(|e| {
         bad(
             path,
             format!("metadata 'config' is not a valid config: {e}"),
@@ -225,10 +229,10 @@ pub fn model_description(file: &TensorFile, path: &Path) -> Result<(VggConfig, M
 }
 
 /// Loads a model saved by [`save_model`] onto `gpu`.
-pub fn load_model(gpu: &Gpu, path: &Path) -> Result<RepOptVgg> {
+pub fn load_model(gpu: &Gpu, path: &Path) -> Result<Network> {
     let file = load_tensors(path)?;
     let (config, mode) = model_description(&file, path)?;
-    let model = RepOptVgg::new(gpu, config, mode, 0)?;
+    let model = Network::new(gpu, &config, mode, 0)?;
     model.load_state(&file.tensors, &path.display().to_string())?;
     Ok(model)
 }

@@ -26,11 +26,14 @@
 //! # Ok::<(), repopt_models::ModelError>(())
 //! ```
 
+pub mod any;
 pub mod block;
 pub mod checkpoint;
 pub mod config;
 pub mod domain;
 mod error;
+pub mod ghostnet;
+pub mod gr;
 mod host;
 pub mod info;
 mod init;

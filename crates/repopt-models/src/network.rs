@@ -177,54 +177,7 @@ impl RepOptVgg {
     /// Overwrites the state from named host tensors. Every state tensor must be present with
     /// its exact shape; names the model does not have, or given twice, are reported too.
     pub fn load_state(&self, tensors: &[HostTensor], origin: &str) -> Result<()> {
-        let err = |message: String| ModelError::Checkpoint {
-            path: origin.to_string(),
-            message,
-        };
-        let mut by_name: HashMap<&str, &HostTensor> = HashMap::with_capacity(tensors.len());
-        for t in tensors {
-            if by_name.insert(t.name.as_str(), t).is_some() {
-                return Err(err(format!("tensor '{}' is given more than once", t.name)));
-            }
-        }
-        let state = self.state();
-        for (name, t) in &state {
-            let given = by_name.get(name.as_str()).ok_or_else(|| {
-                err(format!(
-                    "missing tensor '{name}' (a {} model needs it)",
-                    self.mode
-                ))
-            })?;
-            if given.shape.as_slice() != t.shape() {
-                return Err(err(format!(
-                    "tensor '{name}' has shape {:?}, the model expects {:?}",
-                    given.shape,
-                    t.shape()
-                )));
-            }
-            if let Some(i) = given.data.iter().position(|v| !v.is_finite()) {
-                return Err(err(format!(
-                    "tensor '{name}' holds a non-finite value at index {i}"
-                )));
-            }
-            t.write(&given.data)?;
-        }
-        let known: std::collections::HashSet<&str> =
-            state.iter().map(|(n, _)| n.as_str()).collect();
-        let mut unknown: Vec<&str> = by_name
-            .keys()
-            .copied()
-            .filter(|k| !known.contains(k))
-            .collect();
-        unknown.sort();
-        if let Some(first) = unknown.first() {
-            return Err(err(format!(
-                "unexpected tensor '{first}' ({} in all) for a {} model; was it saved from another mode or config?",
-                unknown.len(),
-                self.mode
-            )));
-        }
-        Ok(())
+        load_named_state(&self.state(), tensors, origin, self.mode)
     }
 
     /// Optimizer groups: weight decay on convolution and linear weights and on the identity
@@ -252,4 +205,61 @@ impl RepOptVgg {
             })
             .collect()
     }
+}
+
+/// Overwrites `state` from named host tensors: every state tensor must be present with its
+/// exact shape and finite values; names the state does not have, or given twice, are
+/// errors too.
+pub(crate) fn load_named_state(
+    state: &[Named],
+    tensors: &[HostTensor],
+    origin: &str,
+    mode: Mode,
+) -> Result<()> {
+    let err = |message: String| ModelError::Checkpoint {
+        path: origin.to_string(),
+        message,
+    };
+    let mut by_name: HashMap<&str, &HostTensor> = HashMap::with_capacity(tensors.len());
+    for t in tensors {
+        if by_name.insert(t.name.as_str(), t).is_some() {
+            return Err(err(format!("tensor '{}' is given more than once", t.name)));
+        }
+    }
+    for (name, t) in state {
+        let given = by_name.get(name.as_str()).ok_or_else(|| {
+            err(format!(
+                "missing tensor '{name}' (a {} model needs it)",
+                mode
+            ))
+        })?;
+        if given.shape.as_slice() != t.shape() {
+            return Err(err(format!(
+                "tensor '{name}' has shape {:?}, the model expects {:?}",
+                given.shape,
+                t.shape()
+            )));
+        }
+        if let Some(i) = given.data.iter().position(|v| !v.is_finite()) {
+            return Err(err(format!(
+                "tensor '{name}' holds a non-finite value at index {i}"
+            )));
+        }
+        t.write(&given.data)?;
+    }
+    let known: std::collections::HashSet<&str> = state.iter().map(|(n, _)| n.as_str()).collect();
+    let mut unknown: Vec<&str> = by_name
+        .keys()
+        .copied()
+        .filter(|k| !known.contains(k))
+        .collect();
+    unknown.sort();
+    if let Some(first) = unknown.first() {
+        return Err(err(format!(
+            "unexpected tensor '{first}' ({} in all) for a {} model; was it saved from another mode or config?",
+            unknown.len(),
+            mode
+        )));
+    }
+    Ok(())
 }

@@ -35,14 +35,17 @@ pub enum ScaleKind {
 /// What part of a network a trainable tensor is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ParamKind {
-    /// The 3x3 kernel `[co, ci, 3, 3]` of a target (RepOpt-VGG) block: the one a
-    /// RepOptimizer re-initialises and applies its Grad Mult to.
+    /// The kernel a RepOptimizer re-initialises and applies its Grad Mult to: a target
+    /// block's 3x3 kernel `[co, ci, 3, 3]` (RepOpt-VGG) or a target ghost module's
+    /// depthwise kernel `[c, 1, 3, 3]` (RepOpt-GhostNet).
     TargetKernel,
     /// Any other 3x3 kernel: a RepVGG dense branch, a CSLA or Hyper-Search block's
     /// convolution, a deployed block.
     Kernel3x3,
-    /// A 1x1 branch kernel `[co, ci, 1, 1]`.
+    /// A 1x1 kernel `[co, ci, 1, 1]` (a RepVGG branch, a ghost module's primary convolution).
     Kernel1x1,
+    /// A depthwise kernel `[c, 1, k, k]` that is not a RepOptimizer's target.
+    Depthwise,
     /// A batch norm's gamma (the identity branch's batch norm included).
     BnWeight,
     /// A batch norm's beta.
@@ -70,6 +73,7 @@ impl ParamKind {
             ParamKind::TargetKernel
             | ParamKind::Kernel3x3
             | ParamKind::Kernel1x1
+            | ParamKind::Depthwise
             | ParamKind::Scale(ScaleKind::Identity)
             | ParamKind::SeWeight
             | ParamKind::LinearWeight => true,

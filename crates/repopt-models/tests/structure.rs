@@ -152,7 +152,10 @@ fn checkpoints_round_trip_and_reject_mismatches() {
     save_model(&path, &model, &BTreeMap::new()).unwrap();
     let loaded = load_model(&gpu, &path).unwrap();
     assert_eq!(loaded.mode(), Mode::Repvgg);
-    assert_eq!(loaded.config(), model.config());
+    assert_eq!(
+        loaded.config(),
+        repopt_models::any::NetConfig::Vgg(model.config().clone())
+    );
     for ((n1, a), (n2, b)) in model.state().iter().zip(loaded.state().iter()) {
         assert_eq!(n1, n2);
         assert_eq!(a.to_vec().unwrap(), b.to_vec().unwrap(), "{n1}");

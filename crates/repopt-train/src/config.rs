@@ -6,6 +6,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use repopt_models::any::NetConfig;
+use repopt_models::ghostnet::GhostConfig;
 use repopt_models::repoptimizer::IdentityInit;
 use repopt_models::{Mode, VggConfig};
 use serde::{Deserialize, Serialize};
@@ -107,7 +109,7 @@ impl OptimizerKind {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ArchConfig {
-    /// A0, A1, B0, B1, B2, L1, L2.
+    /// A0, A1, B0, B1, B2, L1, L2 (RepOpt-VGG), or ghostnet-0.5x ... ghostnet-2.0x.
     pub preset: String,
     /// Blocks per stage.
     pub num_blocks: Option<[usize; 4]>,
@@ -133,7 +135,24 @@ impl Default for ArchConfig {
 
 impl ArchConfig {
     /// The model configuration for images of `in_channels` channels and `classes` classes.
-    pub fn build(&self, in_channels: usize, classes: usize) -> Result<VggConfig> {
+    pub fn build(&self, in_channels: usize, classes: usize) -> Result<NetConfig> {
+        if GhostConfig::is_ghostnet(&self.preset) {
+            let overrides = [
+                ("num_blocks", self.num_blocks.is_some()),
+                ("widths", self.widths.is_some()),
+                ("strides", self.strides.is_some()),
+                ("se", self.se),
+            ];
+            if let Some((name, _)) = overrides.iter().find(|o| o.1) {
+                return Err(TrainError::Config(format!(
+                    "arch.{name} applies to RepOpt-VGG presets, not to {} (a GhostNet follows its official table; its squeeze-excitation is built in)",
+                    self.preset
+                )));
+            }
+            let c = NetConfig::preset(&self.preset)?.with_data(in_channels, classes);
+            c.validate()?;
+            return Ok(c);
+        }
         let mut c = VggConfig::preset(&self.preset)?;
         let custom = self.num_blocks.is_some() || self.widths.is_some() || self.strides.is_some();
         if let Some(b) = self.num_blocks {
@@ -152,7 +171,7 @@ impl ArchConfig {
         c.in_channels = in_channels;
         c.num_classes = classes;
         c.validate()?;
-        Ok(c)
+        Ok(NetConfig::Vgg(c))
     }
 }
 

@@ -1,6 +1,6 @@
 //! Evaluation: top-1, top-5 and mean loss over a loader, in evaluation mode.
 
-use repopt_models::RepOptVgg;
+use repopt_models::any::Network;
 use repopt_tensor::{Tensor, no_grad};
 use serde::{Deserialize, Serialize};
 
@@ -78,9 +78,9 @@ impl Tally {
 ///
 /// A test set with no images, or with more classes than the model has, is refused before
 /// any work is done; engine errors as they come.
-pub fn evaluate(model: &RepOptVgg, loader: &Loader) -> Result<EvalResult> {
-    let gpu = model.linear().0.gpu().clone();
-    let classes = model.config().num_classes;
+pub fn evaluate(model: &Network, loader: &Loader) -> Result<EvalResult> {
+    let gpu = model.gpu();
+    let classes = model.num_classes();
     let data = loader.dataset();
     if data.is_empty() {
         return Err(TrainError::Config(format!(

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use repopt_models::RepOptVgg;
+use repopt_models::any::Network;
 use repopt_tensor::{NoGradGuard, Tensor};
 
 use crate::error::{Result, TrainError};
@@ -28,10 +28,10 @@ pub(crate) fn last_good(path: &Path) -> String {
 /// use repopt_models::{Mode, RepOptVgg, VggConfig};
 /// let gpu = repopt_tensor::Gpu::from_env()?;
 /// let model = RepOptVgg::new(&gpu, VggConfig::preset("A0")?, Mode::Target, 0)?;
-/// assert!(repopt_train::guard::state_sum_of_squares(&model)?.is_finite());
+/// assert!(repopt_train::guard::state_sum_of_squares(&model.into())?.is_finite());
 /// # Ok::<(), repopt_train::TrainError>(())
 /// ```
-pub fn state_sum_of_squares(model: &RepOptVgg) -> Result<f64> {
+pub fn state_sum_of_squares(model: &Network) -> Result<f64> {
     let _no_grad = NoGradGuard::new();
     let mut total: Option<Tensor> = None;
     for (_, t) in model.state() {
@@ -46,7 +46,7 @@ pub fn state_sum_of_squares(model: &RepOptVgg) -> Result<f64> {
 
 /// Refuses to checkpoint a model whose weights are no longer finite at `pos`, with the
 /// divergence error naming the step and the last good checkpoint at `checkpoint`.
-pub(crate) fn check_weights(model: &RepOptVgg, pos: Position, checkpoint: &Path) -> Result<()> {
+pub(crate) fn check_weights(model: &Network, pos: Position, checkpoint: &Path) -> Result<()> {
     let value = state_sum_of_squares(model)?;
     if value.is_finite() {
         return Ok(());

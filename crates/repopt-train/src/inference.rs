@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use rand::SeedableRng;
-use repopt_models::RepOptVgg;
+use repopt_models::any::Network;
 use repopt_tensor::{Gpu, Tensor, no_grad};
 
 use crate::config::{DatasetKind, TrainConfig};
@@ -149,7 +149,7 @@ pub struct Prediction {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Classifier {
-    model: RepOptVgg,
+    model: Network,
     preprocess: Preprocess,
     class_names: Vec<String>,
 }
@@ -179,16 +179,17 @@ impl Classifier {
     ///
     /// [`TrainError::Config`] when `cfg`'s dataset has images with other channels than the
     /// model takes.
-    pub fn new(model: RepOptVgg, cfg: &TrainConfig) -> Result<Self> {
+    pub fn new(model: impl Into<Network>, cfg: &TrainConfig) -> Result<Self> {
+        let model = model.into();
         let preprocess = Preprocess::for_run(cfg);
-        let wanted = model.config().in_channels;
+        let wanted = model.in_channels();
         if preprocess.channels != wanted {
             return Err(TrainError::Config(format!(
                 "the model takes {wanted}-channel images, but its run's dataset ({}) has {}-channel images",
                 cfg.dataset, preprocess.channels
             )));
         }
-        let class_names = class_names(cfg, model.config().num_classes);
+        let class_names = class_names(cfg, model.num_classes());
         Ok(Classifier {
             model,
             preprocess,
@@ -197,7 +198,7 @@ impl Classifier {
     }
 
     /// The model.
-    pub fn model(&self) -> &RepOptVgg {
+    pub fn model(&self) -> &Network {
         &self.model
     }
 
@@ -230,12 +231,12 @@ impl Classifier {
         if n == 0 {
             return Ok(Vec::new());
         }
-        let gpu = self.model.linear().0.gpu();
+        let gpu = &self.model.gpu();
         let logits = no_grad(|| -> Result<Vec<f32>> {
             let x = Tensor::from_slice(gpu, inputs, &[n, shape[0], shape[1], shape[2]])?;
             Ok(self.model.forward(&x, false)?.to_vec()?)
         })?;
-        let classes = self.model.config().num_classes;
+        let classes = self.model.num_classes();
         Ok(logits
             .chunks_exact(classes)
             .map(|row| self.ranked(row, top))

@@ -216,7 +216,7 @@ pub struct Report {
     /// Architecture name (`-custom` when the preset's blocks, widths or strides were changed).
     pub model: String,
     /// The architecture in full.
-    pub architecture: Option<repopt_models::VggConfig>,
+    pub architecture: Option<repopt_models::any::NetConfig>,
     /// Rows.
     pub rows: Vec<Row>,
     /// The scale file the RepOptimizer used.
@@ -355,7 +355,7 @@ pub fn run_pipeline(
         }
     }
     let mut rows = Vec::new();
-    let mut architecture: Option<repopt_models::VggConfig> = None;
+    let mut architecture: Option<repopt_models::any::NetConfig> = None;
     let mut curves = Vec::new();
     for c in CONTENDERS {
         let mut runs = Vec::new();
@@ -421,7 +421,7 @@ pub fn run_pipeline(
         dataset: cfg.train.dataset.name().into(),
         model: architecture
             .as_ref()
-            .map_or_else(|| cfg.train.arch.preset.clone(), |a| a.name.clone()),
+            .map_or_else(|| cfg.train.arch.preset.clone(), |a| a.name().to_string()),
         architecture,
         rows,
         scales,

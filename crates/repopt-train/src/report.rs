@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use plotters::prelude::*;
-use repopt_models::scales::BlockSummary;
+use repopt_models::any::ScaleMeans;
 
 use crate::error::{Result, TrainError};
 use crate::metrics::Metric;
@@ -156,26 +156,30 @@ pub fn plot_training(runs: &[(String, Vec<Metric>)], path: &Path) -> Result<()> 
     write_whole(path, &svg)
 }
 
-/// Mean searched scales per block: s (3x3), t (1x1) and u (identity, where it exists), as
-/// in the paper's Fig. 7.
-pub fn plot_scales(summary: &[BlockSummary], title: &str, path: &Path) -> Result<()> {
+/// Mean searched scales per block, one series per kind of scale (`kinds`: key and legend;
+/// for RepOpt-VGG s (3x3), t (1x1) and u (identity, where it exists)), as in the paper's
+/// Fig. 7.
+pub fn plot_scales(
+    summary: &[ScaleMeans],
+    kinds: &[(&str, &str)],
+    title: &str,
+    path: &Path,
+) -> Result<()> {
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (900, 420)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
-        let per_block = |label: &str, value: &dyn Fn(&BlockSummary) -> Option<f32>| -> Series {
-            let pts = summary
-                .iter()
-                .enumerate()
-                .filter_map(|(i, b)| value(b).map(|v| ((i + 1) as f64, v as f64)))
-                .collect();
-            (label.to_string(), pts)
-        };
-        let series = [
-            per_block("3x3 (s)", &|b| Some(b.s)),
-            per_block("1x1 (t)", &|b| Some(b.t)),
-            per_block("identity (u)", &|b| b.u),
-        ];
+        let series: Vec<Series> = kinds
+            .iter()
+            .map(|(kind, label)| {
+                let pts = summary
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, b)| b.means.get(kind).map(|v| ((i + 1) as f64, *v as f64)))
+                    .collect();
+                (label.to_string(), pts)
+            })
+            .collect();
         let (_, (y0, y1)) = ranges(&series);
         let n = summary.len().max(1) as f64;
         let panel = Panel {
@@ -255,21 +259,18 @@ mod tests {
         let svg = std::fs::read_to_string(&p).unwrap();
         assert!(svg.starts_with("<svg") && svg.contains("training loss"));
         let s = vec![
-            BlockSummary {
+            ScaleMeans {
                 block: "stage0".into(),
-                s: 1.0,
-                t: 0.9,
-                u: None,
+                means: [("s", 1.0), ("t", 0.9)].into(),
             },
-            BlockSummary {
+            ScaleMeans {
                 block: "stage1.1".into(),
-                s: 0.7,
-                t: 1.2,
-                u: Some(0.5),
+                means: [("s", 0.7), ("t", 1.2), ("u", 0.5)].into(),
             },
         ];
         let p = dir.join("scales.svg");
-        plot_scales(&s, "mean scales", &p).unwrap();
+        let kinds = [("s", "3x3 (s)"), ("t", "1x1 (t)"), ("u", "identity (u)")];
+        plot_scales(&s, &kinds, "mean scales", &p).unwrap();
         assert!(
             std::fs::read_to_string(&p)
                 .unwrap()

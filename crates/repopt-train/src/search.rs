@@ -4,8 +4,8 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use repopt_models::scales::BlockSummary;
-use repopt_models::{Mode, Scales};
+use repopt_models::Mode;
+use repopt_models::any::{NetScales, ScaleMeans};
 use repopt_tensor::Gpu;
 
 use crate::config::{OptimizerKind, TrainConfig};
@@ -33,7 +33,7 @@ pub struct SearchOutcome {
     /// The scale file for `repopt train --optimizer repopt-sgd --scales`.
     pub scales_path: PathBuf,
     /// Mean scales per block.
-    pub summary: Vec<BlockSummary>,
+    pub summary: Vec<ScaleMeans>,
 }
 
 /// `base` set up for Hyper-Search as in the paper: the HS model, plain SGD, crop + flip
@@ -78,9 +78,9 @@ pub fn hyper_search(
     let dir = RunDir::open(&cfg.out)?;
     let run = train_in(gpu, &dir, cfg, start, observer)?;
     let model = load_trained_model(gpu, &cfg.out.join(files::MODEL))?;
-    let scales = Scales::from_model(&model)?;
+    let scales = NetScales::from_model(&model)?;
     let scales_path = cfg.out.join(SCALES_FILE);
-    scales.save(&scales_path, model.config())?;
+    scales.save(&scales_path, &model.config())?;
     let summary = scales.summary();
     let mut text = Vec::new();
     for b in &summary {
@@ -90,7 +90,8 @@ pub fn hyper_search(
     repopt_models::checkpoint::write_atomic(&cfg.out.join(SCALES_SUMMARY), &text)?;
     plot_scales(
         &summary,
-        &format!("mean searched scales per block ({})", model.config().name),
+        scales.kinds(),
+        &format!("mean searched scales per block ({})", model.name()),
         &cfg.out.join(SCALES_PLOT),
     )?;
     let metrics = read_metrics(&cfg.out.join(files::METRICS))?;

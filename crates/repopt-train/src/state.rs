@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use repopt_models::HostTensor;
-use repopt_models::RepOptVgg;
+use repopt_models::any::Network;
 use repopt_models::checkpoint::{self, TensorFile};
 use repopt_tensor::optim::Optimizer;
 use serde::{Deserialize, Serialize};
@@ -98,7 +98,7 @@ impl Record {
 pub(crate) fn save(
     out: &Path,
     cfg: &TrainConfig,
-    model: &RepOptVgg,
+    model: &Network,
     opt: &dyn Optimizer,
     pos: Position,
     record: &Record,
@@ -171,7 +171,7 @@ impl Saved {
     }
 
     /// Loads the model's and the optimizer's state.
-    pub fn restore(self, model: &RepOptVgg, opt: &mut dyn Optimizer) -> Result<()> {
+    pub fn restore(self, model: &Network, opt: &mut dyn Optimizer) -> Result<()> {
         let mut model_part = Vec::new();
         let mut opt_part = Vec::new();
         for t in self.file.tensors {

@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+use repopt_models::any::{NetConfig, NetScales, Network, prepare};
 use repopt_models::checkpoint;
-use repopt_models::repoptimizer::{RepOptimizerConfig, UpdateRule, prepare};
-use repopt_models::{RepOptVgg, Scales, VggConfig};
+use repopt_models::repoptimizer::{RepOptimizerConfig, UpdateRule};
 use repopt_tensor::optim::{AdamW, AdamWConfig, Optimizer, Sgd, SgdConfig, clip_grad_norm};
 use repopt_tensor::{Gpu, Tensor, ops};
 use serde::{Deserialize, Serialize};
@@ -51,7 +51,7 @@ impl Observer for Silent {}
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RunSummary {
     /// Model configuration.
-    pub model: VggConfig,
+    pub model: NetConfig,
     /// Block mode.
     pub mode: String,
     /// Optimizer.
@@ -79,26 +79,26 @@ pub struct RunSummary {
 /// Builds the optimizer a config asks for, preparing the model for a RepOptimizer.
 fn build_optimizer(
     cfg: &TrainConfig,
-    model: &RepOptVgg,
-) -> Result<(Box<dyn Optimizer>, Option<Scales>)> {
+    model: &Network,
+) -> Result<(Box<dyn Optimizer>, Option<NetScales>)> {
     let sgd = SgdConfig {
         momentum: cfg.momentum,
         dampening: 0.0,
         nesterov: cfg.nesterov,
     };
-    let mconf = model.config();
+    let mconf = &model.config();
     let scales = if cfg.optimizer.is_repopt() {
-        let from_file = || -> Result<Scales> {
+        let from_file = || -> Result<NetScales> {
             let path = cfg.scales.as_ref().ok_or_else(|| {
                 TrainError::Config(format!("{} needs --scales FILE", cfg.optimizer))
             })?;
-            Ok(Scales::load(path, mconf)?)
+            Ok(NetScales::load(path, mconf)?)
         };
         Some(match cfg.scales_source {
             ScalesSource::File => from_file()?,
             ScalesSource::ChannelAveraged => from_file()?.channel_averaged(),
-            ScalesSource::Ones => Scales::ones(mconf),
-            ScalesSource::HsInitial => Scales::hs_initial(mconf),
+            ScalesSource::Ones => NetScales::ones(mconf),
+            ScalesSource::HsInitial => NetScales::hs_initial(mconf),
         })
     } else {
         None
@@ -165,7 +165,7 @@ pub(crate) fn train_in(
         normalize,
     } = load_split(cfg)?;
     let mconf = cfg.arch.build(train.channels, train.classes)?;
-    let model = RepOptVgg::new(gpu, mconf.clone(), cfg.mode, cfg.seed)?;
+    let model = Network::new(gpu, &mconf, cfg.mode, cfg.seed)?;
     let (mut opt, _scales) = build_optimizer(cfg, &model)?;
     let resize = cfg.resolution.map(|r| (r, r));
     let pad = cfg.resolution.unwrap_or(train.height) / 8;
@@ -234,7 +234,8 @@ pub(crate) fn train_in(
             let n = batch.len();
             let x = Tensor::from_slice(gpu, &batch.images, &batch.shape)?;
             let y = Tensor::from_u32(gpu, &batch.labels, &[n])?;
-            let loss = ops::cross_entropy(&model.forward(&x, true)?, &y, cfg.label_smoothing)?;
+            let logits = model.forward_at(&x, true, pos.step)?;
+            let loss = ops::cross_entropy(&logits, &y, cfg.label_smoothing)?;
             loss.backward()?;
             if let Some(max) = cfg.clip_grad {
                 clip_grad_norm(opt.params(), max)?;
@@ -325,7 +326,7 @@ pub(crate) fn train_in(
 }
 
 /// Loads a model from a run directory, a model file or a training checkpoint.
-pub fn load_trained_model(gpu: &Gpu, path: &Path) -> Result<RepOptVgg> {
+pub fn load_trained_model(gpu: &Gpu, path: &Path) -> Result<Network> {
     Ok(load_model_and_metadata(gpu, path)?.0)
 }
 
@@ -336,10 +337,10 @@ pub fn load_trained_model(gpu: &Gpu, path: &Path) -> Result<RepOptVgg> {
 /// ```no_run
 /// let gpu = repopt_tensor::Gpu::from_env()?;
 /// let (model, cfg) = repopt_train::trainer::load_model_with_settings(&gpu, "deploy.safetensors".as_ref())?;
-/// println!("{} trained on {} at {:?}", model.config().name, cfg.dataset, cfg.resolution);
+/// println!("{} trained on {} at {:?}", model.name(), cfg.dataset, cfg.resolution);
 /// # Ok::<(), repopt_train::TrainError>(())
 /// ```
-pub fn load_model_with_settings(gpu: &Gpu, path: &Path) -> Result<(RepOptVgg, TrainConfig)> {
+pub fn load_model_with_settings(gpu: &Gpu, path: &Path) -> Result<(Network, TrainConfig)> {
     let (model, metadata) = load_model_and_metadata(gpu, path)?;
     let cfg = match metadata.get("train_config") {
         Some(text) => serde_json::from_str(text).map_err(|e| {
@@ -358,7 +359,7 @@ pub fn load_model_with_settings(gpu: &Gpu, path: &Path) -> Result<(RepOptVgg, Tr
 pub(crate) fn load_model_and_metadata(
     gpu: &Gpu,
     path: &Path,
-) -> Result<(RepOptVgg, BTreeMap<String, String>)> {
+) -> Result<(Network, BTreeMap<String, String>)> {
     let file_path = if path.is_dir() {
         path.join(files::MODEL)
     } else {
@@ -368,7 +369,7 @@ pub(crate) fn load_model_and_metadata(
     file.tensors
         .retain(|t| !t.name.starts_with(OPTIMIZER_PREFIX));
     let (config, mode) = checkpoint::model_description(&file, &file_path)?;
-    let model = RepOptVgg::new(gpu, config, mode, 0)?;
+    let model = Network::new(gpu, &config, mode, 0)?;
     model.load_state(&file.tensors, &file_path.display().to_string())?;
     Ok((model, file.metadata))
 }

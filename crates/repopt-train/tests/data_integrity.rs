@@ -213,6 +213,7 @@ fn evaluation_refuses_empty_or_foreign_test_sets() {
         Loader::try_new(Arc::new(ds), cfg).unwrap()
     };
 
+    let model = repopt_models::any::Network::from(model);
     let err = evaluate(&model, &loader(dataset(0, 3))).unwrap_err();
     assert!(err.to_string().contains("no images"), "{err}");
     let err = evaluate(&model, &loader(dataset(8, 5))).unwrap_err();

@@ -84,7 +84,10 @@ fn search_then_repoptimizer_training_learns_and_writes_reloadable_files() {
         "stage 0 plus one block per stage"
     );
     for b in &searched.summary {
-        assert!(b.s.is_finite() && b.t.is_finite(), "{b:?}");
+        assert!(
+            b.means["s"].is_finite() && b.means["t"].is_finite(),
+            "{b:?}"
+        );
     }
     for name in ["scales.jsonl", "scales.svg", "curves.svg"] {
         assert!(search_cfg.out.join(name).exists(), "search wrote no {name}");
@@ -141,7 +144,10 @@ fn search_then_repoptimizer_training_learns_and_writes_reloadable_files() {
     );
 
     // The searched scales load against the model's configuration by name.
-    let reloaded = Scales::load(&searched.scales_path, model.config()).unwrap();
+    let repopt_models::any::NetConfig::Vgg(config) = model.config() else {
+        panic!("a VGG run");
+    };
+    let reloaded = Scales::load(&searched.scales_path, &config).unwrap();
     assert_eq!(reloaded.blocks.len(), 5);
 }
 
