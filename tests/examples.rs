@@ -22,6 +22,9 @@ use repopt::train::trainer::{files, run_metadata};
 mod custom_net;
 
 #[allow(dead_code)]
+#[path = "../examples/declare_block.rs"]
+mod declare_block;
+
 #[path = "../examples/classify.rs"]
 mod classify;
 
@@ -187,4 +190,14 @@ fn classify_names_the_file_it_cannot_read() {
     );
     let err = classify::run(&gpu, &tmp.path().join("no-run"), &[good], 5).unwrap_err();
     assert!(format!("{err:#}").contains("no-run"), "{err:#}");
+}
+
+#[test]
+fn declare_block_derives_the_grad_mult_and_proves_it() {
+    let (m, report) = declare_block::run(&gpu(), 4, 50).unwrap();
+    // Corners: the 3x3 only (1.2^2); the middle row adds the 1x3's 0.7^2, the middle column
+    // the 3x1's 0.4^2, the centre all three.
+    let (s, t, v) = (1.44f32, 0.49f32, 0.16f32);
+    assert_eq!(m[..9], [s, s + v, s, s + t, s + t + v, s + t, s, s + v, s]);
+    assert!(report.max_gap < 1e-4 && report.moved > 0.05, "{report:?}");
 }

@@ -17,6 +17,7 @@ use super::values::{InRange, NonEmptyName, NonEmptyPath};
   repopt pipeline                      # the quick default on Fashion-MNIST
   repopt pipeline --seeds 0            # one seed instead of three
   repopt pipeline --preset a0          # RepOpt-VGG-A0, 30 epochs (use a GPU)
+  repopt pipeline --model ghostnet-0.5x --out runs/pipeline-ghost   # RepOpt-GhostNet vs RepGhostNet
   repopt pipeline --preset b1 --data-dir /data/imagenet --search-data-dir /data/cifar-100-binary")]
 pub struct PipelineCmd {
     /// Starting point: quick (default), a0 or b1.

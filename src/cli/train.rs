@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use repopt::models::ghostnet::GhostConfig;
 use repopt::models::repoptimizer::IdentityInit;
 use repopt::models::{Mode, domain};
 use repopt::train::TrainConfig;
@@ -200,6 +201,14 @@ impl TrainArgs {
         }
         if let Some(v) = &self.arch {
             c.arch.preset = v.clone();
+            if GhostConfig::is_ghostnet(v) {
+                // A preset's RepOpt-VGG shape (the quick pipeline's) does not carry over to a
+                // GhostNet; the same flags given here still do, and are refused.
+                c.arch.num_blocks = None;
+                c.arch.widths = None;
+                c.arch.strides = None;
+                c.arch.se = false;
+            }
         }
         check_len("--num-blocks", self.num_blocks.as_deref(), 4)?;
         check_len("--widths", self.widths.as_deref(), 4)?;

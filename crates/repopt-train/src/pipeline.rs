@@ -1,6 +1,6 @@
-//! The main job: Hyper-Search, then RepOpt-VGG trained with the searched scales beside the
-//! baselines it is meant to match (the plain model with SGD, and RepVGG), over several
-//! seeds, summarised in a table.
+//! The main job: Hyper-Search, then RepOpt-VGG (or RepOpt-GhostNet) trained with the
+//! searched scales beside the baselines it is meant to match (the plain model with SGD, and
+//! RepVGG or RepGhostNet), over several seeds, summarised in a table.
 
 use std::path::PathBuf;
 
@@ -149,8 +149,10 @@ pub fn preset(name: &str) -> Result<PipelineConfig> {
 /// One model of the comparison.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Contender {
-    /// Row label.
+    /// Row label for RepOpt-VGG.
     pub label: &'static str,
+    /// Row label for GhostNet.
+    pub ghost_label: &'static str,
     /// Directory name prefix.
     pub key: &'static str,
     /// Block mode.
@@ -163,18 +165,21 @@ pub struct Contender {
 pub const CONTENDERS: [Contender; 3] = [
     Contender {
         label: "RepOpt-VGG (RepOptimizer-SGD, searched scales)",
+        ghost_label: "RepOpt-GhostNet (RepOptimizer-SGD, searched scales)",
         key: "repopt",
         mode: Mode::Target,
         optimizer: OptimizerKind::RepoptSgd,
     },
     Contender {
         label: "plain VGG (SGD)",
+        ghost_label: "plain GhostNet (SGD)",
         key: "target",
         mode: Mode::Target,
         optimizer: OptimizerKind::Sgd,
     },
     Contender {
         label: "RepVGG (SGD)",
+        ghost_label: "RepGhostNet (SGD)",
         key: "repvgg",
         mode: Mode::Repvgg,
         optimizer: OptimizerKind::Sgd,
@@ -357,6 +362,7 @@ pub fn run_pipeline(
     let mut rows = Vec::new();
     let mut architecture: Option<repopt_models::any::NetConfig> = None;
     let mut curves = Vec::new();
+    let ghost = repopt_models::ghostnet::GhostConfig::is_ghostnet(&cfg.train.arch.preset);
     for c in CONTENDERS {
         let mut runs = Vec::new();
         for &seed in &cfg.seeds {
@@ -399,7 +405,7 @@ pub fn run_pipeline(
         let (top1_mean, top1_std) = mean_std(&top1);
         let n = runs.len().max(1) as f64;
         rows.push(Row {
-            model: c.label.into(),
+            model: if ghost { c.ghost_label } else { c.label }.into(),
             mode: c.mode.name().into(),
             optimizer: c.optimizer.name().into(),
             seeds: cfg.seeds.clone(),

@@ -8,7 +8,7 @@ use crate::scales::BlockScales;
 fn values(n: usize, seed: u32) -> Vec<f32> {
     // Varied, signed, not round: bit-identity must not hinge on easy numbers.
     (0..n)
-        .map(|i| ((i as u32 * 2654435761 ^ seed) % 1000) as f32 / 337.0 - 1.3)
+        .map(|i| (((i as u32).wrapping_mul(2654435761) ^ seed) % 1000) as f32 / 337.0 - 1.3)
         .collect()
 }
 
