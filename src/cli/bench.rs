@@ -8,6 +8,8 @@ use repopt::bench::report::{
 use repopt::bench::suite::{SuiteSizes, run_suite};
 use repopt::bench::timing::TimingBudget;
 use repopt::bench::{train, update};
+use repopt::models::any::NetConfig;
+use repopt::models::ghostnet::GhostConfig;
 use repopt::models::{Mode, VggConfig, domain};
 
 use super::gpu;
@@ -21,7 +23,7 @@ pub enum BenchCommand {
     Kernels(KernelArgs),
     /// Fused RepOpt-SGD step vs. unfused kernels vs. plain SGD vs. AdamW vs. a copy.
     Update(UpdateArgs),
-    /// One full training step per model mode.
+    /// One full training step per model mode (RepOpt-VGG or GhostNet).
     Train(TrainArgs),
     /// The largest batch whose training step fits a memory limit.
     Maxbatch(MaxBatchArgs),
@@ -55,7 +57,7 @@ impl Common {
 pub struct KernelArgs {
     #[command(flatten)]
     common: Common,
-    /// Networks whose stage shapes are measured.
+    /// RepOpt-VGG presets whose stage shapes are measured: A0, A1, B0, B1, B2, L1, L2.
     #[arg(long, value_delimiter = ',', default_value = "A0,B1", value_parser = NonEmptyName)]
     configs: Vec<String>,
     /// Input resolution the stage shapes are taken at.
@@ -82,10 +84,11 @@ pub struct UpdateArgs {
 pub struct TrainArgs {
     #[command(flatten)]
     common: Common,
-    /// Architecture.
-    #[arg(long, default_value = "A0", value_parser = NonEmptyName)]
+    /// Architecture preset: A0, A1, B0, B1, B2, L1, L2 (RepOpt-VGG) or ghostnet-0.5x,
+    /// -0.58x, -0.8x, -1.0x, -1.11x, -1.3x, -1.5x, -2.0x (RepOpt-GhostNet).
+    #[arg(long, visible_alias = "model", default_value = "A0", value_parser = NonEmptyName)]
     config: String,
-    /// Modes (target trains with its RepOptimizer).
+    /// Modes (target trains with its RepOptimizer; for GhostNet, repvgg is RepGhostNet).
     #[arg(long, value_delimiter = ',', default_value = "target,repvgg,hs")]
     modes: Vec<Mode>,
     /// Batch.
@@ -100,8 +103,9 @@ pub struct TrainArgs {
 pub struct MaxBatchArgs {
     #[command(flatten)]
     common: Common,
-    /// Architecture.
-    #[arg(long, default_value = "B1", value_parser = NonEmptyName)]
+    /// Architecture preset: A0, A1, B0, B1, B2, L1, L2 (RepOpt-VGG) or ghostnet-0.5x,
+    /// -0.58x, -0.8x, -1.0x, -1.11x, -1.3x, -1.5x, -2.0x (RepOpt-GhostNet).
+    #[arg(long, visible_alias = "model", default_value = "B1", value_parser = NonEmptyName)]
     config: String,
     /// Modes.
     #[arg(long, value_delimiter = ',', default_value = "target,repvgg")]
@@ -121,8 +125,9 @@ pub struct MaxBatchArgs {
 pub struct MemoryArgs {
     #[command(flatten)]
     common: Common,
-    /// Architecture.
-    #[arg(long, default_value = "B1", value_parser = NonEmptyName)]
+    /// Architecture preset: A0, A1, B0, B1, B2, L1, L2 (RepOpt-VGG) or ghostnet-0.5x,
+    /// -0.58x, -0.8x, -1.0x, -1.11x, -1.3x, -1.5x, -2.0x (RepOpt-GhostNet).
+    #[arg(long, visible_alias = "model", default_value = "B1", value_parser = NonEmptyName)]
     config: String,
     /// Modes.
     #[arg(long, value_delimiter = ',', default_value = "target,repvgg")]
@@ -152,6 +157,21 @@ fn header(gpu: &repopt::tensor::Gpu) {
     );
 }
 
+/// A preset of either family with ImageNet's 1000 classes, as the paper's benchmarks use.
+fn imagenet_config(name: &str) -> anyhow::Result<NetConfig> {
+    let preset = NetConfig::preset(name)?;
+    let in_channels = preset.in_channels();
+    Ok(preset.with_data(in_channels, 1000))
+}
+
+/// The targets table. Its goals are RepOpt-VGG's over RepVGG, none are set for GhostNet,
+/// whose tables then stand alone rather than above an empty one.
+fn print_targets(cfg: &NetConfig, targets: &[report::Target]) {
+    if matches!(cfg, NetConfig::Vgg(_)) {
+        println!("{}", targets_table(targets));
+    }
+}
+
 fn kernel_suite(
     g: &repopt::tensor::Gpu,
     a: &KernelArgs,
@@ -160,6 +180,12 @@ fn kernel_suite(
     let peak = kernels::peak(g, b)?;
     let mut cases: Vec<ConvCase> = Vec::new();
     for name in &a.configs {
+        if GhostConfig::is_ghostnet(name) {
+            anyhow::bail!(
+                "bench kernels measures RepOpt-VGG stage shapes, which {name} has not; \
+                 bench train, memory and maxbatch take GhostNet presets"
+            );
+        }
         let cfg = VggConfig::preset(name)?;
         cases.extend(kernels::stage_cases(&cfg, a.res, a.batch));
     }
@@ -210,26 +236,17 @@ pub fn run(cmd: &BenchCommand, adapter: &str) -> anyhow::Result<()> {
             }
         }
         BenchCommand::Train(a) => {
-            let cfg = VggConfig {
-                num_classes: 1000,
-                ..VggConfig::preset(&a.config)?
-            };
+            let cfg = imagenet_config(&a.config)?;
             let r = train::train_steps(&g, &cfg, &a.modes, a.batch, a.res, a.common.budget())?;
             if a.common.json {
                 print_json(&r)?;
             } else {
                 println!("{}", steps_table(&r));
-                println!(
-                    "{}",
-                    targets_table(&report::targets(None, &[], &[], &r, &[]))
-                );
+                print_targets(&cfg, &report::targets(None, &[], &[], &r, &[]));
             }
         }
         BenchCommand::Maxbatch(a) => {
-            let cfg = VggConfig {
-                num_classes: 1000,
-                ..VggConfig::preset(&a.config)?
-            };
+            let cfg = imagenet_config(&a.config)?;
             let selector = adapter.parse().unwrap_or_default();
             let r: Vec<_> = a
                 .modes
@@ -240,17 +257,11 @@ pub fn run(cmd: &BenchCommand, adapter: &str) -> anyhow::Result<()> {
                 print_json(&r)?;
             } else {
                 println!("{}", max_batch_table(&r));
-                println!(
-                    "{}",
-                    targets_table(&report::targets(None, &[], &[], &[], &r))
-                );
+                print_targets(&cfg, &report::targets(None, &[], &[], &[], &r));
             }
         }
         BenchCommand::Memory(a) => {
-            let cfg = VggConfig {
-                num_classes: 1000,
-                ..VggConfig::preset(&a.config)?
-            };
+            let cfg = imagenet_config(&a.config)?;
             let r = train::planned_peak(
                 &adapter.parse().unwrap_or_default(),
                 &cfg,
@@ -262,7 +273,7 @@ pub fn run(cmd: &BenchCommand, adapter: &str) -> anyhow::Result<()> {
                 print_json(&r)?;
             } else {
                 println!("{}", memory_table(&r));
-                println!("{}", targets_table(&report::memory_targets(&r)));
+                print_targets(&cfg, &report::memory_targets(&r));
             }
         }
         BenchCommand::All(c) => run_all(&g, adapter, c)?,

@@ -1,5 +1,6 @@
 //! Tables and target ratios, shared by `repopt bench` and `cargo bench`.
 
+use repopt_models::ghostnet::GhostConfig;
 use serde::Serialize;
 
 use crate::kernels::{KernelResult, PeakResult};
@@ -28,7 +29,14 @@ fn target(name: impl Into<String>, value: f64, goal: f64) -> Target {
     }
 }
 
-/// The performance targets the results allow checking.
+/// Whether results of `config` can be held to the targets: their goals are RepOpt-VGG's
+/// over RepVGG, and no goal is set for RepOpt-GhostNet over RepGhostNet, whose results the
+/// tables report as they are.
+fn has_targets(config: &str) -> bool {
+    !GhostConfig::is_ghostnet(config)
+}
+
+/// The performance targets the results allow checking (RepOpt-VGG configurations only).
 pub fn targets(
     peak: Option<&PeakResult>,
     kernels: &[KernelResult],
@@ -54,7 +62,11 @@ pub fn targets(
     }
     let step =
         |mode: &str, config: &str| steps.iter().find(|s| s.mode == mode && s.config == config);
-    let mut configs: Vec<&str> = steps.iter().map(|s| s.config.as_str()).collect();
+    let mut configs: Vec<&str> = steps
+        .iter()
+        .map(|s| s.config.as_str())
+        .filter(|c| has_targets(c))
+        .collect();
     configs.dedup();
     for config in configs {
         if let (Some(t), Some(r)) = (step("target", config), step("repvgg", config)) {
@@ -70,7 +82,11 @@ pub fn targets(
             ));
         }
     }
-    let mb = |mode: &str| max_batches.iter().find(|m| m.mode == mode);
+    let mb = |mode: &str| {
+        max_batches
+            .iter()
+            .find(|m| m.mode == mode && has_targets(&m.config))
+    };
     if let (Some(t), Some(r)) = (mb("target"), mb("repvgg")) {
         out.push(target(
             format!("{}: RepOpt-VGG max batch / RepVGG", t.config),
@@ -98,10 +114,13 @@ pub fn targets(
 }
 
 /// The memory target from planned peaks: RepVGG's peak bytes over RepOpt-VGG's, per config,
-/// batch and resolution.
+/// batch and resolution (RepOpt-VGG configurations only).
 pub fn memory_targets(memory: &[MemoryResult]) -> Vec<Target> {
     let mut out = Vec::new();
-    for t in memory.iter().filter(|m| m.mode == "target") {
+    for t in memory
+        .iter()
+        .filter(|m| m.mode == "target" && has_targets(&m.config))
+    {
         let same = |m: &&MemoryResult| {
             m.mode == "repvgg" && m.config == t.config && m.batch == t.batch && m.res == t.res
         };

@@ -1,5 +1,6 @@
 //! The whole suite with its default sizes: what `repopt bench all` and `cargo bench` run.
 
+use repopt_models::any::NetConfig;
 use repopt_models::{Mode, VggConfig};
 use repopt_tensor::{AdapterSelector, Gpu, Result};
 use serde::Serialize;
@@ -65,7 +66,8 @@ impl Default for SuiteSizes {
     }
 }
 
-/// A network preset with ImageNet's 1000 classes, as the paper's benchmarks use.
+/// A RepOpt-VGG preset with ImageNet's 1000 classes, as the paper's benchmarks use (the
+/// suite's kernel cases are RepOpt-VGG stage shapes).
 pub fn imagenet_config(name: &str) -> Result<VggConfig> {
     let preset = VggConfig::preset(name).map_err(train::model_to_engine)?;
     Ok(VggConfig {
@@ -111,14 +113,16 @@ pub fn run_suite(
     for name in &sizes.configs {
         steps.extend(train::train_steps(
             gpu,
-            &imagenet_config(name)?,
+            &NetConfig::Vgg(imagenet_config(name)?),
             &[Mode::Target, Mode::Repvgg, Mode::Hs],
             sizes.batch,
             sizes.step_res,
             budget,
         )?);
     }
-    let largest = imagenet_config(sizes.configs.last().map_or("B1", |s| s.as_str()))?;
+    let largest = NetConfig::Vgg(imagenet_config(
+        sizes.configs.last().map_or("B1", |s| s.as_str()),
+    )?);
     let max_batches = [Mode::Target, Mode::Repvgg]
         .iter()
         .map(|&m| {

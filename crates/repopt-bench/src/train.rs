@@ -1,9 +1,11 @@
 //! Whole training steps (forward, loss, backward, optimizer) per model mode, and the largest
 //! batch whose step fits a memory limit: the paper's Table 2 comparison of RepOpt-VGG and
-//! RepVGG, measured on this engine.
+//! RepVGG, measured on this engine, and the same comparison of RepOpt-GhostNet and
+//! RepGhostNet.
 
-use repopt_models::repoptimizer::{RepOptimizerConfig, prepare};
-use repopt_models::{Mode, RepOptVgg, Scales, VggConfig};
+use repopt_models::Mode;
+use repopt_models::any::{NetConfig, NetScales, Network, prepare};
+use repopt_models::repoptimizer::RepOptimizerConfig;
 use repopt_tensor::optim::{Optimizer, Sgd, SgdConfig};
 use repopt_tensor::{Error, Gpu, GpuOptions, Result, Tensor, ops};
 use serde::Serialize;
@@ -13,7 +15,7 @@ use crate::timing::{TimingBudget, time_gpu};
 /// One training-step measurement.
 #[derive(Clone, Debug, Serialize)]
 pub struct StepResult {
-    /// Block mode (target is RepOpt-VGG trained with its RepOptimizer).
+    /// Block mode (target is RepOpt-VGG or RepOpt-GhostNet trained with its RepOptimizer).
     pub mode: String,
     /// Architecture.
     pub config: String,
@@ -75,27 +77,29 @@ impl From<repopt_tensor::HostCounters> for StepHostCost {
 /// A model, its optimizer and a synthetic batch in host memory, ready to step.
 struct Rig {
     gpu: Gpu,
-    model: RepOptVgg,
+    model: Network,
     opt: Box<dyn Optimizer>,
     images: Vec<f32>,
     labels: Vec<u32>,
     shape: [usize; 4],
+    /// Steps taken, so each step draws its own dropout masks as a training run does.
+    steps: u64,
 }
 
 fn rig(
     gpu: &Gpu,
-    config: &VggConfig,
+    config: &NetConfig,
     mode: Mode,
     batch: usize,
     res: usize,
 ) -> std::result::Result<Rig, repopt_models::ModelError> {
-    let model = RepOptVgg::new(gpu, config.clone(), mode, 0)?;
+    let model = Network::new(gpu, config, mode, 0)?;
     // Target mode trains with the RepOptimizer (Grad Mults from HS-initial scales: the
     // values do not change the cost); the other modes with plain SGD.
     let specs = if mode == Mode::Target {
         prepare(
             &model,
-            &Scales::hs_initial(config),
+            &NetScales::hs_initial(config),
             &RepOptimizerConfig::default(),
             4e-5,
             0,
@@ -104,7 +108,7 @@ fn rig(
         model.param_specs(4e-5)
     };
     let opt: Box<dyn Optimizer> = Box::new(Sgd::new(specs, SgdConfig::default())?);
-    let shape = [batch, config.in_channels, res, res];
+    let shape = [batch, config.in_channels(), res, res];
     // A plan runs nothing, so its input needs no data (and sizes too large for this host
     // can still be planned); a real input is refused before its data is built when the
     // device could not hold it.
@@ -117,7 +121,7 @@ fn rig(
             .collect()
     };
     let labels: Vec<u32> = (0..batch)
-        .map(|i| (i % config.num_classes) as u32)
+        .map(|i| (i % config.num_classes()) as u32)
         .collect();
     Ok(Rig {
         gpu: gpu.clone(),
@@ -126,6 +130,7 @@ fn rig(
         images: data,
         labels,
         shape,
+        steps: 0,
     })
 }
 
@@ -138,7 +143,11 @@ fn step(r: &mut Rig) -> Result<()> {
         Tensor::from_slice(&r.gpu, &r.images, &r.shape)?
     };
     let y = Tensor::from_u32(&r.gpu, &r.labels, &[r.shape[0]])?;
-    let logits = r.model.forward(&x, true).map_err(model_to_engine)?;
+    let logits = r
+        .model
+        .forward_at(&x, true, r.steps)
+        .map_err(model_to_engine)?;
+    r.steps += 1;
     let loss = ops::cross_entropy(&logits, &y, 0.1)?;
     loss.backward()?;
     r.opt.step(1e-3)?;
@@ -159,7 +168,7 @@ pub(crate) fn model_to_engine(e: repopt_models::ModelError) -> Error {
 /// Times one training step of `config` in each mode.
 pub fn train_steps(
     gpu: &Gpu,
-    config: &VggConfig,
+    config: &NetConfig,
     modes: &[Mode],
     batch: usize,
     res: usize,
@@ -183,7 +192,7 @@ pub fn train_steps(
         let host = gpu.counters().since(&before).into();
         out.push(StepResult {
             mode: mode.name().into(),
-            config: config.name.clone(),
+            config: config.name().into(),
             batch,
             res,
             images_per_s: batch as f64 / t.median_s,
@@ -213,7 +222,7 @@ pub struct MaxBatchResult {
 /// Whether a training step at `batch` fits `limit` bytes on a fresh device.
 fn fits(
     options: &GpuOptions,
-    config: &VggConfig,
+    config: &NetConfig,
     mode: Mode,
     batch: usize,
     res: usize,
@@ -238,7 +247,7 @@ fn fits(
 /// step, the arithmetic is skipped.
 pub fn max_batch(
     adapter: &repopt_tensor::AdapterSelector,
-    config: &VggConfig,
+    config: &NetConfig,
     mode: Mode,
     res: usize,
     memory_limit: u64,
@@ -267,7 +276,7 @@ pub fn max_batch(
     }
     Ok(MaxBatchResult {
         mode: mode.name().into(),
-        config: config.name.clone(),
+        config: config.name().into(),
         res,
         memory_limit,
         max_batch: lo,
@@ -294,7 +303,7 @@ pub struct MemoryResult {
 /// accounting, no arithmetic), so settings far too slow to run here can be measured.
 pub fn planned_peak(
     adapter: &repopt_tensor::AdapterSelector,
-    config: &VggConfig,
+    config: &NetConfig,
     modes: &[Mode],
     batch: usize,
     res: usize,
@@ -312,11 +321,38 @@ pub fn planned_peak(
         step(&mut r)?;
         out.push(MemoryResult {
             mode: mode.name().into(),
-            config: config.name.clone(),
+            config: config.name().into(),
             batch,
             res,
             peak_bytes: gpu.memory().peak_live_bytes,
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The benchmarked RepOpt-GhostNet step is the RepOptimizer's, not plain SGD's: its
+    /// depthwise cheap operations carry Grad Mults, which RepGhostNet's have none of.
+    #[test]
+    fn ghostnet_target_steps_with_grad_mults() {
+        let gpu = Gpu::new(GpuOptions {
+            plan_only: true,
+            ..Default::default()
+        })
+        .unwrap();
+        let config = NetConfig::preset("ghostnet-0.5x").unwrap().with_data(3, 10);
+        let mults = |mode| {
+            let r = rig(&gpu, &config, mode, 2, 32).unwrap();
+            r.opt
+                .params()
+                .iter()
+                .filter(|p| p.grad_mult.is_some())
+                .count()
+        };
+        assert!(mults(Mode::Target) > 0);
+        assert_eq!(mults(Mode::Repvgg), 0);
+    }
 }

@@ -262,7 +262,7 @@ impl CslaBlock {
         let err = |m: String| Err(ModelError::Config(format!("CSLA block: {m}")));
         let k = self.target.kernel();
         let co = self.target.out_channels();
-        if k == 0 || k % 2 == 0 {
+        if k == 0 || k.is_multiple_of(2) {
             return err(format!("the target window must be odd, got {k}"));
         }
         if co == 0 || self.target.in_channels() == 0 {
