@@ -46,7 +46,6 @@ pub fn run(gpu: &Gpu, c: usize, steps: usize) -> anyhow::Result<(Vec<f32>, Verif
     Ok((grad_mult, report))
 }
 
-#[allow(dead_code)]
 fn main() -> anyhow::Result<()> {
     let gpu = Gpu::from_env()?;
     let (m, report) = run(&gpu, 8, 100)?;

@@ -25,6 +25,7 @@ mod custom_net;
 #[path = "../examples/declare_block.rs"]
 mod declare_block;
 
+#[allow(dead_code)]
 #[path = "../examples/classify.rs"]
 mod classify;
 

@@ -167,7 +167,7 @@ impl EpochIter {
     }
 
     /// The index within the epoch of the batch the next call to `next`
-    /// returns: the `skip_batches` to pass to [`Loader::epoch_from`] when
+    /// returns: the `skip_batches` to pass to [`Loader::epoch_from`](crate::data::Loader::epoch_from) when
     /// resuming after the batches consumed so far.
     ///
     /// # Example
