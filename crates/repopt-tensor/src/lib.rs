@@ -19,9 +19,10 @@
 //! A small GPU tensor engine on [wgpu](https://wgpu.rs) compute shaders: tensors in pooled
 //! device buffers, reverse-mode autograd, hand-written WGSL kernels for what convolutional
 //! networks need (3x3/1x1 and depthwise convolution, batch norm, ReLU and hard sigmoid,
-//! dropout, pooling, linear, cross-entropy) and fused optimizer steps that accept a
-//! per-element gradient multiplier. It runs on any Vulkan, Metal or DX12 adapter, including
-//! Mesa's software Vulkan driver (lavapipe) on machines without a GPU.
+//! dropout, pooling, linear, cross-entropy, INT8 fake quantization with its calibration
+//! histograms) and fused optimizer steps that accept a per-element gradient multiplier. It
+//! runs on any Vulkan, Metal or DX12 adapter, including Mesa's software Vulkan driver
+//! (lavapipe) on machines without a GPU.
 //!
 //! How it is put together:
 //! - [`kernels`]: the Rust/WGSL contract, declared once per kernel and checked with naga;

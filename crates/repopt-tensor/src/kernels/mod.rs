@@ -25,6 +25,7 @@ pub mod loss;
 pub mod matmul;
 pub mod optim;
 pub mod probe;
+pub mod quant;
 pub mod reduce;
 
 #[cfg(test)]
@@ -255,6 +256,7 @@ pub const SHADERS: &[&Shader] = &[
     &loss::SHADER,
     &optim::SHADER,
     &probe::SHADER,
+    &quant::SHADER,
 ];
 
 /// Every declared kernel.
@@ -272,6 +274,7 @@ pub fn all() -> impl Iterator<Item = &'static KernelInfo> {
         loss::KERNELS,
         optim::KERNELS,
         probe::KERNELS,
+        quant::KERNELS,
     ]
     .into_iter()
     .flatten()

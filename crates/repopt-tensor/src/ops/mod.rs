@@ -18,6 +18,7 @@ pub mod elementwise;
 pub mod linear;
 pub mod loss;
 pub mod pool;
+pub mod quant;
 pub mod reduce;
 
 pub use batchnorm::{
@@ -35,6 +36,12 @@ pub use linear::{
 };
 pub use loss::{cross_entropy, cross_entropy_backward, cross_entropy_forward};
 pub use pool::{global_avg_pool, global_avg_pool_backward, global_avg_pool_forward};
+pub use quant::{
+    ActQuant, abs_max, abs_max_per_channel, fake_quant_per_channel,
+    fake_quant_per_channel_backward, fake_quant_per_channel_forward, fake_quant_per_tensor,
+    fake_quant_per_tensor_backward, fake_quant_per_tensor_forward, histogram, histogram_into,
+    min_max, min_max_into,
+};
 
 use crate::error::{Error, Result};
 use crate::tensor::{DType, Tensor};

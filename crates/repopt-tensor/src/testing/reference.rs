@@ -3,6 +3,10 @@
 //! Plain loops that follow the definitions (and PyTorch's semantics) with no cleverness, so
 //! that a disagreement with a GPU kernel points at the kernel.
 
+mod quant;
+
+pub use quant::{abs_max_per_channel, fake_quant, fake_quant_per_channel, histogram, min_max};
+
 /// `y[n, co, oh, ow] = sum w[co, ci, kh, kw] x[n, ci, oh*s+kh-p, ow*s+kw-p]`.
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d(
