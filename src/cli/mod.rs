@@ -11,8 +11,10 @@ mod eval;
 mod gr;
 mod model;
 mod pipeline;
+mod quantize;
 mod scales;
 mod search;
+mod stats;
 mod train;
 mod values;
 
@@ -60,6 +62,10 @@ pub enum Command {
     Eval(eval::EvalCmd),
     /// Convert a trained model to the plain deploy form, checking its outputs.
     Convert(convert::ConvertCmd),
+    /// Post-training INT8 quantization of a run: FP32 against INT8 per calibrator.
+    Quantize(quantize::QuantizeCmd),
+    /// Weight statistics of a run's 3x3 kernels (the paper's Table 11) and their histograms.
+    Stats(stats::StatsCmd),
     /// Gradient Re-parameterization of declared blocks.
     #[command(subcommand)]
     Gr(gr::GrCommand),
@@ -96,6 +102,8 @@ pub fn main() -> ExitCode {
         Command::Convert(c) => convert::run(c, &cli.adapter),
         Command::Bench(c) => bench::run(c, &cli.adapter),
         Command::Gr(c) => gr::run(c, &cli.adapter),
+        Command::Stats(c) => stats::run(c, &cli.adapter),
+        Command::Quantize(c) => quantize::run(c, &cli.adapter),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

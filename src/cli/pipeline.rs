@@ -38,6 +38,9 @@ pub struct PipelineCmd {
     /// Seeds, e.g. 0,1,2.
     #[arg(long, value_delimiter = ',')]
     seeds: Option<Vec<u64>>,
+    /// Skip the INT8 post-training quantization of each RepOpt-VGG run.
+    #[arg(long)]
+    no_ptq: bool,
     /// Replace the runs in --out whose settings changed (finished runs whose settings did
     /// not are reused, interrupted ones continued, either way).
     #[arg(long)]
@@ -93,6 +96,9 @@ pub fn run(cmd: &PipelineCmd, adapter: &str) -> anyhow::Result<()> {
     }
     if let Some(s) = &cmd.seeds {
         cfg.seeds = s.clone();
+    }
+    if cmd.no_ptq {
+        cfg.ptq = false;
     }
     let gpu = gpu(adapter)?;
     eprintln!(

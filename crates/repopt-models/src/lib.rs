@@ -40,6 +40,7 @@ mod init;
 pub mod layers;
 pub mod network;
 pub mod pth;
+pub mod quant;
 pub mod regular_file;
 pub mod reparam;
 pub mod repoptimizer;

@@ -79,8 +79,19 @@ impl Tally {
 /// A test set with no images, or with more classes than the model has, is refused before
 /// any work is done; engine errors as they come.
 pub fn evaluate(model: &Network, loader: &Loader) -> Result<EvalResult> {
-    let gpu = model.gpu();
-    let classes = model.num_classes();
+    evaluate_with(&model.gpu(), model.num_classes(), loader, &|x| {
+        Ok(model.forward(x, false)?)
+    })
+}
+
+/// [`evaluate`] for any function from images to logits of `classes` classes (a quantized
+/// model, a wrapped one), with the same checks.
+pub fn evaluate_with(
+    gpu: &repopt_tensor::Gpu,
+    classes: usize,
+    loader: &Loader,
+    forward: &dyn Fn(&Tensor) -> Result<Tensor>,
+) -> Result<EvalResult> {
     let data = loader.dataset();
     if data.is_empty() {
         return Err(TrainError::Config(format!(
@@ -98,8 +109,8 @@ pub fn evaluate(model: &Network, loader: &Loader) -> Result<EvalResult> {
     let mut tally = Tally::default();
     for batch in loader.epoch(0) {
         let logits = no_grad(|| -> Result<Vec<f32>> {
-            let x = Tensor::from_slice(&gpu, &batch.images, &batch.shape)?;
-            Ok(model.forward(&x, false)?.to_vec()?)
+            let x = Tensor::from_slice(gpu, &batch.images, &batch.shape)?;
+            Ok(forward(&x)?.to_vec()?)
         })?;
         tally.add(&logits, &batch.labels, classes)?;
     }

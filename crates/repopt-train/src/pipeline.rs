@@ -11,10 +11,12 @@ use serde::{Deserialize, Serialize};
 use crate::config::{OptimizerKind, ScalesSource, TrainConfig};
 use crate::error::{Result, TrainError};
 use crate::metrics::read_metrics;
+use crate::quantize::{QuantizeOptions, quantize_run};
 use crate::report::{markdown_table, plot_training};
 use crate::run_dir::{self, RunDir, Start};
 use crate::search::{hyper_search, search_config};
 use crate::trainer::{Observer, RunSummary, files, train};
+use repopt_models::quant::calibrate::Calibrator;
 
 /// The pipeline's settings, in its directory.
 pub const PIPELINE_FILE: &str = "pipeline.json";
@@ -39,6 +41,9 @@ pub struct PipelineConfig {
     pub search_resolution: Option<usize>,
     /// Output directory.
     pub out: PathBuf,
+    /// Post-training INT8 quantization of every RepOpt-VGG run (max and the other
+    /// calibrators), reported beside FP32.
+    pub ptq: bool,
 }
 
 impl Default for PipelineConfig {
@@ -52,6 +57,7 @@ impl Default for PipelineConfig {
             search_data_dir: None,
             search_resolution: None,
             out: PathBuf::from("runs/pipeline"),
+            ptq: true,
         }
     }
 }
@@ -211,6 +217,25 @@ pub struct Row {
     pub train_seconds: f64,
     /// Trainable parameters during training.
     pub params: usize,
+    /// INT8 post-training quantization of each seed's run (RepOpt-VGG family only).
+    #[serde(default)]
+    pub ptq: Option<PtqResult>,
+}
+
+/// A row's INT8 post-training quantization, per seed.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PtqResult {
+    /// Top-1 with max calibration.
+    pub max_top1: Vec<f64>,
+    /// Top-1 with the calibrator that scored best on the test split (an oracle choice: it
+    /// shows what the best of the calibrators reaches, not what one would pick blind).
+    pub best_top1: Vec<f64>,
+    /// Which calibrator that was.
+    pub best_calibrator: Vec<String>,
+    /// Mean of `max_top1`.
+    pub max_mean: f64,
+    /// Mean of `best_top1`.
+    pub best_mean: f64,
 }
 
 /// The pipeline's outcome.
@@ -365,6 +390,13 @@ pub fn run_pipeline(
     let ghost = repopt_models::ghostnet::GhostConfig::is_ghostnet(&cfg.train.arch.preset);
     for c in CONTENDERS {
         let mut runs = Vec::new();
+        let mut ptq = PtqResult {
+            max_top1: Vec::new(),
+            best_top1: Vec::new(),
+            best_calibrator: Vec::new(),
+            max_mean: 0.0,
+            best_mean: 0.0,
+        };
         for &seed in &cfg.seeds {
             let run_cfg = TrainConfig {
                 mode: c.mode,
@@ -396,6 +428,26 @@ pub fn run_pipeline(
                     read_metrics(&run_cfg.out.join(files::METRICS))?,
                 ));
             }
+            if cfg.ptq && !ghost {
+                let opts = QuantizeOptions {
+                    calibrators: Calibrator::all(),
+                    ..Default::default()
+                };
+                let q = quantize_run(gpu, &run_cfg.out, &opts)?;
+                let best = q
+                    .rows
+                    .iter()
+                    .max_by(|a, b| a.eval.top1.total_cmp(&b.eval.top1))
+                    .expect("six calibrators");
+                let max = q
+                    .rows
+                    .iter()
+                    .find(|r| r.calibrator == "max")
+                    .expect("max is one");
+                ptq.max_top1.push(max.eval.top1);
+                ptq.best_top1.push(best.eval.top1);
+                ptq.best_calibrator.push(best.calibrator.clone());
+            }
             runs.push(summary);
         }
         let top1: Vec<f64> = runs
@@ -420,6 +472,11 @@ pub fn run_pipeline(
             images_per_s: runs.iter().map(|r| r.images_per_s).sum::<f64>() / n,
             train_seconds: runs.iter().map(|r| r.train_seconds).sum::<f64>() / n,
             params: runs.first().map_or(0, |r| r.params),
+            ptq: (!ptq.max_top1.is_empty()).then(|| PtqResult {
+                max_mean: mean_std(&ptq.max_top1).0,
+                best_mean: mean_std(&ptq.best_top1).0,
+                ..ptq
+            }),
         });
     }
     plot_training(&curves, &cfg.out.join("curves.svg"))?;
@@ -439,36 +496,52 @@ pub fn run_pipeline(
 
 /// The comparison as a Markdown table.
 pub fn results_markdown(report: &Report) -> String {
+    let with_ptq = report.rows.iter().any(|r| r.ptq.is_some());
     let rows: Vec<Vec<String>> = report
         .rows
         .iter()
         .map(|r| {
-            vec![
+            let mut row = vec![
                 r.model.clone(),
                 format!("{:.2} ± {:.2}", r.top1_mean, r.top1_std),
                 format!("{:.2}", r.top5_mean),
+            ];
+            if with_ptq {
+                match &r.ptq {
+                    Some(q) => {
+                        row.push(format!("{:.2}", q.max_mean));
+                        row.push(format!(
+                            "{:.2} ({})",
+                            q.best_mean,
+                            q.best_calibrator.join(", ")
+                        ));
+                    }
+                    None => row.extend(["-".to_string(), "-".to_string()]),
+                }
+            }
+            row.extend([
                 format!("{:.0}", r.images_per_s),
                 format!("{:.0}", r.train_seconds),
                 format!("{:.3} M", r.params as f64 / 1e6),
-            ]
+            ]);
+            row
         })
         .collect();
     let seeds = report.rows.first().map_or(0, |r| r.seeds.len());
+    let mut header = vec!["model", "top-1 (%)", "top-5 (%)"];
+    if with_ptq {
+        header.extend(["INT8 max (%)", "INT8 best (%)"]);
+    }
+    header.extend(["train images/s", "train s", "train-time params"]);
     format!(
         "{}\nTop-1 is the mean ± sample standard deviation over {seeds} seed(s) on the {} test split.\n",
-        markdown_table(
-            &[
-                "model",
-                "top-1 (%)",
-                "top-5 (%)",
-                "train images/s",
-                "train s",
-                "train-time params"
-            ],
-            &rows
-        ),
+        markdown_table(&header, &rows),
         report.dataset
-    )
+    ) + if with_ptq {
+        "INT8: post-training quantization of the deploy form (weights per channel, activations per tensor, symmetric), calibrated on 512 training images; max calibration, and the best of six calibrators on the test split (named per seed).\n"
+    } else {
+        ""
+    }
 }
 
 fn write_report(root: &RunDir, report: &Report) -> Result<()> {

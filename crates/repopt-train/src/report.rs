@@ -156,6 +156,55 @@ pub fn plot_training(runs: &[(String, Vec<Metric>)], path: &Path) -> Result<()> 
     write_whole(path, &svg)
 }
 
+/// Histograms of one layer's kernel values for several models (the paper's Figs. 3 and 5),
+/// drawn as densities over a common symmetric range in 101 bins.
+pub fn plot_histograms(layers: &[(String, Vec<f32>)], title: &str, path: &Path) -> Result<()> {
+    const BINS: usize = 101;
+    let amax = layers
+        .iter()
+        .flat_map(|(_, v)| v.iter())
+        .fold(0.0f64, |m, v| m.max((*v as f64).abs()))
+        .max(1e-12);
+    let width = 2.0 * amax / BINS as f64;
+    let series: Vec<Series> = layers
+        .iter()
+        .map(|(label, values)| {
+            let mut counts = [0usize; BINS];
+            for &v in values {
+                let b = ((v as f64 + amax) / width)
+                    .floor()
+                    .clamp(0.0, (BINS - 1) as f64);
+                counts[b as usize] += 1;
+            }
+            let n = values.len().max(1) as f64;
+            let pts = counts
+                .iter()
+                .enumerate()
+                .map(|(i, &c)| (-amax + (i as f64 + 0.5) * width, c as f64 / n / width))
+                .collect();
+            (label.clone(), pts)
+        })
+        .collect();
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (900, 420)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
+        let (_, (_, y1)) = ranges(&series);
+        let panel = Panel {
+            caption: title,
+            x_desc: "kernel value",
+            y_desc: "density",
+            x: -amax..amax,
+            y: 0.0..y1,
+            dots: false,
+            legend: true,
+        };
+        draw_panel(&root, path, panel, &series)?;
+        root.present().map_err(|e| plot_err(path, e))?;
+    }
+    write_whole(path, &svg)
+}
+
 /// Mean searched scales per block, one series per kind of scale (`kinds`: key and legend;
 /// for RepOpt-VGG s (3x3), t (1x1) and u (identity, where it exists)), as in the paper's
 /// Fig. 7.
