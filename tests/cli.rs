@@ -186,10 +186,14 @@ fn pipeline_runs_the_main_job_end_to_end_on_a_slice_of_fashion_mnist() {
     for r in rows {
         let top1 = r["top1_mean"].as_f64().unwrap();
         assert!((0.0..=100.0).contains(&top1), "{r}");
+        // Every run is quantized after training: max and the best calibrator, per seed.
+        let int8 = r["ptq"]["max_top1"].as_array().unwrap();
+        assert_eq!(int8.len(), 1, "{r}");
+        assert!(r["ptq"]["best_mean"].as_f64().unwrap() >= r["ptq"]["max_mean"].as_f64().unwrap());
     }
     let table = std::fs::read_to_string(out.join("results.md")).unwrap();
     assert!(
-        table.contains("RepOpt-VGG") && table.contains("RepVGG"),
+        table.contains("RepOpt-VGG") && table.contains("RepVGG") && table.contains("INT8 max"),
         "{table}"
     );
     for file in [
