@@ -46,6 +46,9 @@ pub enum ModelError {
         /// The mode it got.
         got: crate::Mode,
     },
+    /// A model that cannot be exported to ONNX as asked.
+    #[error("ONNX export: {0}")]
+    Export(String),
 }
 
 /// Result with [`ModelError`].

@@ -39,6 +39,7 @@ pub mod info;
 mod init;
 pub mod layers;
 pub mod network;
+pub mod onnx;
 pub mod pth;
 pub mod quant;
 pub mod regular_file;

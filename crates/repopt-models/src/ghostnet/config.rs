@@ -76,7 +76,8 @@ pub const HEAD_CHANNELS: usize = 1280;
 /// ```
 /// use repopt_models::ghostnet::config::make_divisible;
 /// assert_eq!(make_divisible(8.0, 4), 8);
-/// assert_eq!(make_divisible(4.64, 4), 4);
+/// assert_eq!(make_divisible(4.2, 4), 4);
+/// assert_eq!(make_divisible(4.64, 4), 8); // 4 would lose more than 10%
 /// assert_eq!(make_divisible(13.92, 4), 16); // 12 would lose more than 10%
 /// ```
 pub fn make_divisible(v: f64, divisor: usize) -> usize {
