@@ -8,6 +8,7 @@ mod bench;
 mod convert;
 mod devices;
 mod eval;
+mod export;
 mod gr;
 mod model;
 mod pipeline;
@@ -64,6 +65,8 @@ pub enum Command {
     Convert(convert::ConvertCmd),
     /// Post-training INT8 quantization of a run: FP32 against INT8 per calibrator.
     Quantize(quantize::QuantizeCmd),
+    /// Export a run's deploy model as ONNX (FP32, or INT8 as a QDQ graph).
+    Export(export::ExportCmd),
     /// Weight statistics of a run's 3x3 kernels (the paper's Table 11) and their histograms.
     Stats(stats::StatsCmd),
     /// Gradient Re-parameterization of declared blocks.
@@ -104,6 +107,7 @@ pub fn main() -> ExitCode {
         Command::Gr(c) => gr::run(c, &cli.adapter),
         Command::Stats(c) => stats::run(c, &cli.adapter),
         Command::Quantize(c) => quantize::run(c, &cli.adapter),
+        Command::Export(c) => export::run(c, &cli.adapter),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -51,6 +51,15 @@ pub struct QuantizeCmd {
     json: bool,
 }
 
+impl From<Scheme> for ActScheme {
+    fn from(s: Scheme) -> Self {
+        match s {
+            Scheme::Symmetric => ActScheme::Symmetric,
+            Scheme::Asymmetric => ActScheme::Asymmetric,
+        }
+    }
+}
+
 pub fn run(cmd: &QuantizeCmd, adapter: &str) -> anyhow::Result<()> {
     let calibrators = if cmd.calibrator.trim().eq_ignore_ascii_case("all") {
         Calibrator::all()
@@ -61,10 +70,7 @@ pub fn run(cmd: &QuantizeCmd, adapter: &str) -> anyhow::Result<()> {
         calibrators,
         calib_images: cmd.calib_images,
         keep_float: cmd.keep_float.clone(),
-        scheme: match cmd.scheme {
-            Scheme::Symmetric => ActScheme::Symmetric,
-            Scheme::Asymmetric => ActScheme::Asymmetric,
-        },
+        scheme: cmd.scheme.into(),
         test_limit: cmd.test_limit,
     };
     let gpu = gpu(adapter)?;

@@ -19,8 +19,9 @@ use std::sync::Arc;
 
 use repopt_models::any::Network;
 use repopt_models::quant::calibrate::Calibrator;
-use repopt_models::quant::network::{ActScheme, Observed, QuantVgg, layer_names};
+use repopt_models::quant::network::{ActQuant, ActScheme, Observed, QuantVgg, layer_names};
 use repopt_models::reparam::to_deploy;
+use repopt_models::{Mode, RepOptVgg, onnx};
 use repopt_tensor::{Gpu, Tensor};
 use serde::Serialize;
 
@@ -112,7 +113,9 @@ fn keep_indices(layers: &[String], names: &[String]) -> Result<Vec<usize>> {
         .collect()
 }
 
-fn loader(cfg: &TrainConfig, split: Split, n: Option<usize>) -> Result<Loader> {
+/// An evaluation loader (no augmentation) over `n` images of a split (all when None), with
+/// the run's preprocessing: what calibration and quantized evaluation read.
+pub fn eval_loader(cfg: &TrainConfig, split: Split, n: Option<usize>) -> Result<Loader> {
     let ds = limit(
         load(cfg.dataset, &cfg.data_dir(), split, cfg.resolution)?,
         n,
@@ -128,65 +131,146 @@ fn loader(cfg: &TrainConfig, split: Split, n: Option<usize>) -> Result<Loader> {
     )?)
 }
 
+/// A run converted to the deploy form and calibrated: what quantizing or exporting it
+/// starts from.
+pub struct Calibration {
+    /// The deploy-form model.
+    pub deploy: RepOptVgg,
+    /// The mode the run trained in.
+    pub mode: Mode,
+    /// The run's settings (dataset, resolution, preprocessing).
+    pub cfg: TrainConfig,
+    /// What the calibration images showed at each layer.
+    pub observed: Observed,
+    /// Indices of the layers kept in float.
+    pub keep: Vec<usize>,
+    /// Calibration images used.
+    pub images: usize,
+}
+
+impl Calibration {
+    /// Loads the model at `run` (a run directory, model file or checkpoint; not a run still
+    /// training), converts it and observes `calib_images` training images.
+    pub fn of_run(
+        gpu: &Gpu,
+        run: &Path,
+        calib_images: usize,
+        keep_float: &[String],
+    ) -> Result<Self> {
+        if calib_images == 0 {
+            return Err(TrainError::Config(
+                "--calib-images must be at least 1: calibration needs images".into(),
+            ));
+        }
+        if !run.exists() {
+            return Err(TrainError::Config(format!(
+                "{}: no such run or model file",
+                run.display()
+            )));
+        }
+        if run.is_dir() {
+            // A run still training holds its directory's lock; its model is not final.
+            RunDir::open(run).map_err(|e| {
+                TrainError::Config(format!(
+                    "{}: cannot quantize a run in use: {e}",
+                    run.display()
+                ))
+            })?;
+        }
+        let (network, cfg) = load_model_with_settings(gpu, run)?;
+        let Network::Vgg(model) = network else {
+            return Err(TrainError::Config(format!(
+                "{}: INT8 quantization covers RepOpt-VGG models; this is a GhostNet",
+                run.display()
+            )));
+        };
+        let deploy = to_deploy(&model)?;
+        let keep = keep_indices(&layer_names(&deploy), keep_float)?;
+        let calib = eval_loader(&cfg, Split::Train, Some(calib_images))?;
+        let mut batches = Vec::new();
+        for b in calib.epoch(0) {
+            batches.push(Tensor::from_slice(gpu, &b.images, &b.shape)?);
+        }
+        let observed = Observed::gather(&deploy, &batches)?;
+        Ok(Calibration {
+            deploy,
+            mode: model.mode(),
+            cfg,
+            observed,
+            keep,
+            images: calib.dataset().len(),
+        })
+    }
+
+    /// Activation quantizers by `calibrator` (None for the layers kept in float).
+    pub fn activations(
+        &self,
+        calibrator: Calibrator,
+        scheme: ActScheme,
+    ) -> Result<Vec<Option<ActQuant>>> {
+        Ok(self.observed.calibrate(calibrator, scheme, &self.keep)?)
+    }
+
+    /// The deploy model as ONNX: FP32, or with `int8` a QDQ graph whose activation scales
+    /// are this calibration's by the given calibrator, and whose weights are quantized per
+    /// channel as the engine's fake quantization does.
+    pub fn export_onnx(&self, int8: Option<(Calibrator, ActScheme)>) -> Result<Vec<u8>> {
+        let Some((calibrator, scheme)) = int8 else {
+            return Ok(onnx::export_fp32(&self.deploy)?);
+        };
+        let acts = self.activations(calibrator, scheme)?;
+        // The exporter numbers layers as the engine does when blocks have no squeeze-
+        // excitation; the engine keeps SE gates in float, so they stay float here too.
+        let layers = onnx::quant_layers(&self.deploy)?;
+        let mut quants = Vec::with_capacity(layers.len());
+        let mut keep = Vec::new();
+        let mut engine = acts.iter();
+        for l in &layers {
+            let a = match l.kind {
+                onnx::LayerKind::SeDown | onnx::LayerKind::SeUp => None,
+                _ => *engine
+                    .next()
+                    .expect("one engine layer per convolution and classifier"),
+            };
+            match a {
+                Some(a) => quants.push(onnx::ActivationQuant {
+                    scale: a.scale,
+                    zero_point: a.zero_point,
+                    unsigned: a.qmin >= 0,
+                }),
+                None => {
+                    keep.push(l.index);
+                    // Unused for a float layer; any valid value.
+                    quants.push(onnx::ActivationQuant::symmetric(1.0));
+                }
+            }
+        }
+        Ok(onnx::export_int8(&self.deploy, &quants, &keep)?)
+    }
+}
+
 /// Quantizes the model at `run` (a run directory, model file or checkpoint) as `opts` says.
 pub fn quantize_run(gpu: &Gpu, run: &Path, opts: &QuantizeOptions) -> Result<QuantReport> {
     if opts.calibrators.is_empty() {
         return Err(TrainError::Config("no calibrator to compare".into()));
     }
-    if opts.calib_images == 0 {
-        return Err(TrainError::Config(
-            "--calib-images must be at least 1: calibration needs images".into(),
-        ));
-    }
-    if !run.exists() {
-        return Err(TrainError::Config(format!(
-            "{}: no such run or model file",
-            run.display()
-        )));
-    }
-    if run.is_dir() {
-        // A run still training holds its directory's lock; its model is not final.
-        RunDir::open(run).map_err(|e| {
-            TrainError::Config(format!(
-                "{}: cannot quantize a run in use: {e}",
-                run.display()
-            ))
-        })?;
-    }
-    let (network, cfg) = load_model_with_settings(gpu, run)?;
-    let Network::Vgg(model) = network else {
-        return Err(TrainError::Config(format!(
-            "{}: INT8 quantization covers RepOpt-VGG models; this is a GhostNet",
-            run.display()
-        )));
-    };
-    let mode = model.mode();
-    let deploy = to_deploy(&model)?;
-    let layers = layer_names(&deploy);
-    let keep = keep_indices(&layers, &opts.keep_float)?;
-
-    let calib = loader(&cfg, Split::Train, Some(opts.calib_images))?;
-    let mut batches = Vec::new();
-    for b in calib.epoch(0) {
-        batches.push(Tensor::from_slice(gpu, &b.images, &b.shape)?);
-    }
-    let observed = Observed::gather(&deploy, &batches)?;
-    drop(batches);
-
-    let test = loader(&cfg, Split::Test, opts.test_limit.or(cfg.test_limit))?;
+    let c = Calibration::of_run(gpu, run, opts.calib_images, &opts.keep_float)?;
+    let (deploy, cfg, observed, keep, mode) = (&c.deploy, &c.cfg, &c.observed, &c.keep, c.mode);
+    let layers = layer_names(deploy);
+    let test = eval_loader(cfg, Split::Test, opts.test_limit.or(cfg.test_limit))?;
     let classes = deploy.config().num_classes;
     let fp32 = evaluate_with(gpu, classes, &test, &|x| Ok(deploy.forward(x, false)?))?;
     let mut rows = Vec::new();
-    for &c in &opts.calibrators {
-        let acts = observed.calibrate(c, opts.scheme, &keep)?;
+    for &cal in &opts.calibrators {
+        let acts = observed.calibrate(cal, opts.scheme, keep)?;
         let thresholds = acts
             .iter()
             .map(|a| a.map(|a| a.scale * (a.qmax - a.zero_point) as f32))
             .collect();
-        let int8 = QuantVgg::new(&deploy, acts)?;
+        let int8 = QuantVgg::new(deploy, acts)?;
         let eval = evaluate_with(gpu, classes, &test, &|x| Ok(int8.forward(x)?))?;
         rows.push(QuantRow {
-            calibrator: c.to_string(),
+            calibrator: cal.to_string(),
             eval,
             thresholds,
         });
@@ -194,7 +278,7 @@ pub fn quantize_run(gpu: &Gpu, run: &Path, opts: &QuantizeOptions) -> Result<Qua
     Ok(QuantReport {
         model: deploy.config().name.clone(),
         mode: mode.name().into(),
-        calib_images: calib.dataset().len(),
+        calib_images: c.images,
         kept_float: keep.iter().map(|&i| layers[i].clone()).collect(),
         observed_max: observed.histograms.iter().map(|h| h.max).collect(),
         layers,
