@@ -2,31 +2,7 @@
 
 mod common;
 
-use common::{repopt, stderr, stdout};
-use std::path::PathBuf;
-
-/// The authors' scale files, or None (printed as skipped) unless `REPOPT_REQUIRE_SHARED_DATA`
-/// makes their absence a failure.
-fn official_scales(test: &str) -> Option<PathBuf> {
-    let dir = PathBuf::from(
-        std::env::var("REPOPT_SHARED_DATA").unwrap_or_else(|_| "../shared/data".into()),
-    )
-    .join("official-scales");
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    if std::env::var_os("REPOPT_REQUIRE_SHARED_DATA").is_some() {
-        panic!(
-            "{test}: {} is missing (set REPOPT_SHARED_DATA)",
-            dir.display()
-        );
-    }
-    eprintln!(
-        "SKIPPED {test}: {} not found (set REPOPT_SHARED_DATA to the data directory)",
-        dir.display()
-    );
-    None
-}
+use common::{official_scales, repopt, stderr, stdout};
 
 #[test]
 fn devices_lists_an_adapter_with_its_limits() {

@@ -6,7 +6,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{repopt, stderr, stdout};
+use common::{repopt, stderr, stdout, train_tiny};
 use repopt::models::quant::calibrate::Calibrator;
 use repopt::models::quant::network::{ActScheme, QuantVgg};
 use repopt::tensor::{Gpu, Tensor, no_grad};
@@ -40,30 +40,7 @@ fn argmax(row: &[f32]) -> usize {
 fn exported_models_run_in_tract_like_the_engine_on_test_images() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
-    let o = repopt(&[
-        "train",
-        "--mode",
-        "repvgg",
-        "--optimizer",
-        "sgd",
-        "--num-blocks",
-        "1,1,1,1",
-        "--widths",
-        "0.25,0.25,0.25,0.25",
-        "--train-limit",
-        "512",
-        "--test-limit",
-        "300",
-        "--epochs",
-        "1",
-        "--warmup-epochs",
-        "0",
-        "--batch-size",
-        "32",
-        "--out",
-        run.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    train_tiny(&run, "repvgg");
     let (fp32, int8) = (dir.path().join("fp32.onnx"), dir.path().join("int8.onnx"));
     let o = repopt(&[
         "export",

@@ -9,21 +9,7 @@ use std::path::{Path, PathBuf};
 use common::{repopt, stderr, stdout};
 
 fn official_ghost_scales(test: &str) -> Option<PathBuf> {
-    let file = PathBuf::from(
-        std::env::var("REPOPT_SHARED_DATA").unwrap_or_else(|_| "../shared/data".into()),
-    )
-    .join("official-scales/RepOptGhostNet_0_5x_scales.pth");
-    if file.is_file() {
-        return Some(file);
-    }
-    if std::env::var_os("REPOPT_REQUIRE_SHARED_DATA").is_some() {
-        panic!(
-            "{test}: {} is missing (set REPOPT_SHARED_DATA)",
-            file.display()
-        );
-    }
-    eprintln!("SKIPPED {test}: {} not found", file.display());
-    None
+    common::official_scales(test).map(|d| d.join("RepOptGhostNet_0_5x_scales.pth"))
 }
 
 /// The training losses a run logged, in order.

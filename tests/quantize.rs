@@ -3,40 +3,10 @@
 
 mod common;
 
-use std::path::Path;
-
-use common::{repopt, stderr, stdout};
-
-/// Trains a tiny model in `mode` into `out`.
-fn tiny_run(out: &Path, mode: &str) {
-    let o = repopt(&[
-        "train",
-        "--mode",
-        mode,
-        "--optimizer",
-        "sgd",
-        "--num-blocks",
-        "1,1,1,1",
-        "--widths",
-        "0.25,0.25,0.25,0.25",
-        "--train-limit",
-        "512",
-        "--test-limit",
-        "200",
-        "--epochs",
-        "1",
-        "--warmup-epochs",
-        "0",
-        "--batch-size",
-        "32",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-}
+use common::{repopt, stderr, stdout, train_tiny};
 
 fn json(o: &std::process::Output) -> serde_json::Value {
-    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(o.status.success(), "{}", stderr(o));
     serde_json::from_str(stdout(o).trim()).unwrap()
 }
 
@@ -44,7 +14,7 @@ fn json(o: &std::process::Output) -> serde_json::Value {
 fn quantize_compares_every_calibrator_with_fp32() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("repvgg");
-    tiny_run(&run, "repvgg");
+    train_tiny(&run, "repvgg");
     let r = json(&repopt(&[
         "quantize",
         run.to_str().unwrap(),
@@ -122,7 +92,7 @@ fn quantize_refuses_bad_input_clearly() {
     assert!(stderr(&o).contains("no-such-run"), "{}", stderr(&o));
 
     let run = dir.path().join("target");
-    tiny_run(&run, "target");
+    train_tiny(&run, "target");
     let o = repopt(&["quantize", run.to_str().unwrap(), "--calibrator", "kl"]);
     assert!(!o.status.success());
     assert!(
@@ -155,8 +125,8 @@ fn quantize_refuses_bad_input_clearly() {
 fn stats_reports_table_11_stages_and_draws_the_histograms() {
     let dir = tempfile::tempdir().unwrap();
     let (rep, target) = (dir.path().join("rep"), dir.path().join("target"));
-    tiny_run(&rep, "repvgg");
-    tiny_run(&target, "target");
+    train_tiny(&rep, "repvgg");
+    train_tiny(&target, "target");
     let o = repopt(&["stats", rep.to_str().unwrap(), "--json"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let lines: Vec<serde_json::Value> = stdout(&o)

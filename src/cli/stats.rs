@@ -24,7 +24,7 @@ pub struct StatsCmd {
     /// A second run whose kernels are compared (and drawn) beside the first.
     #[arg(long, value_parser = NonEmptyPath)]
     compare: Option<PathBuf>,
-    /// The block drawn by --svg (default: the last block with an identity branch).
+    /// The block drawn by --svg (default: the last with as many output as input channels).
     #[arg(long, value_parser = NonEmptyName)]
     layer: Option<String>,
     /// Write the histograms of the chosen layer's deploy kernels to this SVG file.
@@ -98,8 +98,7 @@ pub fn run(cmd: &StatsCmd, adapter: &str) -> anyhow::Result<()> {
             Some(l) => l.clone(),
             None => first
                 .iter()
-                .filter(|k| k.stage == "deploy" && k.shape[0] == k.shape[1])
-                .next_back()
+                .rfind(|k| k.stage == "deploy" && k.shape[0] == k.shape[1])
                 .or_else(|| first.last())
                 .map(|k| k.block.clone())
                 .ok_or_else(|| {
