@@ -16,6 +16,7 @@
 //! # Ok::<(), repopt_models::ModelError>(())
 //! ```
 
+pub mod bottleneck;
 pub mod config;
 pub mod module;
 pub mod network;
