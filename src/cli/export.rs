@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use clap::Args;
 use repopt::models::checkpoint::write_atomic;
 use repopt::models::domain;
+use repopt::models::onnx;
 use repopt::models::quant::calibrate::Calibrator;
-use repopt::train::quantize::Calibration;
+use repopt::train::quantize::{Calibration, deployed_run};
 
 use super::gpu;
 use super::quantize::Scheme;
@@ -45,18 +46,27 @@ pub struct ExportCmd {
 pub fn run(cmd: &ExportCmd, adapter: &str) -> anyhow::Result<()> {
     let calibrator = cmd.calibrator.parse::<Calibrator>()?;
     let gpu = gpu(adapter)?;
-    // FP32 needs no calibration images; one keeps the shared path simple and cheap.
-    let images = if cmd.int8 { cmd.calib_images } else { 1 };
-    let c = Calibration::of_run(&gpu, &cmd.run, images, &cmd.keep_float)?;
     let int8 = cmd.int8.then_some((calibrator, cmd.scheme.into()));
-    let bytes = c.export_onnx(int8)?;
+    // Only INT8 needs calibration images; FP32 is the converted model alone.
+    let (name, mode, images, bytes) = match int8 {
+        Some((cal, scheme)) => {
+            let c = Calibration::of_run(&gpu, &cmd.run, cmd.calib_images, &cmd.keep_float)?;
+            let bytes = c.export_int8(cal, scheme)?;
+            (c.deploy.config().name.clone(), c.mode, c.images, bytes)
+        }
+        None => {
+            let (deploy, mode, _) = deployed_run(&gpu, &cmd.run)?;
+            let bytes = onnx::export_fp32(&deploy)?;
+            (deploy.config().name.clone(), mode, 0, bytes)
+        }
+    };
     write_atomic(&cmd.output, &bytes)?;
     println!(
         "{} ({} -> deploy) as {} ONNX, {} bytes: {}",
-        c.deploy.config().name,
-        c.mode,
+        name,
+        mode,
         match int8 {
-            Some((cal, _)) => format!("INT8 QDQ ({cal} calibration on {} images)", c.images),
+            Some((cal, _)) => format!("INT8 QDQ ({cal} calibration on {images} images)"),
             None => "FP32".into(),
         },
         bytes.len(),

@@ -210,7 +210,10 @@ impl Network {
 
     /// The device the network lives on.
     pub fn gpu(&self) -> Gpu {
-        self.state()[0].1.gpu().clone()
+        match self {
+            Network::Vgg(n) => n.linear().0.gpu().clone(),
+            Network::Ghost(n) => n.gpu().clone(),
+        }
     }
 
     /// Logits for images (see the families' `forward`).

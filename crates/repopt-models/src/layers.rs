@@ -36,6 +36,39 @@ impl BatchNorm {
         ops::batch_norm2d(x, &self.weight, &self.bias, &self.stats, training, relu)
     }
 
+    /// The batch norm in eval mode as `scale * x + shift` per channel, in f64 (as
+    /// conversions assemble their kernels).
+    pub fn fold(&self) -> Result<(Vec<f64>, Vec<f64>)> {
+        let (gamma, beta) = (self.weight.to_vec()?, self.bias.to_vec()?);
+        let mean = self.stats.running_mean.to_vec()?;
+        let var = self.stats.running_var.to_vec()?;
+        let eps = self.stats.eps as f64;
+        let scale: Vec<f64> = gamma
+            .iter()
+            .zip(&var)
+            .map(|(&g, &v)| g as f64 / (v as f64 + eps).sqrt())
+            .collect();
+        let shift = beta
+            .iter()
+            .zip(&mean)
+            .zip(&scale)
+            .map(|((&b, &m), s)| b as f64 - m as f64 * s)
+            .collect();
+        Ok((scale, shift))
+    }
+
+    /// An independent copy (a converted model must not share storage with its source).
+    pub fn deep_clone(&self) -> Result<Self> {
+        let copy = BatchNorm::new(self.weight.gpu(), self.weight.numel())?;
+        copy.weight.copy_from(&self.weight)?;
+        copy.bias.copy_from(&self.bias)?;
+        copy.stats
+            .running_mean
+            .copy_from(&self.stats.running_mean)?;
+        copy.stats.running_var.copy_from(&self.stats.running_var)?;
+        Ok(copy)
+    }
+
     pub(crate) fn params(&self, prefix: &str, block: usize, out: &mut Vec<Param>) {
         for (suffix, tensor, kind) in [
             ("weight", &self.weight, ParamKind::BnWeight),

@@ -131,6 +131,34 @@ pub fn eval_loader(cfg: &TrainConfig, split: Split, n: Option<usize>) -> Result<
     )?)
 }
 
+/// The model at `run` (a run directory, model file or checkpoint; not a run still
+/// training) in the deploy form, with the mode it trained in and its run's settings.
+pub fn deployed_run(gpu: &Gpu, run: &Path) -> Result<(RepOptVgg, Mode, TrainConfig)> {
+    if !run.exists() {
+        return Err(TrainError::Config(format!(
+            "{}: no such run or model file",
+            run.display()
+        )));
+    }
+    if run.is_dir() {
+        // A run still training holds its directory's lock; its model is not final.
+        RunDir::open(run).map_err(|e| {
+            TrainError::Config(format!(
+                "{}: cannot quantize a run in use: {e}",
+                run.display()
+            ))
+        })?;
+    }
+    let (network, cfg) = load_model_with_settings(gpu, run)?;
+    let Network::Vgg(model) = network else {
+        return Err(TrainError::Config(format!(
+            "{}: INT8 quantization covers RepOpt-VGG models; this is a GhostNet",
+            run.display()
+        )));
+    };
+    Ok((to_deploy(&model)?, model.mode(), cfg))
+}
+
 /// A run converted to the deploy form and calibrated: what quantizing or exporting it
 /// starts from.
 pub struct Calibration {
@@ -162,29 +190,7 @@ impl Calibration {
                 "--calib-images must be at least 1: calibration needs images".into(),
             ));
         }
-        if !run.exists() {
-            return Err(TrainError::Config(format!(
-                "{}: no such run or model file",
-                run.display()
-            )));
-        }
-        if run.is_dir() {
-            // A run still training holds its directory's lock; its model is not final.
-            RunDir::open(run).map_err(|e| {
-                TrainError::Config(format!(
-                    "{}: cannot quantize a run in use: {e}",
-                    run.display()
-                ))
-            })?;
-        }
-        let (network, cfg) = load_model_with_settings(gpu, run)?;
-        let Network::Vgg(model) = network else {
-            return Err(TrainError::Config(format!(
-                "{}: INT8 quantization covers RepOpt-VGG models; this is a GhostNet",
-                run.display()
-            )));
-        };
-        let deploy = to_deploy(&model)?;
+        let (deploy, mode, cfg) = deployed_run(gpu, run)?;
         let keep = keep_indices(&layer_names(&deploy), keep_float)?;
         let calib = eval_loader(&cfg, Split::Train, Some(calib_images))?;
         let mut batches = Vec::new();
@@ -194,7 +200,7 @@ impl Calibration {
         let observed = Observed::gather(&deploy, &batches)?;
         Ok(Calibration {
             deploy,
-            mode: model.mode(),
+            mode,
             cfg,
             observed,
             keep,
@@ -211,13 +217,11 @@ impl Calibration {
         Ok(self.observed.calibrate(calibrator, scheme, &self.keep)?)
     }
 
-    /// The deploy model as ONNX: FP32, or with `int8` a QDQ graph whose activation scales
-    /// are this calibration's by the given calibrator, and whose weights are quantized per
-    /// channel as the engine's fake quantization does.
-    pub fn export_onnx(&self, int8: Option<(Calibrator, ActScheme)>) -> Result<Vec<u8>> {
-        let Some((calibrator, scheme)) = int8 else {
-            return Ok(onnx::export_fp32(&self.deploy)?);
-        };
+    /// The deploy model as an ONNX QDQ graph whose activation scales are this
+    /// calibration's by `calibrator`, and whose weights are quantized per channel as the
+    /// engine's fake quantization does (FP32 needs no calibration: [`deployed_run`] and
+    /// `onnx::export_fp32`).
+    pub fn export_int8(&self, calibrator: Calibrator, scheme: ActScheme) -> Result<Vec<u8>> {
         let acts = self.activations(calibrator, scheme)?;
         // The exporter numbers layers as the engine does when blocks have no squeeze-
         // excitation; the engine keeps SE gates in float, so they stay float here too.

@@ -5,7 +5,7 @@ use repopt_tensor::ops::{self, Conv2dConfig};
 use repopt_tensor::{Gpu, Tensor};
 
 use super::config::Bottleneck;
-use super::module::{GhostModule, clone_bn};
+use super::module::GhostModule;
 use crate::config::Mode;
 use crate::error::Result;
 use crate::init::Init;
@@ -84,7 +84,7 @@ impl ConvBn {
     pub(crate) fn copy(&self) -> Result<Self> {
         Ok(ConvBn {
             kernel: self.kernel.deep_clone()?.into_parameter(),
-            bn: clone_bn(&self.bn)?,
+            bn: self.bn.deep_clone()?,
             depthwise: self.depthwise,
             stride: self.stride,
         })

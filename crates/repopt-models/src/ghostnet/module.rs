@@ -267,7 +267,7 @@ impl GhostModule {
         let centre = (k * k) / 2;
         let (kernel, bias) = match &self.cheap {
             Cheap::Target { kernel, bn } => {
-                let (scale, shift) = fold(bn)?;
+                let (scale, shift) = f32s(bn.fold()?);
                 let mut w = kernel.to_vec()?;
                 for (i, v) in w.iter_mut().enumerate() {
                     *v *= scale[i / (k * k)];
@@ -275,8 +275,8 @@ impl GhostModule {
                 (w, shift)
             }
             Cheap::Rep { kernel, bn, fusion } => {
-                let (scale, shift) = fold(bn)?;
-                let (fscale, fshift) = fold(fusion)?;
+                let (scale, shift) = f32s(bn.fold()?);
+                let (fscale, fshift) = f32s(fusion.fold()?);
                 let mut w = kernel.to_vec()?;
                 for (i, v) in w.iter_mut().enumerate() {
                     *v *= scale[i / (k * k)];
@@ -293,7 +293,7 @@ impl GhostModule {
             name: self.name.clone(),
             index: self.index,
             primary: self.primary.deep_clone()?.into_parameter(),
-            primary_bn: clone_bn(&self.primary_bn)?,
+            primary_bn: self.primary_bn.deep_clone()?,
             cheap: Cheap::Deploy {
                 kernel: Tensor::parameter(gpu, &kernel, &[c, 1, k, k])?,
                 bias: Tensor::parameter(gpu, &bias, &[c])?,
@@ -303,34 +303,7 @@ impl GhostModule {
     }
 }
 
-/// A batch norm in eval mode as `scale * x + shift` per channel.
-pub(crate) fn fold(bn: &BatchNorm) -> Result<(Vec<f32>, Vec<f32>)> {
-    let gamma = bn.weight.to_vec()?;
-    let beta = bn.bias.to_vec()?;
-    let mean = bn.stats.running_mean.to_vec()?;
-    let var = bn.stats.running_var.to_vec()?;
-    let eps = bn.stats.eps as f64;
-    // In f64, as the VGG conversion assembles its kernels.
-    let scale: Vec<f64> = gamma
-        .iter()
-        .zip(&var)
-        .map(|(&g, &v)| g as f64 / (v as f64 + eps).sqrt())
-        .collect();
-    let shift = beta
-        .iter()
-        .zip(&mean)
-        .zip(&scale)
-        .map(|((&b, &m), s)| (b as f64 - m as f64 * s) as f32)
-        .collect();
-    Ok((scale.into_iter().map(|s| s as f32).collect(), shift))
-}
-
-/// An independent copy of a batch norm (the deploy model must not share storage).
-pub(crate) fn clone_bn(bn: &BatchNorm) -> Result<BatchNorm> {
-    let copy = BatchNorm::new(bn.weight.gpu(), bn.weight.numel())?;
-    copy.weight.copy_from(&bn.weight)?;
-    copy.bias.copy_from(&bn.bias)?;
-    copy.stats.running_mean.copy_from(&bn.stats.running_mean)?;
-    copy.stats.running_var.copy_from(&bn.stats.running_var)?;
-    Ok(copy)
+fn f32s((scale, shift): (Vec<f64>, Vec<f64>)) -> (Vec<f32>, Vec<f32>) {
+    let down = |v: Vec<f64>| v.into_iter().map(|x| x as f32).collect();
+    (down(scale), down(shift))
 }

@@ -87,6 +87,11 @@ impl RepOptGhostNet {
         })
     }
 
+    /// The device the network lives on.
+    pub fn gpu(&self) -> &Gpu {
+        self.classifier.0.gpu()
+    }
+
     /// The architecture.
     pub fn config(&self) -> &GhostConfig {
         &self.config

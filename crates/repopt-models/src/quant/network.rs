@@ -26,6 +26,7 @@ use repopt_tensor::{NoGradGuard, Tensor};
 use serde::Serialize;
 
 use super::calibrate::{BINS, Calibrator, Histogram};
+use super::weight_scales;
 use crate::block::BlockKind;
 use crate::error::{ModelError, Result};
 use crate::{Mode, RepOptVgg};
@@ -135,14 +136,20 @@ impl Observed {
         let _g = NoGradGuard::new();
         let layers = layer_names(model);
         let n = layers.len();
-        let (mut lo, mut hi) = (vec![f32::INFINITY; n], vec![0.0f32; n]);
+        let gpu = model.linear().0.gpu();
+        // Each layer's range is folded on the device over every batch: one read-back per
+        // layer at the end, none per batch.
+        let ranges: Vec<Tensor> = (0..n)
+            .map(|_| Tensor::from_slice(gpu, &[f32::INFINITY, f32::NEG_INFINITY], &[2]))
+            .collect::<repopt_tensor::Result<_>>()?;
         for x in batches {
-            forward_observed(model, x, &mut |i, t| {
-                let (a, b) = ops::min_max(t)?;
-                lo[i] = lo[i].min(a);
-                hi[i] = hi[i].max(a.abs()).max(b.abs());
-                Ok(())
-            })?;
+            forward_observed(model, x, &mut |i, t| Ok(ops::min_max_into(t, &ranges[i])?))?;
+        }
+        let (mut lo, mut hi) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        for r in &ranges {
+            let v = r.to_vec()?;
+            lo.push(v[0]);
+            hi.push(v[0].abs().max(v[1].abs()));
         }
         for (i, (a, b)) in lo.iter().zip(&hi).enumerate() {
             if !(a.is_finite() && b.is_finite()) {
@@ -152,7 +159,6 @@ impl Observed {
                 )));
             }
         }
-        let gpu = model.linear().0.gpu();
         let counts: Vec<Tensor> = (0..n)
             .map(|_| Tensor::from_u32(gpu, &[0; BINS], &[BINS]))
             .collect::<repopt_tensor::Result<_>>()?;
@@ -202,14 +208,6 @@ impl Observed {
         }
         Ok(out)
     }
-}
-
-/// Per-output-channel symmetric INT8 scales of a kernel (`max |w_c| / 127`).
-pub fn weight_scales(w: &[f32], co: usize) -> Vec<f32> {
-    let per = w.len() / co.max(1);
-    w.chunks(per.max(1))
-        .map(|c| c.iter().fold(0.0f32, |m, v| m.max(v.abs())) / 127.0)
-        .collect()
 }
 
 /// A deploy model evaluated with INT8 fake quantization.

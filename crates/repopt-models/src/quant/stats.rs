@@ -55,16 +55,8 @@ fn moments(v: &[f64]) -> (f64, f64, f64) {
 pub fn int8_per_channel(w: &[f32], co: usize) -> Vec<f32> {
     let per = w.len() / co.max(1);
     let mut out = Vec::with_capacity(w.len());
-    for c in w.chunks(per.max(1)) {
-        let amax = c.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        let s = amax / 127.0;
-        out.extend(c.iter().map(|&v| {
-            if s > 0.0 {
-                (v / s).round().clamp(-127.0, 127.0) * s
-            } else {
-                0.0
-            }
-        }));
+    for (c, s) in w.chunks(per.max(1)).zip(super::weight_scales(w, co)) {
+        out.extend(c.iter().map(|&v| (v / s).round().clamp(-127.0, 127.0) * s));
     }
     out
 }
@@ -116,14 +108,11 @@ pub fn kernel_stats(layer: &str, w: &[f32], shape: [usize; 4]) -> Result<KernelS
 
 /// A kernel times its batch norm's `gamma / sqrt(var + eps)` per output channel.
 fn fold(w: &[f32], bn: &BatchNorm) -> Result<Vec<f32>> {
-    let (g, v) = (bn.weight.to_vec()?, bn.stats.running_var.to_vec()?);
-    let per = w.len() / g.len();
+    let (scale, _) = bn.fold()?;
+    let per = w.len() / scale.len();
     Ok(w.iter()
         .enumerate()
-        .map(|(i, &x)| {
-            let c = i / per;
-            (x as f64 * g[c] as f64 / (v[c] as f64 + bn.stats.eps as f64).sqrt()) as f32
-        })
+        .map(|(i, &x)| (x as f64 * scale[i / per]) as f32)
         .collect())
 }
 
