@@ -29,9 +29,10 @@ pub struct ExportCmd {
     /// activation scales, per-channel int8 weights) instead of FP32.
     #[arg(long)]
     int8: bool,
-    /// With --int8: max, percentile, percentile-P, entropy or mse.
-    #[arg(long, default_value = "max", value_parser = NonEmptyName, requires = "int8")]
-    calibrator: String,
+    /// With --int8: max, percentile, percentile-P, entropy or mse (default: the ranges a
+    /// `repopt qat` run learned, max for other runs).
+    #[arg(long, value_parser = NonEmptyName, requires = "int8")]
+    calibrator: Option<String>,
     /// With --int8: activation quantization.
     #[arg(long, value_enum, default_value_t = Scheme::Symmetric, requires = "int8")]
     scheme: Scheme,
@@ -44,31 +45,45 @@ pub struct ExportCmd {
 }
 
 pub fn run(cmd: &ExportCmd, adapter: &str) -> anyhow::Result<()> {
-    let calibrator = cmd.calibrator.parse::<Calibrator>()?;
+    let calibrator = cmd
+        .calibrator
+        .as_deref()
+        .map(str::parse::<Calibrator>)
+        .transpose()?;
     let gpu = gpu(adapter)?;
-    let int8 = cmd.int8.then_some((calibrator, cmd.scheme.into()));
     // Only INT8 needs calibration images; FP32 is the converted model alone.
-    let (name, mode, images, bytes) = match int8 {
-        Some((cal, scheme)) => {
-            let c = Calibration::of_run(&gpu, &cmd.run, cmd.calib_images, &cmd.keep_float)?;
-            let bytes = c.export_int8(cal, scheme)?;
-            (c.deploy.config().name.clone(), c.mode, c.images, bytes)
-        }
-        None => {
-            let (deploy, mode, _) = deployed_run(&gpu, &cmd.run)?;
-            let bytes = onnx::export_fp32(&deploy)?;
-            (deploy.config().name.clone(), mode, 0, bytes)
-        }
+    let (name, mode, how, bytes) = if cmd.int8 {
+        let c = Calibration::of_run(&gpu, &cmd.run, cmd.calib_images, &cmd.keep_float)?;
+        let (how, bytes) = match (calibrator, &c.trained) {
+            (None, Some(acts)) => (
+                "INT8 QDQ (activation ranges from quantization-aware training)".to_string(),
+                c.export_int8_with(acts)?,
+            ),
+            (cal, _) => {
+                let cal = cal.unwrap_or(Calibrator::Max);
+                (
+                    format!("INT8 QDQ ({cal} calibration on {} images)", c.images),
+                    c.export_int8(cal, cmd.scheme.into())?,
+                )
+            }
+        };
+        (c.deploy.config().name.clone(), c.mode, how, bytes)
+    } else {
+        let d = deployed_run(&gpu, &cmd.run)?;
+        let bytes = onnx::export_fp32(&d.model)?;
+        (
+            d.model.config().name.clone(),
+            d.mode,
+            "FP32".to_string(),
+            bytes,
+        )
     };
     write_atomic(&cmd.output, &bytes)?;
     println!(
         "{} ({} -> deploy) as {} ONNX, {} bytes: {}",
         name,
         mode,
-        match int8 {
-            Some((cal, _)) => format!("INT8 QDQ ({cal} calibration on {images} images)"),
-            None => "FP32".into(),
-        },
+        how,
         bytes.len(),
         cmd.output.display()
     );

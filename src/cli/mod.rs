@@ -12,6 +12,7 @@ mod export;
 mod gr;
 mod model;
 mod pipeline;
+mod qat;
 mod quantize;
 mod scales;
 mod search;
@@ -65,6 +66,8 @@ pub enum Command {
     Convert(convert::ConvertCmd),
     /// Post-training INT8 quantization of a run: FP32 against INT8 per calibrator.
     Quantize(quantize::QuantizeCmd),
+    /// Quantization-aware training of a run's deploy form: FP32, PTQ and QAT INT8 compared.
+    Qat(qat::QatCmd),
     /// Export a run's deploy model as ONNX (FP32, or INT8 as a QDQ graph).
     Export(export::ExportCmd),
     /// Weight statistics of a run's 3x3 kernels (the paper's Table 11) and their histograms.
@@ -108,6 +111,7 @@ pub fn main() -> ExitCode {
         Command::Stats(c) => stats::run(c, &cli.adapter),
         Command::Quantize(c) => quantize::run(c, &cli.adapter),
         Command::Export(c) => export::run(c, &cli.adapter),
+        Command::Qat(c) => qat::run(c, &cli.adapter),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

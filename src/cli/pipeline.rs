@@ -41,6 +41,13 @@ pub struct PipelineCmd {
     /// Skip the INT8 post-training quantization of each RepOpt-VGG run.
     #[arg(long)]
     no_ptq: bool,
+    /// Quantization-aware training of each RepOpt-VGG run after training (one epoch unless
+    /// --qat-epochs says otherwise), reported beside PTQ.
+    #[arg(long)]
+    qat: bool,
+    /// Epochs of quantization-aware training (implies --qat).
+    #[arg(long, value_parser = InRange(domain::EPOCHS))]
+    qat_epochs: Option<u64>,
     /// Replace the runs in --out whose settings changed (finished runs whose settings did
     /// not are reused, interrupted ones continued, either way).
     #[arg(long)]
@@ -99,6 +106,9 @@ pub fn run(cmd: &PipelineCmd, adapter: &str) -> anyhow::Result<()> {
     }
     if cmd.no_ptq {
         cfg.ptq = false;
+    }
+    if cmd.qat || cmd.qat_epochs.is_some() {
+        cfg.qat_epochs = Some(cmd.qat_epochs.unwrap_or(1));
     }
     let gpu = gpu(adapter)?;
     eprintln!(

@@ -269,6 +269,15 @@ pub struct Begin {
 }
 
 impl Begin {
+    /// How a run with settings of its own making begins (`--resume` reads the run's).
+    pub fn start(&self) -> Start {
+        match (&self.resume, self.overwrite) {
+            (Some(checkpoint), _) => Start::Resume(checkpoint.clone()),
+            (None, true) => Start::Overwrite,
+            (None, false) => Start::New,
+        }
+    }
+
     /// The settings of the run and how it begins: for a resume, the run's own settings with
     /// what was passed on top (a time box is not carried over); otherwise `base` with the
     /// flags.

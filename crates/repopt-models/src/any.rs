@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ghostnet::{self, GhostConfig, GhostScales, RepOptGhostNet};
 use crate::layers::Named;
+use crate::quant::qat::QatConfig;
 use crate::repoptimizer::{self, RepOptimizerConfig};
 use crate::role::Param;
 use crate::{HostTensor, Mode, RepOptVgg, Result, Scales, VggConfig};
@@ -112,6 +113,10 @@ pub trait SavedModel {
     fn net_config(&self) -> NetConfig;
     /// The mode.
     fn mode(&self) -> Mode;
+    /// The observer settings when the model trains with fake quantization.
+    fn qat_config(&self) -> Option<QatConfig> {
+        None
+    }
 }
 
 impl SavedModel for RepOptVgg {
@@ -123,6 +128,9 @@ impl SavedModel for RepOptVgg {
     }
     fn mode(&self) -> Mode {
         RepOptVgg::mode(self)
+    }
+    fn qat_config(&self) -> Option<QatConfig> {
+        self.qat().map(|q| q.config().clone())
     }
 }
 
@@ -147,6 +155,12 @@ impl SavedModel for Network {
     }
     fn mode(&self) -> Mode {
         Network::mode(self)
+    }
+    fn qat_config(&self) -> Option<QatConfig> {
+        match self {
+            Network::Vgg(n) => n.qat_config(),
+            Network::Ghost(_) => None,
+        }
     }
 }
 
@@ -223,10 +237,11 @@ impl Network {
 
     /// Logits at training step `step`: the same as [`Network::forward`] for networks
     /// without randomness, the dropout mask of that step for GhostNet (so a resumed run
-    /// draws the masks an uninterrupted one would).
+    /// draws the masks an uninterrupted one would), and for a VGG in quantization-aware
+    /// training the step that decides whether its observers still move.
     pub fn forward_at(&self, x: &Tensor, training: bool, step: u64) -> Result<Tensor> {
         match self {
-            Network::Vgg(n) => n.forward(x, training),
+            Network::Vgg(n) => n.forward_at(x, training, step),
             Network::Ghost(n) => n.forward_at(x, training, step),
         }
     }

@@ -13,6 +13,8 @@ use crate::HostTensor;
 use crate::any::{NetConfig, Network, SavedModel};
 use crate::config::Mode;
 use crate::error::{ModelError, Result};
+use crate::quant::network::layer_names;
+use crate::quant::qat::QatConfig;
 
 /// The contents of a tensor file.
 #[derive(Clone, Debug, Default)]
@@ -165,6 +167,9 @@ pub mod keys {
     pub const CONFIG: &str = "config";
     /// The [`Mode`](crate::Mode) name.
     pub const MODE: &str = "mode";
+    /// The [`QatConfig`](crate::quant::qat::QatConfig) as JSON, for a deploy model that
+    /// trains with fake quantization (absent otherwise).
+    pub const QAT: &str = "qat";
 }
 
 /// The state of `model` as host tensors.
@@ -191,6 +196,12 @@ pub fn model_metadata(model: &impl SavedModel) -> BTreeMap<String, String> {
         serde_json::to_string(&model.net_config()).unwrap_or_default(),
     );
     m.insert(keys::MODE.into(), model.mode().name().into());
+    if let Some(q) = model.qat_config() {
+        m.insert(
+            keys::QAT.into(),
+            serde_json::to_string(&q).unwrap_or_default(),
+        );
+    }
     m
 }
 
@@ -230,9 +241,31 @@ pub fn model_description(file: &TensorFile, path: &Path) -> Result<(NetConfig, M
 
 /// Loads a model saved by [`save_model`] onto `gpu`.
 pub fn load_model(gpu: &Gpu, path: &Path) -> Result<Network> {
-    let file = load_tensors(path)?;
-    let (config, mode) = model_description(&file, path)?;
-    let model = Network::new(gpu, &config, mode, 0)?;
+    model_from_file(gpu, &load_tensors(path)?, path)
+}
+
+/// The model a file read from `path` describes, with its state loaded: the network its
+/// metadata names, with fake quantization attached again when it trained with it (the
+/// quantized layers are those whose ranges the file holds).
+pub fn model_from_file(gpu: &Gpu, file: &TensorFile, path: &Path) -> Result<Network> {
+    let (config, mode) = model_description(file, path)?;
+    let mut model = Network::new(gpu, &config, mode, 0)?;
+    if let Some(text) = file.metadata.get(keys::QAT) {
+        let qat: QatConfig = serde_json::from_str(text)
+            .map_err(|e| bad(path, format!("metadata 'qat' is not a valid setting: {e}")))?;
+        let Network::Vgg(vgg) = &mut model else {
+            return Err(bad(path, "metadata 'qat' on a model that cannot quantize"));
+        };
+        // Placeholder ranges: loading the state replaces them.
+        let ranges: Vec<Option<f32>> = layer_names(vgg)
+            .iter()
+            .map(|n| {
+                let name = format!("quant.{n}.act_max");
+                file.tensors.iter().any(|t| t.name == name).then_some(1.0)
+            })
+            .collect();
+        vgg.attach_qat(qat, &ranges)?;
+    }
     model.load_state(&file.tensors, &path.display().to_string())?;
     Ok(model)
 }

@@ -12,6 +12,7 @@ use crate::config::{Mode, VggConfig};
 use crate::error::{ModelError, Result};
 use crate::init::Init;
 use crate::layers::Named;
+use crate::quant::qat::QatState;
 use crate::role::{Param, ParamKind, ParamRole};
 
 /// A RepVGG-style network (RepOpt-VGG in target mode).
@@ -33,6 +34,8 @@ pub struct RepOptVgg {
     blocks: Vec<Block>,
     linear_weight: Tensor,
     linear_bias: Tensor,
+    /// Fake quantization for quantization-aware training (deploy models only).
+    qat: Option<QatState>,
 }
 
 impl RepOptVgg {
@@ -59,6 +62,7 @@ impl RepOptVgg {
             blocks,
             linear_weight,
             linear_bias,
+            qat: None,
         })
     }
 
@@ -75,6 +79,7 @@ impl RepOptVgg {
             blocks,
             linear_weight: linear.0,
             linear_bias: linear.1,
+            qat: None,
         }
     }
 
@@ -101,12 +106,21 @@ impl RepOptVgg {
     /// Logits `[N, classes]` for images `[N, C, H, W]`. In training mode batch norms use
     /// batch statistics and update their running statistics.
     pub fn forward(&self, x: &Tensor, training: bool) -> Result<Tensor> {
+        self.forward_at(x, training, 0)
+    }
+
+    /// [`RepOptVgg::forward`] at training step `step`, which only quantization-aware
+    /// training reads (its observers may freeze at a given step).
+    pub fn forward_at(&self, x: &Tensor, training: bool, step: u64) -> Result<Tensor> {
         let want = self.config.in_channels;
         if x.shape().len() != 4 || x.shape()[1] != want {
             return Err(ModelError::Config(format!(
                 "the model takes [N, {want}, H, W] images, got {:?}",
                 x.shape()
             )));
+        }
+        if let Some(q) = &self.qat {
+            return crate::quant::qat::forward(self, q, x, training, step);
         }
         let mut h = x.clone();
         for block in &self.blocks {
@@ -166,7 +180,20 @@ impl RepOptVgg {
     pub fn state(&self) -> Vec<Named> {
         let mut out = self.parameters();
         out.extend(self.blocks.iter().flat_map(Block::buffers));
+        if let Some(q) = &self.qat {
+            out.extend(q.buffers(&crate::quant::network::layer_names(self)));
+        }
         out
+    }
+
+    /// The fake-quantization state, when quantization-aware training is attached
+    /// ([`RepOptVgg::attach_qat`]).
+    pub fn qat(&self) -> Option<&QatState> {
+        self.qat.as_ref()
+    }
+
+    pub(crate) fn set_qat(&mut self, qat: Option<QatState>) {
+        self.qat = qat;
     }
 
     /// Number of trainable values.

@@ -239,6 +239,28 @@ pub struct TrainConfig {
     pub log_every: u64,
     /// Stop (with a checkpoint) after this many steps in total; for time-boxed runs.
     pub stop_after_steps: Option<u64>,
+    /// Quantization-aware training of a trained run's deploy form (mode `deploy`).
+    pub qat: Option<QatSettings>,
+}
+
+/// Where quantization-aware training starts and how it observes activations
+/// ([`crate::qat`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QatSettings {
+    /// The trained run (directory, model file or checkpoint) whose deploy form is
+    /// fine-tuned.
+    pub from: PathBuf,
+    /// The calibrator that sets the starting activation ranges (`max`, `entropy`, ...).
+    pub calibrator: String,
+    /// Training images that calibrate the starting ranges.
+    pub calib_images: usize,
+    /// Layers kept in float: names (`stage0`, `linear`), or `first` / `last`.
+    pub keep_float: Vec<String>,
+    /// Weight of each batch in the moving-average ranges.
+    pub averaging: f32,
+    /// The ranges stop moving after this fraction of the training steps (None: never).
+    pub freeze_observers: Option<f64>,
 }
 
 impl Default for TrainConfig {
@@ -274,6 +296,7 @@ impl Default for TrainConfig {
             out: PathBuf::from("runs/train"),
             log_every: 10,
             stop_after_steps: None,
+            qat: None,
         }
     }
 }
@@ -376,11 +399,36 @@ impl TrainConfig {
                 ));
             }
         }
-        if matches!(self.mode, Mode::Deploy) {
-            return bad(
-                "deploy models are for inference; train target, repvgg, csla or hs and convert"
-                    .into(),
-            );
+        match (&self.qat, self.mode) {
+            (None, Mode::Deploy) => {
+                return bad(
+                    "deploy models are for inference; train target, repvgg, csla or hs and convert (or fine-tune one with `repopt qat`)"
+                        .into(),
+                );
+            }
+            (Some(_), mode) if mode != Mode::Deploy => {
+                return bad(format!(
+                    "quantization-aware training fine-tunes the deploy form; got mode {mode}"
+                ));
+            }
+            (Some(q), _) => {
+                if self.optimizer.is_repopt() {
+                    return bad("quantization-aware training fine-tunes with a plain optimizer (sgd or adamw)".into());
+                }
+                if let Some(f) = q.freeze_observers
+                    && !(0.0..=1.0).contains(&f)
+                {
+                    return bad(format!(
+                        "--freeze-observers is a fraction of the training steps in [0, 1], got {f}"
+                    ));
+                }
+                if q.calib_images == 0 {
+                    return bad(
+                        "--calib-images must be at least 1: calibration needs images".into(),
+                    );
+                }
+            }
+            (None, _) => {}
         }
         Ok(())
     }

@@ -49,6 +49,7 @@ pub mod inference;
 pub mod metrics;
 pub mod pipeline;
 pub mod progress;
+pub mod qat;
 pub mod quantize;
 pub mod report;
 pub mod run_dir;

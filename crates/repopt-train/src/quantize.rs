@@ -131,9 +131,22 @@ pub fn eval_loader(cfg: &TrainConfig, split: Split, n: Option<usize>) -> Result<
     )?)
 }
 
+/// A trained run in the deploy form.
+pub struct Deployed {
+    /// The deploy-form model (float).
+    pub model: RepOptVgg,
+    /// The mode the run trained in.
+    pub mode: Mode,
+    /// The run's settings.
+    pub cfg: TrainConfig,
+    /// The activation quantizers a quantization-aware training run learned (None for
+    /// other runs).
+    pub trained: Option<Vec<Option<ActQuant>>>,
+}
+
 /// The model at `run` (a run directory, model file or checkpoint; not a run still
 /// training) in the deploy form, with the mode it trained in and its run's settings.
-pub fn deployed_run(gpu: &Gpu, run: &Path) -> Result<(RepOptVgg, Mode, TrainConfig)> {
+pub fn deployed_run(gpu: &Gpu, run: &Path) -> Result<Deployed> {
     if !run.exists() {
         return Err(TrainError::Config(format!(
             "{}: no such run or model file",
@@ -156,7 +169,18 @@ pub fn deployed_run(gpu: &Gpu, run: &Path) -> Result<(RepOptVgg, Mode, TrainConf
             run.display()
         )));
     };
-    Ok((to_deploy(&model)?, model.mode(), cfg))
+    let trained = model.qat().map(|q| q.act_quants()).transpose()?;
+    // A QAT model is already in the deploy form; the conversion drops its fake
+    // quantization, leaving the float model.
+    Ok(Deployed {
+        model: to_deploy(&model)?,
+        mode: match &cfg.qat {
+            Some(_) => Mode::Deploy,
+            None => model.mode(),
+        },
+        cfg,
+        trained,
+    })
 }
 
 /// A run converted to the deploy form and calibrated: what quantizing or exporting it
@@ -174,6 +198,8 @@ pub struct Calibration {
     pub keep: Vec<usize>,
     /// Calibration images used.
     pub images: usize,
+    /// The activation quantizers of a quantization-aware training run (None otherwise).
+    pub trained: Option<Vec<Option<ActQuant>>>,
 }
 
 impl Calibration {
@@ -190,7 +216,12 @@ impl Calibration {
                 "--calib-images must be at least 1: calibration needs images".into(),
             ));
         }
-        let (deploy, mode, cfg) = deployed_run(gpu, run)?;
+        let Deployed {
+            model: deploy,
+            mode,
+            cfg,
+            trained,
+        } = deployed_run(gpu, run)?;
         let keep = keep_indices(&layer_names(&deploy), keep_float)?;
         let calib = eval_loader(&cfg, Split::Train, Some(calib_images))?;
         let mut batches = Vec::new();
@@ -205,6 +236,7 @@ impl Calibration {
             observed,
             keep,
             images: calib.dataset().len(),
+            trained,
         })
     }
 
@@ -222,7 +254,13 @@ impl Calibration {
     /// engine's fake quantization does (FP32 needs no calibration: [`deployed_run`] and
     /// `onnx::export_fp32`).
     pub fn export_int8(&self, calibrator: Calibrator, scheme: ActScheme) -> Result<Vec<u8>> {
-        let acts = self.activations(calibrator, scheme)?;
+        self.export_int8_with(&self.activations(calibrator, scheme)?)
+    }
+
+    /// The deploy model as an ONNX QDQ graph with the given activation quantizers, one per
+    /// layer of `layer_names` (None: float), such as a QAT run's
+    /// ([`Calibration::trained`]).
+    pub fn export_int8_with(&self, acts: &[Option<ActQuant>]) -> Result<Vec<u8>> {
         // The exporter numbers layers as the engine does when blocks have no squeeze-
         // excitation; the engine keeps SE gates in float, so they stay float here too.
         let layers = onnx::quant_layers(&self.deploy)?;
@@ -265,6 +303,18 @@ pub fn quantize_run(gpu: &Gpu, run: &Path, opts: &QuantizeOptions) -> Result<Qua
     let classes = deploy.config().num_classes;
     let fp32 = evaluate_with(gpu, classes, &test, &|x| Ok(deploy.forward(x, false)?))?;
     let mut rows = Vec::new();
+    if let Some(acts) = &c.trained {
+        // A QAT run's own ranges come first: they are what it trained for.
+        let int8 = QuantVgg::new(deploy, acts.clone())?;
+        rows.push(QuantRow {
+            calibrator: "qat".into(),
+            eval: evaluate_with(gpu, classes, &test, &|x| Ok(int8.forward(x)?))?,
+            thresholds: acts
+                .iter()
+                .map(|a| a.map(|a| a.scale * (a.qmax - a.zero_point) as f32))
+                .collect(),
+        });
+    }
     for &cal in &opts.calibrators {
         let acts = observed.calibrate(cal, opts.scheme, keep)?;
         let thresholds = acts

@@ -165,7 +165,10 @@ pub(crate) fn train_in(
         normalize,
     } = load_split(cfg)?;
     let mconf = cfg.arch.build(train.channels, train.classes)?;
-    let model = Network::new(gpu, &mconf, cfg.mode, cfg.seed)?;
+    let model = match &cfg.qat {
+        None => Network::new(gpu, &mconf, cfg.mode, cfg.seed)?,
+        Some(q) => crate::qat::starting_model(gpu, q, &mconf, cfg, train.len())?,
+    };
     let (mut opt, _scales) = build_optimizer(cfg, &model)?;
     let resize = cfg.resolution.map(|r| (r, r));
     let pad = cfg.resolution.unwrap_or(train.height) / 8;
@@ -368,9 +371,7 @@ pub(crate) fn load_model_and_metadata(
     let mut file = checkpoint::load_tensors(&file_path)?;
     file.tensors
         .retain(|t| !t.name.starts_with(OPTIMIZER_PREFIX));
-    let (config, mode) = checkpoint::model_description(&file, &file_path)?;
-    let model = Network::new(gpu, &config, mode, 0)?;
-    model.load_state(&file.tensors, &file_path.display().to_string())?;
+    let model = checkpoint::model_from_file(gpu, &file, &file_path)?;
     Ok((model, file.metadata))
 }
 

@@ -3,6 +3,7 @@
 
 pub mod calibrate;
 pub mod network;
+pub mod qat;
 pub mod stats;
 
 /// Per-output-channel symmetric weight scales: `max |w_c| / 127` over each of the

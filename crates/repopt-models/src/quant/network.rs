@@ -192,6 +192,26 @@ impl Observed {
         scheme: ActScheme,
         keep_float: &[usize],
     ) -> Result<Vec<Option<ActQuant>>> {
+        Ok(self
+            .thresholds(calibrator, keep_float)?
+            .into_iter()
+            .zip(&self.min)
+            .map(|(t, &lo)| {
+                t.map(|t| match scheme {
+                    ActScheme::Symmetric => ActQuant::symmetric(t),
+                    ActScheme::Asymmetric => ActQuant::asymmetric(lo, t),
+                })
+            })
+            .collect())
+    }
+
+    /// Each layer's clipping threshold by `calibrator`, `None` for the layers kept in float
+    /// (indices into [`Observed::layers`]).
+    pub fn thresholds(
+        &self,
+        calibrator: Calibrator,
+        keep_float: &[usize],
+    ) -> Result<Vec<Option<f32>>> {
         let mut out = Vec::with_capacity(self.layers.len());
         for (i, h) in self.histograms.iter().enumerate() {
             if keep_float.contains(&i) {
@@ -201,10 +221,7 @@ impl Observed {
             let t = calibrator
                 .threshold(h)
                 .map_err(|e| ModelError::Config(format!("layer {}: {e}", self.layers[i])))?;
-            out.push(Some(match scheme {
-                ActScheme::Symmetric => ActQuant::symmetric(t),
-                ActScheme::Asymmetric => ActQuant::asymmetric(self.min[i], t),
-            }));
+            out.push(Some(t));
         }
         Ok(out)
     }

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{OptimizerKind, ScalesSource, TrainConfig};
 use crate::error::{Result, TrainError};
 use crate::metrics::read_metrics;
+use crate::qat::{QatOptions, qat_config, qat_run_config};
 use crate::quantize::{QuantizeOptions, quantize_run};
 use crate::report::plot_training;
 use crate::run_dir::{self, RunDir, Start};
@@ -49,6 +50,9 @@ pub struct PipelineConfig {
     /// Post-training INT8 quantization of every RepOpt-VGG run (max and the other
     /// calibrators), reported beside FP32.
     pub ptq: bool,
+    /// Quantization-aware training of every RepOpt-VGG run for this many epochs, reported
+    /// beside PTQ (None: none).
+    pub qat_epochs: Option<u64>,
 }
 
 impl Default for PipelineConfig {
@@ -63,6 +67,7 @@ impl Default for PipelineConfig {
             search_resolution: None,
             out: PathBuf::from("runs/pipeline"),
             ptq: true,
+            qat_epochs: None,
         }
     }
 }
@@ -204,6 +209,38 @@ fn recorded(cfg: &TrainConfig) -> Option<TrainConfig> {
 
 /// A finished run of `cfg` in its directory, if there is one (so a pipeline run again
 /// reuses what it finished).
+/// Quantization-aware training of the run in `run` into `out` (reused when finished with
+/// the same settings): its INT8 top-1.
+fn fine_tune(
+    gpu: &Gpu,
+    run: &std::path::Path,
+    out: PathBuf,
+    epochs: u64,
+    overwrite: bool,
+    label: &str,
+    reporter: &mut dyn Reporter,
+) -> Result<f64> {
+    let opts = QatOptions {
+        epochs,
+        ..QatOptions::new(out)
+    };
+    let qcfg = qat_config(gpu, run, &opts)?;
+    let earlier = finished(&qcfg).and_then(|s| {
+        let text = std::fs::read_to_string(qcfg.out.join(crate::qat::REPORT)).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+        Some((s, v["qat_int8"]["top1"].as_f64()?))
+    });
+    if let Some((s, top1)) = earlier {
+        reporter.done(label, &s, true);
+        return Ok(top1);
+    }
+    let start = start_of(&qcfg, overwrite)?;
+    let mut obs = reporter.observer(label);
+    let r = qat_run_config(gpu, &qcfg, &start, obs.as_mut())?;
+    reporter.done(label, &r.run, false);
+    Ok(r.qat_int8.top1)
+}
+
 fn finished(cfg: &TrainConfig) -> Option<RunSummary> {
     let saved = recorded(cfg)?;
     if !run_dir::conflicts(&saved, cfg).is_empty() {
@@ -327,6 +364,8 @@ pub fn run_pipeline(
             best_calibrator: Vec::new(),
             max_mean: 0.0,
             best_mean: 0.0,
+            qat_top1: Vec::new(),
+            qat_mean: None,
         };
         for &seed in &cfg.seeds {
             let run_cfg = TrainConfig {
@@ -379,6 +418,19 @@ pub fn run_pipeline(
                 ptq.best_top1.push(best.eval.top1);
                 ptq.best_calibrator.push(best.calibrator.clone());
             }
+            if let Some(epochs) = cfg.qat_epochs.filter(|_| !ghost) {
+                let out = cfg.out.join(format!("{}-seed{seed}-qat", c.key));
+                let label = format!("{} seed {seed} QAT", c.key);
+                ptq.qat_top1.push(fine_tune(
+                    gpu,
+                    &run_cfg.out,
+                    out,
+                    epochs,
+                    overwrite,
+                    &label,
+                    reporter,
+                )?);
+            }
             runs.push(summary);
         }
         let top1: Vec<f64> = runs
@@ -403,9 +455,10 @@ pub fn run_pipeline(
             images_per_s: runs.iter().map(|r| r.images_per_s).sum::<f64>() / n,
             train_seconds: runs.iter().map(|r| r.train_seconds).sum::<f64>() / n,
             params: runs.first().map_or(0, |r| r.params),
-            ptq: (!ptq.max_top1.is_empty()).then(|| PtqResult {
+            ptq: (!ptq.max_top1.is_empty() || !ptq.qat_top1.is_empty()).then(|| PtqResult {
                 max_mean: mean_std(&ptq.max_top1).0,
                 best_mean: mean_std(&ptq.best_top1).0,
+                qat_mean: (!ptq.qat_top1.is_empty()).then(|| mean_std(&ptq.qat_top1).0),
                 ..ptq
             }),
         });

@@ -52,6 +52,12 @@ pub struct PtqResult {
     pub max_mean: f64,
     /// Mean of `best_top1`.
     pub best_mean: f64,
+    /// Top-1 in INT8 after quantization-aware training (empty without it).
+    #[serde(default)]
+    pub qat_top1: Vec<f64>,
+    /// Mean of `qat_top1`.
+    #[serde(default)]
+    pub qat_mean: Option<f64>,
 }
 
 /// The pipeline's outcome.
@@ -84,7 +90,14 @@ pub(crate) fn mean_std(v: &[f64]) -> (f64, f64) {
 
 /// The comparison as a Markdown table.
 pub fn results_markdown(report: &Report) -> String {
-    let with_ptq = report.rows.iter().any(|r| r.ptq.is_some());
+    let with_ptq = report
+        .rows
+        .iter()
+        .any(|r| r.ptq.as_ref().is_some_and(|q| !q.max_top1.is_empty()));
+    let with_qat = report
+        .rows
+        .iter()
+        .any(|r| r.ptq.as_ref().is_some_and(|q| q.qat_mean.is_some()));
     let rows: Vec<Vec<String>> = report
         .rows
         .iter()
@@ -107,6 +120,12 @@ pub fn results_markdown(report: &Report) -> String {
                     None => row.extend(["-".to_string(), "-".to_string()]),
                 }
             }
+            if with_qat {
+                row.push(match r.ptq.as_ref().and_then(|q| q.qat_mean) {
+                    Some(m) => format!("{m:.2}"),
+                    None => "-".into(),
+                });
+            }
             row.extend([
                 format!("{:.0}", r.images_per_s),
                 format!("{:.0}", r.train_seconds),
@@ -120,6 +139,9 @@ pub fn results_markdown(report: &Report) -> String {
     if with_ptq {
         header.extend(["INT8 max (%)", "INT8 best (%)"]);
     }
+    if with_qat {
+        header.push("INT8 QAT (%)");
+    }
     header.extend(["train images/s", "train s", "train-time params"]);
     format!(
         "{}\nTop-1 is the mean ± sample standard deviation over {seeds} seed(s) on the {} test split.\n",
@@ -127,6 +149,10 @@ pub fn results_markdown(report: &Report) -> String {
         report.dataset
     ) + if with_ptq {
         "INT8: post-training quantization of the deploy form (weights per channel, activations per tensor, symmetric), calibrated on 512 training images; max calibration, and the best of six calibrators on the test split (named per seed).\n"
+    } else {
+        ""
+    } + if with_qat {
+        "INT8 QAT: the deploy form fine-tuned with fake quantization (ranges from max calibration, then moving averages), evaluated as deployed.\n"
     } else {
         ""
     }

@@ -104,6 +104,7 @@ pub fn conflicts(run: &TrainConfig, now: &TrainConfig) -> Vec<Conflict> {
         out: _,
         log_every: _,
         stop_after_steps: _,
+        qat,
     } = run;
     let mut out = Vec::new();
     let mut check = |setting: &'static str, flag: &'static str, a: String, b: String| {
@@ -145,6 +146,7 @@ pub fn conflicts(run: &TrainConfig, now: &TrainConfig) -> Vec<Conflict> {
         epochs => "--epochs",
         batch_size => "--batch-size",
         seed => "--seed",
+        qat => "the quantization-aware training settings",
     );
     // Paths name the same files however they are spelled.
     check(
