@@ -78,6 +78,18 @@ fn qat_reports_fp32_ptq_and_int8_and_quantize_evaluates_its_ranges() {
     assert_eq!(rows[0]["eval"]["top1"], r["qat_int8"]["top1"]);
     assert_eq!(rows[1]["calibrator"], "max");
     assert_eq!(q["fp32"]["top1"], r["qat_fp32"]["top1"]);
+
+    // Conversion has nothing to do: the deploy path for a QAT run is the INT8 export.
+    let out = dir.path().join("converted.safetensors");
+    let o = repopt(&[
+        "convert",
+        qat.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("export"), "{}", stderr(&o));
+    assert!(!out.exists());
 }
 
 #[test]

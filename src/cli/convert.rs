@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
+use repopt::models::any::SavedModel;
 use repopt::models::checkpoint::save_model;
 use repopt::models::domain;
 use repopt::tensor::{Tensor, no_grad};
@@ -35,6 +36,15 @@ pub struct ConvertCmd {
 pub fn run(cmd: &ConvertCmd, adapter: &str) -> anyhow::Result<()> {
     let gpu = gpu(adapter)?;
     let model = load_trained_model(&gpu, &cmd.checkpoint)?;
+    if model.qat_config().is_some() {
+        anyhow::bail!(
+            "{} is a quantization-aware training run, already in the deploy form and trained \
+             for INT8: deploy it with `repopt export {} -o model.onnx --int8`, which writes its \
+             trained activation ranges",
+            cmd.checkpoint.display(),
+            cmd.checkpoint.display()
+        );
+    }
     let deployed = model.to_deploy()?;
     let c = model.in_channels();
     let shape = [cmd.check_batch, c, cmd.resolution, cmd.resolution];
