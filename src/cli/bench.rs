@@ -12,8 +12,10 @@ use repopt::models::any::NetConfig;
 use repopt::models::ghostnet::GhostConfig;
 use repopt::models::{Mode, VggConfig, domain};
 
-use super::gpu;
+use repopt::train::dist;
+
 use super::values::{InRange, NonEmptyName};
+use super::{bench_ranks, gpu};
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
@@ -31,6 +33,30 @@ pub enum BenchCommand {
     Memory(MemoryArgs),
     /// Every benchmark with its defaults, and the targets.
     All(Common),
+    /// Gradient averaging over the ranks of this launch (`mpirun -np N repopt bench
+    /// allreduce`): MPI all-reduce bandwidth and the whole exchange, at a model's size.
+    Allreduce(AllReduceArgs),
+}
+
+#[derive(Args, Clone)]
+pub struct AllReduceArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Architecture preset whose gradients are averaged (ImageNet's 1000 classes).
+    #[arg(long, visible_alias = "model", default_value = "B1", value_parser = NonEmptyName)]
+    config: String,
+}
+
+impl BenchCommand {
+    /// Whether the benchmark measures something over several ranks (the others are
+    /// one-process benchmarks).
+    pub fn spans_ranks(&self) -> bool {
+        match self {
+            BenchCommand::Allreduce(_) => true,
+            BenchCommand::Train(a) => a.ranks,
+            _ => false,
+        }
+    }
 }
 
 #[derive(Args, Clone)]
@@ -97,6 +123,10 @@ pub struct TrainArgs {
     /// Input resolution.
     #[arg(long, default_value_t = 32, value_parser = InRange(domain::RESOLUTION))]
     res: usize,
+    /// Also average each mode's gradients over the ranks of this launch (`mpirun -np N`)
+    /// and report the communication share of a step, with a projection to 8 ranks.
+    #[arg(long)]
+    ranks: bool,
 }
 
 #[derive(Args, Clone)]
@@ -199,7 +229,9 @@ fn kernel_suite(
 
 pub fn run(cmd: &BenchCommand, adapter: &str) -> anyhow::Result<()> {
     let g = gpu(adapter)?;
-    header(&g);
+    if dist::world().is_root() {
+        header(&g);
+    }
     match cmd {
         BenchCommand::Peak(c) => {
             let p = kernels::peak(&g, c.budget())?;
@@ -238,12 +270,27 @@ pub fn run(cmd: &BenchCommand, adapter: &str) -> anyhow::Result<()> {
         BenchCommand::Train(a) => {
             let cfg = imagenet_config(&a.config)?;
             let r = train::train_steps(&g, &cfg, &a.modes, a.batch, a.res, a.common.budget())?;
-            if a.common.json {
+            let root = dist::world().is_root();
+            if root && a.common.json {
                 print_json(&r)?;
-            } else {
+            } else if root {
                 println!("{}", steps_table(&r));
                 print_targets(&cfg, &report::targets(None, &[], &[], &r, &[]));
             }
+            if a.ranks {
+                bench_ranks::communication_share(
+                    &g,
+                    &cfg,
+                    &a.modes,
+                    &r,
+                    a.common.json,
+                    a.common.quick,
+                )?;
+            }
+        }
+        BenchCommand::Allreduce(a) => {
+            let cfg = imagenet_config(&a.config)?;
+            bench_ranks::allreduce(&g, &cfg, &a.config, a.common.json, a.common.quick)?;
         }
         BenchCommand::Maxbatch(a) => {
             let cfg = imagenet_config(&a.config)?;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 use repopt::train::data::{Loader, LoaderConfig, Preset};
 use repopt::train::datasets::{limit, load};
-use repopt::train::evaluate::evaluate;
+use repopt::train::evaluate::evaluate_across;
 use repopt::train::trainer::load_model_with_settings;
 
 use super::gpu;
@@ -29,6 +29,7 @@ pub struct EvalCmd {
 
 pub fn run(cmd: &EvalCmd, adapter: &str) -> anyhow::Result<()> {
     let gpu = gpu(adapter)?;
+    let world = repopt::train::dist::world();
     // The settings the model was trained with (embedded in checkpoints and deploy files, or
     // the run's config.json) decide the dataset and preprocessing; flags adjust them.
     let (model, base) = load_model_with_settings(&gpu, &cmd.checkpoint)?;
@@ -48,10 +49,18 @@ pub fn run(cmd: &EvalCmd, adapter: &str) -> anyhow::Result<()> {
         LoaderConfig {
             resize: cfg.resolution.map(|r| (r, r)),
             workers: cfg.workers,
+            shard: repopt::train::data::Shard {
+                index: world.rank(),
+                count: world.size(),
+            },
             ..LoaderConfig::for_preset(Preset::Eval, cfg.eval_batch_size, normalize)
         },
     )?;
-    let r = evaluate(&model, &loader)?;
+    // Over several ranks each evaluates its shard and the counts are summed.
+    let r = evaluate_across(world, &model, &loader)?;
+    if !world.is_root() {
+        return Ok(());
+    }
     if cmd.json {
         println!("{}", serde_json::to_string(&r)?);
     } else {

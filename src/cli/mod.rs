@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod bench_ranks;
 mod convert;
 mod devices;
 mod eval;
@@ -14,6 +15,7 @@ mod model;
 mod pipeline;
 mod qat;
 mod quantize;
+mod ranks;
 mod scales;
 mod search;
 mod stats;
@@ -83,7 +85,9 @@ pub enum Command {
 /// Opens the adapter the global --adapter flag selects.
 pub fn gpu(selector: &str) -> anyhow::Result<repopt::tensor::Gpu> {
     Ok(repopt::tensor::Gpu::new(repopt::tensor::GpuOptions {
-        adapter: selector.parse().unwrap_or_default(),
+        adapter: ranks::adapter_for_rank(selector)
+            .parse()
+            .unwrap_or_default(),
         ..Default::default()
     })?)
 }
@@ -97,7 +101,43 @@ pub fn main() -> ExitCode {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let cli = Cli::parse();
-    let result = match &cli.command {
+    let ranks = match ranks::start() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = ranks::check_command(&cli.command).and_then(|()| run(&cli));
+    let world = repopt::train::dist::world();
+    match result {
+        Ok(()) => {
+            drop(ranks);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            // Errors that embed their source's text would otherwise print it twice.
+            let mut message = e.to_string();
+            for cause in e.chain().skip(1) {
+                let cause = cause.to_string();
+                if !message.contains(&cause) {
+                    message = format!("{message}: {cause}");
+                }
+            }
+            if world.is_distributed() {
+                // The other ranks may be waiting in a collective this rank will never join:
+                // end them all rather than let them hang.
+                eprintln!("error (rank {}): {message}", world.rank());
+                world.abort(1);
+            }
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: &Cli) -> anyhow::Result<()> {
+    match &cli.command {
         Command::Devices(a) => devices::run(a),
         Command::Model(c) => model::run(c, &cli.adapter),
         Command::Scales(c) => scales::run(c),
@@ -112,20 +152,5 @@ pub fn main() -> ExitCode {
         Command::Quantize(c) => quantize::run(c, &cli.adapter),
         Command::Export(c) => export::run(c, &cli.adapter),
         Command::Qat(c) => qat::run(c, &cli.adapter),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            // Errors that embed their source's text would otherwise print it twice.
-            let mut message = e.to_string();
-            for cause in e.chain().skip(1) {
-                let cause = cause.to_string();
-                if !message.contains(&cause) {
-                    message = format!("{message}: {cause}");
-                }
-            }
-            eprintln!("error: {message}");
-            ExitCode::FAILURE
-        }
     }
 }

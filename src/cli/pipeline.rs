@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use clap::Args;
 use repopt::models::domain;
 use repopt::train::pipeline::{PRESETS, Reporter, preset, results_markdown, run_pipeline};
-use repopt::train::progress::ProgressReporter;
 use repopt::train::trainer::{Observer, RunSummary};
 
 use super::gpu;
@@ -58,10 +57,13 @@ struct Progress;
 
 impl Reporter for Progress {
     fn observer(&mut self, label: &str) -> Box<dyn Observer> {
-        Box::new(ProgressReporter::new(label.to_string()))
+        super::train::observer(label)
     }
 
     fn done(&mut self, label: &str, s: &RunSummary, reused: bool) {
+        if !repopt::train::dist::world().is_root() {
+            return;
+        }
         let top1 = s
             .final_eval
             .map(|e| format!("{:.2}%", e.top1))
@@ -118,6 +120,9 @@ pub fn run(cmd: &PipelineCmd, adapter: &str) -> anyhow::Result<()> {
         cfg.out.display()
     );
     let report = run_pipeline(&gpu, &cfg, cmd.overwrite, &mut Progress)?;
+    if !repopt::train::dist::world().is_root() {
+        return Ok(());
+    }
     println!("{}", results_markdown(&report));
     println!(
         "{} runs in {:.0} s; table: {}, curves: {}, scales: {}",

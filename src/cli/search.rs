@@ -2,7 +2,6 @@
 
 use clap::Args;
 use repopt::train::TrainConfig;
-use repopt::train::progress::ProgressReporter;
 use repopt::train::search::{SCALES_PLOT, hyper_search, search_config};
 
 use super::gpu;
@@ -33,7 +32,10 @@ pub fn run(cmd: &SearchCmd, adapter: &str) -> anyhow::Result<()> {
         gpu.adapter().name,
         cfg.out.display()
     );
-    let outcome = hyper_search(&gpu, &cfg, &start, &mut ProgressReporter::new("search"))?;
+    let outcome = hyper_search(&gpu, &cfg, &start, &mut *super::train::observer("search"))?;
+    if !repopt::train::dist::world().is_root() {
+        return Ok(());
+    }
     println!(
         "scales: {} ({} blocks; plot {})",
         outcome.scales_path.display(),

@@ -107,9 +107,13 @@ pub struct TrainArgs {
     /// Epochs.
     #[arg(long, value_parser = InRange(domain::EPOCHS))]
     pub epochs: Option<u64>,
-    /// Batch size.
+    /// Batch size: the global batch of a step, over every rank of an MPI launch.
     #[arg(long, value_parser = InRange(domain::BATCH))]
     pub batch_size: Option<usize>,
+    /// Train each step's batch as N micro-batches, averaging their gradients (batch norm
+    /// statistics then cover a micro-batch).
+    #[arg(long, value_name = "N", value_parser = InRange(domain::BATCH))]
+    pub accumulate: Option<usize>,
     /// Evaluation batch size.
     #[arg(long, value_parser = InRange(domain::BATCH))]
     pub eval_batch_size: Option<usize>,
@@ -180,6 +184,7 @@ impl TrainArgs {
             label_smoothing,
             epochs,
             batch_size,
+            accumulate,
             eval_batch_size,
             seed,
             log_every
@@ -316,14 +321,31 @@ pub fn train_defaults() -> TrainConfig {
 pub fn run(cmd: &TrainCmd, adapter: &str) -> anyhow::Result<()> {
     let (cfg, start) = cmd.begin.settings(&cmd.args, train_defaults())?;
     let gpu = gpu(adapter)?;
+    let world = repopt::train::dist::world();
     eprintln!(
-        "training on {} -> {}",
+        "training on {}{} -> {}",
         gpu.adapter().name,
+        if world.is_distributed() {
+            format!(" (rank {} of {})", world.rank(), world.size())
+        } else {
+            String::new()
+        },
         cfg.out.display()
     );
-    let summary = train(&gpu, &cfg, &start, &mut ProgressReporter::new("train"))?;
-    println!("{}", serde_json::to_string(&summary)?);
+    let summary = train(&gpu, &cfg, &start, &mut *observer("train"))?;
+    if world.is_root() {
+        println!("{}", serde_json::to_string(&summary)?);
+    }
     Ok(())
+}
+
+/// The progress bar, drawn by rank 0 alone in a distributed launch.
+pub fn observer(label: &str) -> Box<dyn repopt::train::trainer::Observer> {
+    if repopt::train::dist::world().is_root() {
+        Box::new(ProgressReporter::new(label))
+    } else {
+        Box::new(repopt::train::trainer::Silent)
+    }
 }
 
 /// Checks a comma-separated list flag has exactly `n` values.

@@ -239,6 +239,20 @@ impl Gpu {
         self.inner.recorder.copy(src, dst, bytes)
     }
 
+    /// Records a device-side copy of a byte range (offsets and length multiples of 4).
+    pub(crate) fn copy_range(
+        &self,
+        src: &wgpu::Buffer,
+        src_offset: u64,
+        dst: &wgpu::Buffer,
+        dst_offset: u64,
+        bytes: u64,
+    ) {
+        self.inner
+            .recorder
+            .copy_range(src, src_offset, dst, dst_offset, bytes)
+    }
+
     /// Records a fill of `dst` with zeros.
     pub(crate) fn zero(&self, dst: &wgpu::Buffer) {
         self.inner.recorder.zero(dst)

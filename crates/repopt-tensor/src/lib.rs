@@ -38,6 +38,7 @@ mod adapter;
 mod autograd;
 mod device;
 mod error;
+pub mod flat;
 pub mod kernels;
 mod launch;
 pub mod ops;

@@ -227,8 +227,13 @@ pub struct TrainConfig {
     pub clip_grad: Option<f32>,
     /// Epochs.
     pub epochs: u64,
-    /// Training batch size.
+    /// Training batch size: the global batch of a step, over every rank of a distributed run
+    /// (each of N ranks trains on `batch_size / N` images).
     pub batch_size: usize,
+    /// Gradient accumulation: each step's batch is trained as this many equal micro-batches
+    /// whose gradients are averaged before the update. Batch norm statistics then cover a
+    /// micro-batch, as they cover one rank's share in a distributed run.
+    pub accumulate: usize,
     /// Evaluation batch size.
     pub eval_batch_size: usize,
     /// Seed of initialisation, data order and augmentation.
@@ -291,6 +296,7 @@ impl Default for TrainConfig {
             clip_grad: None,
             epochs: 120,
             batch_size: 256,
+            accumulate: 1,
             eval_batch_size: 256,
             seed: 0,
             out: PathBuf::from("runs/train"),
@@ -378,6 +384,12 @@ impl TrainConfig {
     pub fn validate(&self) -> Result<()> {
         self.check_domains().map_err(TrainError::Config)?;
         let bad = |m: String| Err(TrainError::Config(m));
+        if self.accumulate == 0 || self.batch_size % self.accumulate != 0 {
+            return bad(format!(
+                "--accumulate {} must divide the batch size {} into equal micro-batches",
+                self.accumulate, self.batch_size
+            ));
+        }
         if self.optimizer.is_repopt() {
             if self.mode != Mode::Target {
                 return bad(format!(

@@ -63,6 +63,9 @@ pub enum TrainError {
         message: String,
     },
     /// A checkpoint that cannot be resumed from.
+    /// A failure of the distributed run: another rank failed, or the ranks disagree.
+    #[error("{0}")]
+    Distributed(String),
     #[error("cannot resume from {path}: {message}")]
     Resume {
         /// The checkpoint.

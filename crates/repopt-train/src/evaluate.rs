@@ -5,6 +5,7 @@ use repopt_tensor::{Tensor, no_grad};
 use serde::{Deserialize, Serialize};
 
 use crate::data::Loader;
+use crate::dist::World;
 use crate::error::{Result, TrainError};
 
 /// Accuracy and loss on a dataset.
@@ -92,6 +93,42 @@ pub fn evaluate_with(
     loader: &Loader,
     forward: &dyn Fn(&Tensor) -> Result<Tensor>,
 ) -> Result<EvalResult> {
+    Ok(tally_with(gpu, classes, loader, forward)?.result())
+}
+
+/// [`evaluate`] in a distributed run: each rank evaluates the shard of the test set its
+/// `loader` holds ([`crate::data::Shard`]) and the counts are summed over the ranks, so every
+/// rank returns the result over the whole set.
+pub fn evaluate_across(world: &World, model: &Network, loader: &Loader) -> Result<EvalResult> {
+    let forward = |x: &Tensor| Ok(model.forward(x, false)?);
+    let tally = world.agree(tally_with(
+        &model.gpu(),
+        model.num_classes(),
+        loader,
+        &forward,
+    ))?;
+    let mut sums = [
+        tally.loss,
+        tally.top1 as f64,
+        tally.top5 as f64,
+        tally.images as f64,
+    ];
+    world.all_reduce_sum_f64(&mut sums);
+    Ok(Tally {
+        loss: sums[0],
+        top1: sums[1] as usize,
+        top5: sums[2] as usize,
+        images: sums[3] as usize,
+    }
+    .result())
+}
+
+fn tally_with(
+    gpu: &repopt_tensor::Gpu,
+    classes: usize,
+    loader: &Loader,
+    forward: &dyn Fn(&Tensor) -> Result<Tensor>,
+) -> Result<Tally> {
     let data = loader.dataset();
     if data.is_empty() {
         return Err(TrainError::Config(format!(
@@ -114,7 +151,7 @@ pub fn evaluate_with(
         })?;
         tally.add(&logits, &batch.labels, classes)?;
     }
-    Ok(tally.result())
+    Ok(tally)
 }
 
 #[cfg(test)]

@@ -39,9 +39,11 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod build;
 pub mod config;
 pub mod data;
 pub mod datasets;
+pub mod dist;
 mod error;
 pub mod evaluate;
 pub mod guard;

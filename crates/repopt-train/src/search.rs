@@ -2,7 +2,7 @@
 //! keep its final scales as the RepOptimizer's hyper-parameters.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use repopt_models::Mode;
 use repopt_models::any::{NetScales, ScaleMeans};
@@ -13,8 +13,8 @@ use crate::data::Preset;
 use crate::error::{Result, TrainError};
 use crate::metrics::read_metrics;
 use crate::report::{plot_scales, plot_training};
-use crate::run_dir::{RunDir, Start};
-use crate::trainer::{Observer, RunSummary, files, load_trained_model, train_in};
+use crate::run_dir::Start;
+use crate::trainer::{Observer, RunSummary, files, load_trained_model, open_on_root, train_in};
 
 /// The searched scales (safetensors, reference names).
 pub const SCALES_FILE: &str = "scales.safetensors";
@@ -75,12 +75,36 @@ pub fn hyper_search(
     }
     cfg.validate()?;
     // Held across training and the files derived from its model, which belong to the run.
-    let dir = RunDir::open(&cfg.out)?;
-    let run = train_in(gpu, &dir, cfg, start, observer)?;
+    // In a distributed run, rank 0 holds the directory and writes the scales; the other
+    // ranks read them from it once written (the run directory is on a shared filesystem).
+    let dir = open_on_root(&cfg.out)?;
+    let run = train_in(gpu, dir.as_ref(), cfg, start, observer)?;
+    let world = crate::dist::world();
+    let scales_path = cfg.out.join(SCALES_FILE);
+    let written = world.agree(match dir {
+        Some(_) => write_scales(gpu, cfg, &scales_path),
+        None => Ok(Vec::new()),
+    })?;
+    if dir.is_none() {
+        let model = load_trained_model(gpu, &cfg.out.join(files::MODEL))?;
+        return Ok(SearchOutcome {
+            run,
+            scales_path,
+            summary: NetScales::from_model(&model)?.summary(),
+        });
+    }
+    Ok(SearchOutcome {
+        run,
+        scales_path,
+        summary: written,
+    })
+}
+
+/// Rank 0's part of a search once trained: the scales, their summary and the plots.
+fn write_scales(gpu: &Gpu, cfg: &TrainConfig, scales_path: &Path) -> Result<Vec<ScaleMeans>> {
     let model = load_trained_model(gpu, &cfg.out.join(files::MODEL))?;
     let scales = NetScales::from_model(&model)?;
-    let scales_path = cfg.out.join(SCALES_FILE);
-    scales.save(&scales_path, &model.config())?;
+    scales.save(scales_path, &model.config())?;
     let summary = scales.summary();
     let mut text = Vec::new();
     for b in &summary {
@@ -99,9 +123,5 @@ pub fn hyper_search(
         &[("hyper-search".into(), metrics)],
         &cfg.out.join(CURVES_PLOT),
     )?;
-    Ok(SearchOutcome {
-        run,
-        scales_path,
-        summary,
-    })
+    Ok(summary)
 }

@@ -24,6 +24,7 @@ mod keys {
     pub const OPTIMIZER_STEPS: &str = "optimizer_steps";
     pub const TRAIN_CONFIG: &str = "train_config";
     pub const RECORD: &str = "record";
+    pub const WORLD_SIZE: &str = "world_size";
 }
 
 /// Where a run stands; saved in checkpoints.
@@ -102,6 +103,7 @@ pub(crate) fn save(
     opt: &dyn Optimizer,
     pos: Position,
     record: &Record,
+    world_size: usize,
 ) -> Result<()> {
     // Before anything is written, so that a good checkpoint is never replaced by a bad one.
     crate::guard::check_weights(model, pos, &out.join(files::CHECKPOINT))?;
@@ -119,6 +121,7 @@ pub(crate) fn save(
     meta.insert(keys::OPTIMIZER_STEPS.into(), opt.steps().to_string());
     meta.insert(keys::TRAIN_CONFIG.into(), json(cfg));
     meta.insert(keys::RECORD.into(), json(record));
+    meta.insert(keys::WORLD_SIZE.into(), world_size.to_string());
     checkpoint::save_tensors(&out.join(files::CHECKPOINT), &tensors, &meta)?;
     Ok(())
 }
@@ -134,6 +137,8 @@ pub(crate) struct Saved {
     pub cfg: TrainConfig,
     pub pos: Position,
     pub record: Record,
+    /// Ranks of the run that wrote it (1 for checkpoints from before distributed runs).
+    pub world_size: usize,
     steps: u64,
     file: TensorFile,
 }
@@ -160,7 +165,11 @@ impl Saved {
         let record = get(keys::RECORD)
             .and_then(|s| serde_json::from_str(s).ok())
             .unwrap_or_else(|| Record::from_metrics(metrics, pos.step));
+        let world_size = get(keys::WORLD_SIZE)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(1);
         Ok(Saved {
+            world_size,
             path: path.to_path_buf(),
             cfg,
             pos,

@@ -7,18 +7,23 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use repopt_models::any::{NetConfig, NetScales, Network, prepare};
+use repopt_models::any::{NetConfig, Network};
 use repopt_models::checkpoint;
-use repopt_models::repoptimizer::{RepOptimizerConfig, UpdateRule};
-use repopt_tensor::optim::{AdamW, AdamWConfig, Optimizer, Sgd, SgdConfig, clip_grad_norm};
+use repopt_tensor::optim::{Optimizer, clip_grad_norm};
 use repopt_tensor::{Gpu, Tensor, ops};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{OptimizerKind, ScalesSource, TrainConfig};
-use crate::data::{Loader, LoaderConfig, Preset};
+use crate::build::build_optimizer;
+use crate::config::TrainConfig;
+use crate::data::{Batch, Loader, LoaderConfig, Preset, Shard};
 use crate::datasets::{DataSplits, load_split};
+use crate::dist::{
+    self,
+    ddp::{self, GradAverager},
+    replicas::{self, per_rank_batch},
+};
 use crate::error::{Result, TrainError};
-use crate::evaluate::{EvalResult, evaluate};
+use crate::evaluate::{EvalResult, evaluate_across};
 use crate::guard;
 use crate::metrics::{Metric, MetricsLog};
 use crate::run_dir::{RunDir, Start};
@@ -76,60 +81,11 @@ pub struct RunSummary {
     pub out: PathBuf,
 }
 
-/// Builds the optimizer a config asks for, preparing the model for a RepOptimizer.
-fn build_optimizer(
-    cfg: &TrainConfig,
-    model: &Network,
-) -> Result<(Box<dyn Optimizer>, Option<NetScales>)> {
-    let sgd = SgdConfig {
-        momentum: cfg.momentum,
-        dampening: 0.0,
-        nesterov: cfg.nesterov,
-    };
-    let mconf = &model.config();
-    let scales = if cfg.optimizer.is_repopt() {
-        let from_file = || -> Result<NetScales> {
-            let path = cfg.scales.as_ref().ok_or_else(|| {
-                TrainError::Config(format!("{} needs --scales FILE", cfg.optimizer))
-            })?;
-            Ok(NetScales::load(path, mconf)?)
-        };
-        Some(match cfg.scales_source {
-            ScalesSource::File => from_file()?,
-            ScalesSource::ChannelAveraged => from_file()?.channel_averaged(),
-            ScalesSource::Ones => NetScales::ones(mconf),
-            ScalesSource::HsInitial => NetScales::hs_initial(mconf),
-        })
-    } else {
-        None
-    };
-    let specs = match &scales {
-        Some(s) => {
-            let rule = RepOptimizerConfig {
-                rule: if cfg.optimizer == OptimizerKind::RepoptSgd {
-                    UpdateRule::Sgd
-                } else {
-                    UpdateRule::AdamW
-                },
-                reinit: cfg.reinit,
-                grad_mult: cfg.grad_mult,
-                identity_init: cfg.identity_init,
-            };
-            prepare(model, s, &rule, cfg.weight_decay, cfg.seed)?
-        }
-        None => model.param_specs(cfg.weight_decay),
-    };
-    let opt: Box<dyn Optimizer> = match cfg.optimizer {
-        OptimizerKind::Sgd | OptimizerKind::RepoptSgd => Box::new(Sgd::new(specs, sgd)?),
-        OptimizerKind::AdamW | OptimizerKind::RepoptAdamW => {
-            Box::new(AdamW::new(specs, AdamWConfig::default())?)
-        }
-    };
-    Ok((opt, scales))
-}
-
 /// Trains a model as `cfg` describes, in `cfg.out`, beginning as `start` says (see
 /// [`crate::run_dir`] for when a directory accepts a run).
+///
+/// In a distributed run ([`crate::dist`]) every rank calls this with the same settings; rank
+/// 0 holds and writes the run directory, and `cfg.batch_size` is the global batch.
 ///
 /// ```no_run
 /// use repopt_train::{config::TrainConfig, run_dir::Start, trainer::{train, Silent}};
@@ -146,32 +102,72 @@ pub fn train(
     observer: &mut dyn Observer,
 ) -> Result<RunSummary> {
     cfg.validate()?;
-    let dir = RunDir::open(&cfg.out)?;
-    train_in(gpu, &dir, cfg, start, observer)
+    let dir = open_on_root(&cfg.out)?;
+    train_in(gpu, dir.as_ref(), cfg, start, observer)
 }
 
-/// [`train`] in a directory the caller already holds, with a validated `cfg`.
+/// The run directory, held by rank 0 alone (every rank fails if it cannot be held).
+pub(crate) fn open_on_root(path: &Path) -> Result<Option<RunDir>> {
+    let world = dist::world();
+    world.agree(if world.is_root() {
+        RunDir::open(path).map(Some)
+    } else {
+        Ok(None)
+    })
+}
+
+/// [`train`] in a directory the caller already holds (`None` on the ranks other than 0),
+/// with a validated `cfg`.
 pub(crate) fn train_in(
     gpu: &Gpu,
-    dir: &RunDir,
+    dir: Option<&RunDir>,
     cfg: &TrainConfig,
     start: &Start,
     observer: &mut dyn Observer,
 ) -> Result<RunSummary> {
-    let saved = dir.check_start(cfg, start)?;
+    let world = dist::world();
+    let settings = serde_json::to_vec(cfg).unwrap_or_default();
+    world.check_same("settings", &settings)?;
+    let rank_batch = per_rank_batch(cfg, world)?;
+    let saved = world.agree(match dir {
+        Some(dir) => dir.check_start(cfg, start).and_then(|s| {
+            match &s {
+                Some(s) if s.world_size != world.size() => Err(TrainError::Resume {
+                    path: s.path.display().to_string(),
+                    message: format!(
+                        "it was written by a run over {} rank(s) and this one has {}: resume with the same number of ranks (batch norm statistics and data shards depend on it)",
+                        s.world_size,
+                        world.size()
+                    ),
+                }),
+                _ => Ok(s),
+            }
+        }),
+        None => Ok(None),
+    })?;
     let DataSplits {
         train,
         test,
         normalize,
-    } = load_split(cfg)?;
+    } = world.agree(load_split(cfg))?;
+    let sizes = format!("{} {} {}", train.len(), test.len(), train.classes);
+    world.check_same("datasets (image counts)", sizes.as_bytes())?;
     let mconf = cfg.arch.build(train.channels, train.classes)?;
-    let model = match &cfg.qat {
-        None => Network::new(gpu, &mconf, cfg.mode, cfg.seed)?,
-        Some(q) => crate::qat::starting_model(gpu, q, &mconf, cfg, train.len())?,
-    };
-    let (mut opt, _scales) = build_optimizer(cfg, &model)?;
+    let model = world.agree(match &cfg.qat {
+        None => Network::new(gpu, &mconf, cfg.mode, cfg.seed).map_err(TrainError::from),
+        Some(q) => crate::qat::starting_model(gpu, q, &mconf, cfg, train.len()),
+    })?;
+    let (mut opt, _scales) = world.agree(build_optimizer(cfg, &model))?;
+    let mut averager = GradAverager::new(opt.params(), ddp::BUCKET_BYTES)?;
     let resize = cfg.resolution.map(|r| (r, r));
     let pad = cfg.resolution.unwrap_or(train.height) / 8;
+    let shard = Shard {
+        index: world.rank(),
+        count: world.size(),
+    };
+    let mut train_preset = LoaderConfig::for_preset(cfg.augment, rank_batch, normalize.clone());
+    // A last, partial batch cannot be split into equal shares between ranks or micro-batches.
+    train_preset.drop_last |= world.is_distributed() || cfg.accumulate > 1;
     let train_loader = Loader::try_new(
         train.clone(),
         LoaderConfig {
@@ -179,7 +175,8 @@ pub(crate) fn train_in(
             workers: cfg.workers,
             resize,
             pad,
-            ..LoaderConfig::for_preset(cfg.augment, cfg.batch_size, normalize.clone())
+            shard,
+            ..train_preset
         },
     )?;
     let test_loader = Loader::try_new(
@@ -187,6 +184,7 @@ pub(crate) fn train_in(
         LoaderConfig {
             workers: cfg.workers,
             resize,
+            shard,
             ..LoaderConfig::for_preset(Preset::Eval, cfg.eval_batch_size, normalize)
         },
     )?;
@@ -210,20 +208,28 @@ pub(crate) fn train_in(
     let (mut pos, mut record) = match saved {
         Some(saved) => {
             let at = (saved.pos, saved.record);
-            Saved::restore(saved, &model, opt.as_mut())?;
+            world.agree(Saved::restore(saved, &model, opt.as_mut()))?;
             at
         }
-        None => Default::default(),
+        None => world.agree(Ok(Default::default()))?,
     };
-    dir.begin(cfg, start)?;
-    let mut log = if resumed {
-        MetricsLog::resume(&cfg.out, pos.step)?
-    } else {
-        MetricsLog::create(&cfg.out)?
+    let mut resumed_flag = vec![resumed as u8];
+    world.broadcast_bytes(&mut resumed_flag);
+    let resumed = resumed_flag == [1];
+    replicas::start_from_root(world, &model, opt.as_mut(), resumed, &mut pos, &mut record)?;
+    world.agree(dir.map_or(Ok(()), |d| d.begin(cfg, start)))?;
+    let mut log = match dir {
+        Some(_) if resumed => Some(MetricsLog::resume(&cfg.out, pos.step)?),
+        Some(_) => Some(MetricsLog::create(&cfg.out)?),
+        None => None,
     };
     let checkpoint_path = cfg.out.join(files::CHECKPOINT);
     let total = per_epoch * cfg.epochs;
     let stop_at = cfg.stop_after_steps.unwrap_or(u64::MAX);
+    let save = |model: &Network, opt: &dyn Optimizer, pos: Position, record: &Record| match dir {
+        Some(_) => crate::state::save(&cfg.out, cfg, model, opt, pos, record, world.size()),
+        None => Ok(()),
+    };
     observer.start(&cfg.out.display().to_string(), total, pos.step);
     'epochs: while pos.epoch < cfg.epochs && pos.step < stop_at {
         let epoch = pos.epoch;
@@ -234,18 +240,13 @@ pub(crate) fn train_in(
         let mut epoch_images = 0u64;
         for batch in train_loader.epoch_from(epoch, pos.batch as usize) {
             let lr = schedule.lr_at(pos.step);
-            let n = batch.len();
-            let x = Tensor::from_slice(gpu, &batch.images, &batch.shape)?;
-            let y = Tensor::from_u32(gpu, &batch.labels, &[n])?;
-            let logits = model.forward_at(&x, true, pos.step)?;
-            let loss = ops::cross_entropy(&logits, &y, cfg.label_smoothing)?;
-            loss.backward()?;
+            let loss = step_loss(gpu, &model, &batch, cfg, pos.step)?;
+            averager.average(world, opt.params())?;
             if let Some(max) = cfg.clip_grad {
                 clip_grad_norm(opt.params(), max)?;
             }
             opt.step(lr as f32)?;
             opt.zero_grad();
-            let loss = loss.detach();
             running = Some(match running {
                 None => loss,
                 Some(r) => r.add(&loss)?,
@@ -253,14 +254,16 @@ pub(crate) fn train_in(
             since_log += 1;
             pos.batch += 1;
             pos.step += 1;
-            epoch_images += n as u64;
+            epoch_images += (batch.len() * world.size()) as u64;
             observer.tick(pos.step);
             let last_of_epoch = pos.batch == per_epoch;
             let stop_now = pos.step >= stop_at;
             if pos.step % cfg.log_every == 0 || last_of_epoch || stop_now {
-                // The one host read of the step: the mean loss since the last log.
-                let mean = running.take().map(|r| r.item()).transpose()?.unwrap_or(0.0) as f64
+                // The one host read of the step: the mean loss since the last log (over the
+                // ranks, so that every rank takes the same decision below).
+                let mine = running.take().map(|r| r.item()).transpose()?.unwrap_or(0.0) as f64
                     / since_log.max(1) as f64;
+                let mean = replicas::mean(world, mine);
                 if !mean.is_finite() {
                     observer.finish();
                     return Err(TrainError::Diverged {
@@ -273,13 +276,15 @@ pub(crate) fn train_in(
                 }
                 let elapsed = log_clock.elapsed().as_secs_f64();
                 let ips = (since_log * cfg.batch_size as u64) as f64 / elapsed.max(1e-9);
-                log.write(&Metric::Train {
-                    epoch,
-                    step: pos.step,
-                    loss: mean,
-                    lr,
-                    images_per_s: ips,
-                })?;
+                if let Some(log) = &mut log {
+                    log.write(&Metric::Train {
+                        epoch,
+                        step: pos.step,
+                        loss: mean,
+                        lr,
+                        images_per_s: ips,
+                    })?;
+                }
                 observer.step(pos.step, epoch, mean, lr, ips);
                 since_log = 0;
                 log_clock = Instant::now();
@@ -292,22 +297,27 @@ pub(crate) fn train_in(
         record.images += epoch_images;
         if pos.batch < per_epoch {
             // Stopped inside the epoch: keep the position, evaluate when the epoch ends.
-            crate::state::save(&cfg.out, cfg, &model, opt.as_ref(), pos, &record)?;
+            save(&model, opt.as_ref(), pos, &record)?;
             break 'epochs;
         }
-        let result = evaluate(&model, &test_loader)?;
-        log.write(&Metric::Eval {
-            epoch,
-            step: pos.step,
-            loss: result.loss,
-            top1: result.top1,
-            top5: result.top5,
-        })?;
+        // Batch norm running statistics are rank 0's, as DDP broadcasts them.
+        let state: Vec<Tensor> = model.state().into_iter().map(|(_, t)| t).collect();
+        ddp::broadcast_tensors(world, &state)?;
+        let result = evaluate_across(world, &model, &test_loader)?;
+        if let Some(log) = &mut log {
+            log.write(&Metric::Eval {
+                epoch,
+                step: pos.step,
+                loss: result.loss,
+                top1: result.top1,
+                top5: result.top5,
+            })?;
+        }
         observer.eval(epoch, &result);
         record.evaluated(result);
         pos.epoch += 1;
         pos.batch = 0;
-        crate::state::save(&cfg.out, cfg, &model, opt.as_ref(), pos, &record)?;
+        save(&model, opt.as_ref(), pos, &record)?;
     }
     observer.finish();
     let summary = RunSummary {
@@ -324,8 +334,52 @@ pub(crate) fn train_in(
         stopped_early: pos.step < total,
         out: cfg.out.clone(),
     };
-    dir.write_json(files::SUMMARY, &summary)?;
+    // Every rank leaves once rank 0 has written the run, so that what follows on any rank
+    // (a pipeline's next step, a search's scales) finds it.
+    world.agree(dir.map_or(Ok(()), |d| d.write_json(files::SUMMARY, &summary)))?;
     Ok(summary)
+}
+
+/// Forward and backward passes of one step's batch, as `cfg.accumulate` micro-batches whose
+/// gradients add up to the mean over the batch; returns the mean loss (on the device).
+fn step_loss(
+    gpu: &Gpu,
+    model: &Network,
+    batch: &Batch,
+    cfg: &TrainConfig,
+    step: u64,
+) -> Result<Tensor> {
+    let parts = cfg.accumulate.max(1);
+    let n = batch.len();
+    let [_, c, h, w] = batch.shape;
+    let size = c * h * w;
+    let m = n / parts;
+    let mut total: Option<Tensor> = None;
+    for k in 0..parts {
+        let (lo, hi) = if parts == 1 {
+            (0, n)
+        } else {
+            (k * m, (k + 1) * m)
+        };
+        let x = Tensor::from_slice(
+            gpu,
+            &batch.images[lo * size..hi * size],
+            &[hi - lo, c, h, w],
+        )?;
+        let y = Tensor::from_u32(gpu, &batch.labels[lo..hi], &[hi - lo])?;
+        let logits = model.forward_at(&x, true, step)?;
+        let mut loss = ops::cross_entropy(&logits, &y, cfg.label_smoothing)?;
+        if parts > 1 {
+            loss = loss.scale(1.0 / parts as f32)?;
+        }
+        loss.backward()?;
+        let loss = loss.detach();
+        total = Some(match total {
+            None => loss,
+            Some(t) => t.add(&loss)?,
+        });
+    }
+    total.ok_or_else(|| TrainError::Config("an empty batch".into()))
 }
 
 /// Loads a model from a run directory, a model file or a training checkpoint.

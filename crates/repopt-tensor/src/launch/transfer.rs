@@ -30,6 +30,25 @@ impl Recorder {
             .copy_buffer_to_buffer(src, 0, dst, 0, len);
     }
 
+    /// Records a device-side copy of `bytes` (a multiple of 4) from `src` at `src_offset` to
+    /// `dst` at `dst_offset`.
+    pub(crate) fn copy_range(
+        &self,
+        src: &wgpu::Buffer,
+        src_offset: u64,
+        dst: &wgpu::Buffer,
+        dst_offset: u64,
+        bytes: u64,
+    ) {
+        if self.plan_only || bytes == 0 {
+            return;
+        }
+        let mut batch = self.batch.lock().expect("batch lock");
+        batch
+            .encoder(&self.device)
+            .copy_buffer_to_buffer(src, src_offset, dst, dst_offset, bytes);
+    }
+
     /// Records a fill of `dst` with zeros.
     pub(crate) fn zero(&self, dst: &wgpu::Buffer) {
         if self.plan_only {

@@ -16,7 +16,7 @@ use repopt_models::domain;
 
 use super::epoch::{EpochIter, EpochJob};
 use super::{
-    DataError, Dataset, Interpolation, Normalize, Preset, RandAugment, Transform, epoch_rng,
+    DataError, Dataset, Interpolation, Normalize, Preset, RandAugment, Shard, Transform, epoch_rng,
 };
 
 /// One batch of normalised samples.
@@ -135,6 +135,9 @@ pub struct LoaderConfig {
     pub normalize: Normalize,
     /// RandAugment settings of [`Preset::Train`].
     pub rand_augment: RandAugment,
+    /// This process's part of each epoch in a data-parallel run (see [`Shard`]); the whole
+    /// dataset by default.
+    pub shard: Shard,
 }
 
 impl Default for LoaderConfig {
@@ -155,6 +158,7 @@ impl Default for LoaderConfig {
             pad: 4,
             normalize: Normalize::imagenet(),
             rand_augment: RandAugment::default(),
+            shard: Shard::default(),
         }
     }
 }
@@ -290,6 +294,14 @@ impl Loader {
         if config.batch_size == 0 {
             return Err(bad("batch_size", "at least 1", "0".into()));
         }
+        let shard = config.shard;
+        if shard.count == 0 || shard.index >= shard.count {
+            return Err(bad(
+                "shard",
+                "a rank index below a non-zero rank count",
+                format!("rank {} of {}", shard.index, shard.count),
+            ));
+        }
         if let Some((h, w)) = config.resize
             && (h == 0 || w == 0)
         {
@@ -422,8 +434,11 @@ impl Loader {
     /// assert_eq!(Loader::new(Arc::new(ds), cfg).batches_per_epoch(), 3);
     /// ```
     pub fn batches_per_epoch(&self) -> usize {
-        let n = self.dataset.len();
         let bs = self.config.batch_size;
+        let n = self
+            .config
+            .shard
+            .len(self.dataset.len(), bs, self.config.drop_last);
         if self.config.drop_last {
             n / bs
         } else {
@@ -451,7 +466,8 @@ impl Loader {
         if self.config.shuffle {
             shuffle(&mut order, &mut epoch_rng(self.config.seed, epoch));
         }
-        order
+        let c = &self.config;
+        c.shard.take(&order, c.batch_size, c.drop_last)
     }
 
     /// The batches of epoch `epoch` (0-based), produced ahead by worker

@@ -54,6 +54,7 @@ mod normalize;
 mod preset;
 mod randaugment;
 mod seed;
+mod shard;
 
 pub use augment::{Interpolation, hflip, pad_crop, pad_random_crop, random_hflip, resize};
 pub use cifar::{CIFAR10_CLASSES, CIFAR100_CLASSES, load_cifar10, load_cifar100};
@@ -70,3 +71,4 @@ pub use normalize::Normalize;
 pub use preset::{Preset, Transform};
 pub use randaugment::{AugmentOp, RandAugment};
 pub use seed::{AugRng, derive_seed, epoch_rng, sample_rng};
+pub use shard::Shard;

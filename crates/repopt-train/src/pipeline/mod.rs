@@ -14,9 +14,9 @@ use crate::metrics::read_metrics;
 use crate::qat::{QatOptions, qat_config, qat_run_config};
 use crate::quantize::{QuantizeOptions, quantize_run};
 use crate::report::plot_training;
-use crate::run_dir::{self, RunDir, Start};
+use crate::run_dir::{self, Start};
 use crate::search::{hyper_search, search_config};
-use crate::trainer::{Observer, RunSummary, files, train};
+use crate::trainer::{Observer, RunSummary, files, open_on_root, train};
 use repopt_models::quant::calibrate::Calibrator;
 
 mod table;
@@ -325,8 +325,19 @@ pub fn run_pipeline(
         .seeds
         .first()
         .ok_or_else(|| TrainError::Config("the pipeline needs at least one seed".into()))?;
-    let root = RunDir::open(&cfg.out)?;
-    root.write_json(PIPELINE_FILE, cfg)?;
+    // In a distributed run every rank trains each run together; rank 0 alone holds the
+    // directory, quantizes and writes the report.
+    let world = crate::dist::world();
+    if world.is_distributed() && cfg.qat_epochs.is_some() {
+        return Err(TrainError::Config(
+            "--qat runs as one process: run the pipeline over several ranks without it, then `repopt qat` on its runs".into(),
+        ));
+    }
+    let root = open_on_root(&cfg.out)?;
+    world.agree(
+        root.as_ref()
+            .map_or(Ok(()), |r| r.write_json(PIPELINE_FILE, cfg)),
+    )?;
     let mut search_cfg = TrainConfig {
         epochs: cfg.search_epochs,
         train_limit: cfg.search_train_limit.or(cfg.train.train_limit),
@@ -398,7 +409,7 @@ pub fn run_pipeline(
                     read_metrics(&run_cfg.out.join(files::METRICS))?,
                 ));
             }
-            if cfg.ptq && !ghost {
+            if cfg.ptq && !ghost && world.is_root() {
                 let opts = QuantizeOptions {
                     calibrators: Calibrator::all(),
                     ..Default::default()
@@ -463,7 +474,9 @@ pub fn run_pipeline(
             }),
         });
     }
-    plot_training(&curves, &cfg.out.join("curves.svg"))?;
+    if root.is_some() {
+        plot_training(&curves, &cfg.out.join("curves.svg"))?;
+    }
     let report = Report {
         dataset: cfg.train.dataset.name().into(),
         model: architecture
@@ -474,6 +487,8 @@ pub fn run_pipeline(
         scales,
         seconds: start.elapsed().as_secs_f64(),
     };
-    write_report(&root, &report)?;
+    if let Some(root) = &root {
+        write_report(root, &report)?;
+    }
     Ok(report)
 }
