@@ -70,10 +70,10 @@ fn tiny(out: &Path, extra: &[&str]) -> Vec<String> {
     .collect();
     // A flag given in `extra` replaces the default's value (clap refuses a flag twice).
     for pair in extra.windows(2).filter(|p| p[0].starts_with("--")) {
-        if let Some(i) = a.iter().position(|x| x == pair[0]) {
-            if !pair[1].starts_with("--") {
-                a.drain(i..i + 2);
-            }
+        if let Some(i) = a.iter().position(|x| x == pair[0])
+            && !pair[1].starts_with("--")
+        {
+            a.drain(i..i + 2);
         }
     }
     a.extend(extra.iter().map(|s| s.to_string()));

@@ -101,7 +101,8 @@ pub fn main() -> ExitCode {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let cli = Cli::parse();
-    let ranks = match ranks::start() {
+    // MPI, when started, is finalised when this goes out of scope at the end of main.
+    let _ranks = match ranks::start() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");
@@ -111,10 +112,7 @@ pub fn main() -> ExitCode {
     let result = ranks::check_command(&cli.command).and_then(|()| run(&cli));
     let world = repopt::train::dist::world();
     match result {
-        Ok(()) => {
-            drop(ranks);
-            ExitCode::SUCCESS
-        }
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // Errors that embed their source's text would otherwise print it twice.
             let mut message = e.to_string();

@@ -384,7 +384,7 @@ impl TrainConfig {
     pub fn validate(&self) -> Result<()> {
         self.check_domains().map_err(TrainError::Config)?;
         let bad = |m: String| Err(TrainError::Config(m));
-        if self.accumulate == 0 || self.batch_size % self.accumulate != 0 {
+        if self.accumulate == 0 || !self.batch_size.is_multiple_of(self.accumulate) {
             return bad(format!(
                 "--accumulate {} must divide the batch size {} into equal micro-batches",
                 self.accumulate, self.batch_size

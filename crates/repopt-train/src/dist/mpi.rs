@@ -114,7 +114,12 @@ impl Collective for Mpi {
 
     fn describe(&self) -> String {
         let version = mpi::environment::library_version().unwrap_or_default();
-        let first = version.lines().next().unwrap_or("MPI").trim();
-        first.trim_end_matches(',').to_string()
+        // "Open MPI v4.1.4, package: ..., ident: ...": the name and version are enough.
+        let first = version.split([',', '\n']).next().unwrap_or("").trim();
+        if first.is_empty() {
+            "MPI".into()
+        } else {
+            first.to_string()
+        }
     }
 }

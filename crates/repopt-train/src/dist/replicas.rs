@@ -25,7 +25,7 @@ use crate::state::{Position, Record};
 pub fn per_rank_batch(cfg: &TrainConfig, world: &World) -> Result<usize> {
     let n = world.size();
     let share = cfg.accumulate * n;
-    if cfg.batch_size % share != 0 {
+    if !cfg.batch_size.is_multiple_of(share) {
         return Err(TrainError::Config(format!(
             "the batch size {} does not split over {n} rank(s){}: give a multiple of {share}",
             cfg.batch_size,
