@@ -118,6 +118,21 @@ fn bad_input_is_a_clear_error_not_a_panic() {
         !run.join("config.json").exists(),
         "a run that found no data records no settings"
     );
+
+    // Micro-batches must split the batch evenly (and so, over MPI, must the ranks).
+    let o = repopt(&[
+        "train",
+        "--batch-size",
+        "16",
+        "--accumulate",
+        "3",
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(err.contains("--accumulate 3") && err.contains("16"), "{err}");
+    assert!(!run.join("config.json").exists(), "{err}");
 }
 
 /// The main job shrunk to seconds: one seed, one epoch, 128 images, four blocks.
