@@ -131,7 +131,10 @@ fn bad_input_is_a_clear_error_not_a_panic() {
     ]);
     assert!(!o.status.success());
     let err = stderr(&o);
-    assert!(err.contains("--accumulate 3") && err.contains("16"), "{err}");
+    assert!(
+        err.contains("--accumulate 3") && err.contains("16"),
+        "{err}"
+    );
     assert!(!run.join("config.json").exists(), "{err}");
 }
 
