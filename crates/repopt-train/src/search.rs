@@ -82,21 +82,19 @@ pub fn hyper_search(
     let world = crate::dist::world();
     let scales_path = cfg.out.join(SCALES_FILE);
     let written = world.agree(match dir {
-        Some(_) => write_scales(gpu, cfg, &scales_path),
-        None => Ok(Vec::new()),
+        Some(_) => write_scales(gpu, cfg, &scales_path).map(Some),
+        None => Ok(None),
     })?;
-    if dir.is_none() {
-        let model = load_trained_model(gpu, &cfg.out.join(files::MODEL))?;
-        return Ok(SearchOutcome {
-            run,
-            scales_path,
-            summary: NetScales::from_model(&model)?.summary(),
-        });
-    }
+    let summary = match written {
+        Some(summary) => summary,
+        None => {
+            NetScales::from_model(&load_trained_model(gpu, &cfg.out.join(files::MODEL))?)?.summary()
+        }
+    };
     Ok(SearchOutcome {
         run,
         scales_path,
-        summary: written,
+        summary,
     })
 }
 

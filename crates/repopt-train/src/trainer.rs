@@ -205,14 +205,15 @@ pub(crate) fn train_in(
         cfg.epochs,
     );
     let resumed = saved.is_some();
-    let (mut pos, mut record) = match saved {
+    let restored = match saved {
         Some(saved) => {
             let at = (saved.pos, saved.record);
-            world.agree(Saved::restore(saved, &model, opt.as_mut()))?;
-            at
+            Saved::restore(saved, &model, opt.as_mut()).map(|()| at)
         }
-        None => world.agree(Ok(Default::default()))?,
+        None => Ok(Default::default()),
     };
+    // Only rank 0 holds a checkpoint; every rank joins the agreement.
+    let (mut pos, mut record) = world.agree(restored)?;
     let mut resumed_flag = vec![resumed as u8];
     world.broadcast_bytes(&mut resumed_flag);
     let resumed = resumed_flag == [1];
@@ -356,11 +357,7 @@ fn step_loss(
     let m = n / parts;
     let mut total: Option<Tensor> = None;
     for k in 0..parts {
-        let (lo, hi) = if parts == 1 {
-            (0, n)
-        } else {
-            (k * m, (k + 1) * m)
-        };
+        let (lo, hi) = (k * m, (k + 1) * m);
         let x = Tensor::from_slice(
             gpu,
             &batch.images[lo * size..hi * size],

@@ -20,14 +20,8 @@ impl Recorder {
 
     /// Records a device-side copy of `bytes` from `src` to `dst`.
     pub(crate) fn copy(&self, src: &wgpu::Buffer, dst: &wgpu::Buffer, bytes: u64) {
-        if self.plan_only {
-            return;
-        }
-        let mut batch = self.batch.lock().expect("batch lock");
         let len = bytes.next_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT);
-        batch
-            .encoder(&self.device)
-            .copy_buffer_to_buffer(src, 0, dst, 0, len);
+        self.copy_range(src, 0, dst, 0, len);
     }
 
     /// Records a device-side copy of `bytes` (a multiple of 4) from `src` at `src_offset` to
