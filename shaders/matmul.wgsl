@@ -1,5 +1,6 @@
 // C[M, N] = A[M, K] B[K, N] (+ bias[N]), with arbitrary element strides for A and B so
-// transposed operands need no copy.
+// transposed operands need no copy. Grid z indexes a batch of such products, each matrix
+// `batch_a`, `batch_b`, `batch_c` elements after the previous one.
 //
 // A workgroup owns 4 rows of C; each invocation owns 4 columns of those rows (16 results in
 // four vec4 registers). The A values are read at addresses uniform across the workgroup (one
@@ -16,7 +17,7 @@
 
 const WG: u32 = 64u;
 
-fn store_row(m: u32, n0: u32, v: vec4<f32>) {
+fn store_row(c0: u32, m: u32, n0: u32, v: vec4<f32>) {
     if m >= p.m { return; }
     let vals = array<f32, 4>(v.x, v.y, v.z, v.w);
     for (var j = 0u; j < 4u; j++) {
@@ -24,16 +25,18 @@ fn store_row(m: u32, n0: u32, v: vec4<f32>) {
         if n < p.n {
             var out = vals[j];
             if p.has_bias == 1u { out += bias[n]; }
-            if p.accumulate == 1u { out += c[m * p.n + n]; }
-            c[m * p.n + n] = out;
+            let at = c0 + m * p.n + n;
+            if p.accumulate == 1u { out += c[at]; }
+            c[at] = out;
         }
     }
 }
 
-// Grid: x = column blocks of 256, y = row blocks of 4.
+// Grid: x = column blocks of 256, y = row blocks of 4, z = the batch.
 @compute @workgroup_size(64)
 fn matmul(ids: Ids) {
     let m0 = ids.wg.y * 4u;
+    let z = ids.wg.z;
     let n0 = ids.wg.x * (WG * 4u) + local_index(ids) * 4u;
     // Clamped indices keep every load in range; clamped results are never stored.
     let mlast = p.m - 1u;
@@ -47,8 +50,8 @@ fn matmul(ids: Ids) {
     var c1 = vec4<f32>(0.0);
     var c2 = vec4<f32>(0.0);
     var c3 = vec4<f32>(0.0);
-    var ak = 0u;
-    var bk = 0u;
+    var ak = z * p.batch_a;
+    var bk = z * p.batch_b;
     for (var k = 0u; k < p.k; k++) {
         let bv = vec4<f32>(b[bk + cb.x], b[bk + cb.y], b[bk + cb.z], b[bk + cb.w]);
         c0 = fma(vec4<f32>(a[ra0 + ak]), bv, c0);
@@ -58,8 +61,9 @@ fn matmul(ids: Ids) {
         ak += p.sak;
         bk += p.sbk;
     }
-    store_row(m0, n0, c0);
-    store_row(m0 + 1u, n0, c1);
-    store_row(m0 + 2u, n0, c2);
-    store_row(m0 + 3u, n0, c3);
+    let cz = z * p.batch_c;
+    store_row(cz, m0, n0, c0);
+    store_row(cz, m0 + 1u, n0, c1);
+    store_row(cz, m0 + 2u, n0, c2);
+    store_row(cz, m0 + 3u, n0, c3);
 }

@@ -3,7 +3,7 @@
 // A workgroup owns 16 rows of C; each invocation owns two columns of them (32 results).
 // The 16 A values a step needs are the same for every invocation, so invocations 0..7 of
 // each group of 8 load them (two each) and pass them on with subgroupBroadcast, as in
-// conv_subgroup.wgsl.
+// conv_subgroup.wgsl. Grid z indexes a batch of products, as in matmul.wgsl.
 
 // `Params` (binding 0) is generated from its declaration in
 // crates/repopt-tensor/src/kernels/matmul.rs and prepended to this file.
@@ -23,7 +23,7 @@ fn lanes_4_7(v: f32) -> vec4<f32> {
     return vec4<f32>(subgroupBroadcast(v, 4u), subgroupBroadcast(v, 5u), subgroupBroadcast(v, 6u), subgroupBroadcast(v, 7u));
 }
 
-fn store_column(col: u32, m0: u32, v0: vec4<f32>, v1: vec4<f32>, v2: vec4<f32>, v3: vec4<f32>) {
+fn store_column(c0: u32, col: u32, m0: u32, v0: vec4<f32>, v1: vec4<f32>, v2: vec4<f32>, v3: vec4<f32>) {
     if col >= p.n { return; }
     let vals = array<f32, 16>(v0.x, v0.y, v0.z, v0.w, v1.x, v1.y, v1.z, v1.w,
                               v2.x, v2.y, v2.z, v2.w, v3.x, v3.y, v3.z, v3.w);
@@ -33,13 +33,14 @@ fn store_column(col: u32, m0: u32, v0: vec4<f32>, v1: vec4<f32>, v2: vec4<f32>, 
         let m = m0 + i;
         if m < p.m {
             var out = vals[i] + extra;
-            if p.accumulate == 1u { out += c[m * p.n + col]; }
-            c[m * p.n + col] = out;
+            let at = c0 + m * p.n + col;
+            if p.accumulate == 1u { out += c[at]; }
+            c[at] = out;
         }
     }
 }
 
-// Grid: x = blocks of 128 columns (64 invocations x 2), y = blocks of 16 rows.
+// Grid: x = blocks of 128 columns (64 invocations x 2), y = blocks of 16 rows, z = the batch.
 @compute @workgroup_size(64)
 fn matmul(ids: Ids) {
     let n_pairs = (p.n + 1u) / 2u;
@@ -50,11 +51,12 @@ fn matmul(ids: Ids) {
     let nlast = p.n - 1u;
     let lane = ids.sg_lane & 7u;
     let mlast = p.m - 1u;
-    var ra = min(m0 + lane, mlast) * p.sam;
-    var rb = min(m0 + 8u + lane, mlast) * p.sam;
+    let z = ids.wg.z;
+    var ra = z * p.batch_a + min(m0 + lane, mlast) * p.sam;
+    var rb = z * p.batch_a + min(m0 + 8u + lane, mlast) * p.sam;
     let cb0 = min(n0, nlast) * p.sbn;
     let cb1 = min(n0 + 1u, nlast) * p.sbn;
-    var bk = 0u;
+    var bk = z * p.batch_b;
     var x0 = vec4<f32>(0.0);
     var x1 = vec4<f32>(0.0);
     var x2 = vec4<f32>(0.0);
@@ -84,6 +86,7 @@ fn matmul(ids: Ids) {
         rb += p.sak;
         bk += p.sbk;
     }
-    store_column(n0, m0, x0, x1, x2, x3);
-    store_column(n0 + 1u, m0, y0, y1, y2, y3);
+    let cz = z * p.batch_c;
+    store_column(cz, n0, m0, x0, x1, x2, x3);
+    store_column(cz, n0 + 1u, m0, y0, y1, y2, y3);
 }

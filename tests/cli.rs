@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{official_scales, repopt, stderr, stdout};
+use common::{official_scales, repopt, repopt_with, stderr, stdout};
 
 #[test]
 fn devices_lists_an_adapter_with_its_limits() {
@@ -293,5 +293,54 @@ fn eval_of_a_deploy_model_away_from_its_run_uses_the_runs_settings() {
     assert!(
         (loss - run_loss).abs() <= 1e-4 * run_loss.abs().max(1.0),
         "deploy loss {loss}, run loss {run_loss}"
+    );
+}
+
+#[test]
+fn tune_measures_each_shape_once_and_keeps_the_choices() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let dir = cache.to_str().unwrap();
+    let args = [
+        "tune",
+        "--config",
+        "A0",
+        "--modes",
+        "target",
+        "--batch-size",
+        "2",
+        "--res",
+        "32",
+    ];
+    let env = [("REPOPT_TUNE", "on"), ("REPOPT_CACHE_DIR", dir)];
+    let first = repopt_with(&args, &env);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let out = stdout(&first);
+    // A0 at 32x32 has three stride-1 3x3 shapes, each with a forward and an input gradient.
+    assert!(
+        out.contains("6 shapes measured now, 0 known before"),
+        "{out}"
+    );
+    let files: Vec<_> = std::fs::read_dir(&cache).unwrap().collect();
+    assert_eq!(files.len(), 1, "one cache file per adapter");
+    let text = std::fs::read_to_string(files[0].as_ref().unwrap().path()).unwrap();
+    let choices: Vec<_> = text.lines().filter(|l| l.starts_with("conv3x3.")).collect();
+    assert_eq!(choices.len(), 6, "{text}");
+    assert!(
+        choices
+            .iter()
+            .all(|l| l.ends_with(" direct") || l.ends_with(" winograd"))
+    );
+    let again = repopt_with(&args, &env);
+    assert!(stdout(&again).contains("0 shapes measured now, 6 known before"));
+    let off = repopt_with(&args, &[("REPOPT_TUNE", "off"), ("REPOPT_CACHE_DIR", dir)]);
+    assert!(!off.status.success());
+    assert!(stderr(&off).contains("REPOPT_TUNE=off turns measuring off"));
+    let bad = repopt_with(&args, &[("REPOPT_TUNE", "fastest")]);
+    assert!(!bad.status.success());
+    assert!(
+        stderr(&bad).contains("REPOPT_TUNE") && stderr(&bad).contains("expected off, on"),
+        "{}",
+        stderr(&bad)
     );
 }

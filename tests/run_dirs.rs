@@ -348,6 +348,7 @@ fn a_second_process_on_the_same_directory_is_refused_naming_the_first() {
     .concat();
     let mut first = Command::new(env!("CARGO_BIN_EXE_repopt"))
         .args(&args)
+        .env("REPOPT_TUNE", "off")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

@@ -20,6 +20,7 @@ mod scales;
 mod search;
 mod stats;
 mod train;
+mod tune;
 mod values;
 
 /// RepOptimizers and RepOpt-VGG on any Vulkan, Metal or DX12 GPU (or the CPU via lavapipe).
@@ -77,17 +78,23 @@ pub enum Command {
     /// Gradient Re-parameterization of declared blocks.
     #[command(subcommand)]
     Gr(gr::GrCommand),
+    /// Measure which kernel variants (direct or Winograd convolution) are fastest for a
+    /// model's training step on this adapter, and cache the choices.
+    Tune(tune::TuneCmd),
     /// Benchmarks: peak, kernels, update, train, maxbatch (or all).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
 }
 
-/// Opens the adapter the global --adapter flag selects.
+/// Opens the adapter the global --adapter flag selects. Kernel variants are measured on
+/// first use and cached unless `REPOPT_TUNE` says otherwise.
 pub fn gpu(selector: &str) -> anyhow::Result<repopt::tensor::Gpu> {
+    use repopt::tensor::tuning::Tuning;
     Ok(repopt::tensor::Gpu::new(repopt::tensor::GpuOptions {
         adapter: ranks::adapter_for_rank(selector)
             .parse()
             .unwrap_or_default(),
+        tuning: Tuning::from_env(Tuning::Measure { cache: None })?,
         ..Default::default()
     })?)
 }
@@ -145,6 +152,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Eval(c) => eval::run(c, &cli.adapter),
         Command::Convert(c) => convert::run(c, &cli.adapter),
         Command::Bench(c) => bench::run(c, &cli.adapter),
+        Command::Tune(c) => tune::run(c, &cli.adapter),
         Command::Gr(c) => gr::run(c, &cli.adapter),
         Command::Stats(c) => stats::run(c, &cli.adapter),
         Command::Quantize(c) => quantize::run(c, &cli.adapter),

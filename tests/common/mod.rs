@@ -5,10 +5,17 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// Runs `repopt ARGS` to completion.
+/// Runs `repopt ARGS` to completion, with kernel choices that depend only on the shape
+/// (`REPOPT_TUNE=off`), so that runs compare exactly whatever other tests measured.
 pub fn repopt(args: &[&str]) -> Output {
+    repopt_with(args, &[("REPOPT_TUNE", "off")])
+}
+
+/// Runs `repopt ARGS` to completion with the environment variables `env` set.
+pub fn repopt_with(args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_repopt"))
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .expect("the repopt binary runs")
 }

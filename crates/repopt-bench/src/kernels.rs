@@ -1,7 +1,8 @@
 //! Kernel throughput: the FMA peak, convolutions and the matrix product.
 
-use repopt_tensor::ops::{self, Conv2dConfig};
+use repopt_tensor::ops::{self, Conv2dConfig, Direction};
 use repopt_tensor::probe::FmaProbe;
+use repopt_tensor::tuning::ConvAlgorithm;
 use repopt_tensor::{Gpu, Result, Tensor, no_grad};
 use serde::Serialize;
 
@@ -103,18 +104,33 @@ pub fn conv(gpu: &Gpu, cases: &[ConvCase], budget: TimingBudget) -> Result<Vec<K
                 memory_bound: false,
             })
         };
-        let t = time_gpu(gpu, budget, || {
-            no_grad(|| ops::conv2d(&x, &w, cfg)).map(drop)
-        })?;
+        // The direct kernels, whatever the device's tuning would pick.
+        let direct = |direction, input| {
+            let hw = (c.hw, c.hw);
+            ops::conv2d_with(ConvAlgorithm::Direct, direction, input, &w, hw, cfg).map(drop)
+        };
+        let t = time_gpu(gpu, budget, || direct(Direction::Forward, &x))?;
         record(format!("{name}_forward"), t.median_s * 1e3);
-        let t = time_gpu(gpu, budget, || {
-            ops::conv2d_backward_input(&dy, &w, (c.hw, c.hw), cfg).map(drop)
-        })?;
+        let t = time_gpu(gpu, budget, || direct(Direction::BackwardInput, &dy))?;
         record(format!("{name}_backward_input"), t.median_s * 1e3);
         let t = time_gpu(gpu, budget, || {
             ops::conv2d_backward_weight(&x, &dy, c.k, cfg).map(drop)
         })?;
         record(format!("{name}_backward_weight"), t.median_s * 1e3);
+        if c.k == 3 && c.stride == 1 {
+            // The same products by Winograd, rated by the direct convolution's FLOPs.
+            let hw = (c.hw, c.hw);
+            for (direction, input, label) in [
+                (Direction::Forward, &x, "forward"),
+                (Direction::BackwardInput, &dy, "backward_input"),
+            ] {
+                let t = time_gpu(gpu, budget, || {
+                    ops::conv2d_with(ConvAlgorithm::Winograd, direction, input, &w, hw, cfg)
+                        .map(drop)
+                })?;
+                record(format!("{name}_{label}_winograd"), t.median_s * 1e3);
+            }
+        }
     }
     Ok(out)
 }

@@ -165,6 +165,23 @@ pub(crate) fn model_to_engine(e: repopt_models::ModelError) -> Error {
     }
 }
 
+/// Runs one training step of `config` in each mode, so that a device that measures its
+/// kernel choices (`Tuning::Measure`) makes them for every shape the steps use.
+pub fn tune_steps(
+    gpu: &Gpu,
+    config: &NetConfig,
+    modes: &[Mode],
+    batch: usize,
+    res: usize,
+) -> Result<()> {
+    for &mode in modes {
+        let mut r = rig(gpu, config, mode, batch, res).map_err(model_to_engine)?;
+        step(&mut r)?;
+        gpu.synchronize()?;
+    }
+    Ok(())
+}
+
 /// Times one training step of `config` in each mode.
 pub fn train_steps(
     gpu: &Gpu,

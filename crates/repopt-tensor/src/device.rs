@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::kernels::{Kernel, Params};
 use crate::launch::{HostCounters, Recorder};
 use crate::pool::{BufferPool, MemoryStats};
+use crate::tuning::{ConvAlgorithm, Tuner, Tuning};
 
 /// How to open a [`Gpu`].
 #[derive(Clone, Debug, Default)]
@@ -29,6 +30,9 @@ pub struct GpuOptions {
     /// frees), at no compute cost: what `repopt bench maxbatch` uses. This adapter's
     /// per-binding size limit is not applied, so plans hold for larger devices too.
     pub plan_only: bool,
+    /// How kernel variants are chosen (direct or Winograd convolution); fixed by default,
+    /// so results depend only on the shape and kernel family.
+    pub tuning: Tuning,
 }
 
 pub(crate) struct GpuInner {
@@ -37,6 +41,7 @@ pub(crate) struct GpuInner {
     pub(crate) features: wgpu::Features,
     pub(crate) recorder: Recorder,
     pub(crate) pool: Mutex<BufferPool>,
+    pub(crate) tuner: Tuner,
 }
 
 /// A device (one adapter, one queue) plus the engine's caches: compiled kernels, a buffer
@@ -117,8 +122,16 @@ impl Gpu {
             (subgroup_kernels, options.plan_only),
             trims,
         );
+        // Plans launch nothing, so there is nothing to measure: they use the fixed choices.
+        let tuning = if options.plan_only {
+            Tuning::Fixed
+        } else {
+            options.tuning
+        };
+        let tuner = Tuner::new(tuning, Tuning::default_cache_file(&summary));
         Ok(Gpu {
             inner: Arc::new(GpuInner {
+                tuner,
                 summary,
                 limits,
                 features,
@@ -128,10 +141,12 @@ impl Gpu {
         })
     }
 
-    /// Opens the adapter named by `REPOPT_ADAPTER` (or the preferred one when unset).
+    /// Opens the adapter named by `REPOPT_ADAPTER` (or the preferred one when unset), with
+    /// the tuning `REPOPT_TUNE` asks for (fixed choices when unset).
     pub fn from_env() -> Result<Gpu> {
         Gpu::new(GpuOptions {
             adapter: AdapterSelector::from_env(),
+            tuning: Tuning::from_env(Tuning::Fixed)?,
             ..GpuOptions::default()
         })
     }
@@ -190,6 +205,21 @@ impl Gpu {
     /// Frees the buffers parked in the pool (live tensors are untouched).
     pub fn trim_pool(&self) {
         self.inner.pool.lock().expect("pool lock").trim();
+    }
+
+    /// How this device chooses kernel variants.
+    pub fn tuning(&self) -> &Tuning {
+        self.inner.tuner.mode()
+    }
+
+    /// Where measured choices are cached, when they are.
+    pub fn tuning_file(&self) -> Option<&std::path::Path> {
+        self.inner.tuner.file()
+    }
+
+    /// The variants chosen so far (read from the cache or measured), by shape key.
+    pub fn tuned_choices(&self) -> Vec<(String, ConvAlgorithm)> {
+        self.inner.tuner.choices()
     }
 
     /// Submits every recorded dispatch without waiting for it to finish.

@@ -48,6 +48,7 @@ pub mod probe;
 mod tensor;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod tuning;
 
 pub use adapter::{ADAPTER_ENV, AdapterSelector, AdapterSummary, KeyLimits, list_adapters};
 pub use autograd::{NoGradGuard, is_grad_enabled, no_grad};

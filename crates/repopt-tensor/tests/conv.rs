@@ -1,10 +1,10 @@
-//! The convolution kernels of every family against the f64 CPU reference on awkward shapes,
-//! and finite-difference checks of their gradients.
+//! The convolution kernels of every family and variant (direct and Winograd) against the f64
+//! CPU reference on awkward shapes, and finite-difference checks of their gradients.
 
 use repopt_tensor::Tensor;
 use repopt_tensor::ops::{self, Conv2dConfig};
 use repopt_tensor::testing::reference as cpu;
-use repopt_tensor::testing::{assert_close, data, f64s, gradcheck_on, kernel_families};
+use repopt_tensor::testing::{assert_close, conv_variants, data, f64s, gradcheck_on};
 
 /// (input [N, Ci, H, W], Co, k, stride): batch 1, odd sizes, stride 2 with odd input,
 /// channel counts that are not multiples of 16 and pixel counts not multiples of 64.
@@ -22,6 +22,9 @@ const CONV_SHAPES: &[([usize; 4], usize, usize, usize)] = &[
     ([2, 16, 5, 5], 16, 3, 2),
     ([5, 48, 8, 8], 48, 3, 1),
     ([4, 3, 15, 15], 64, 3, 2),
+    // Winograd: partial tiles at the bottom and right, more tiles than one matmul block.
+    ([1, 5, 2, 7], 3, 3, 1),
+    ([3, 6, 17, 15], 20, 3, 1),
     // Stride 2 where a parity class of input pixels is empty.
     ([2, 5, 1, 6], 4, 3, 2),
     ([1, 9, 2, 1], 17, 3, 2),
@@ -29,7 +32,7 @@ const CONV_SHAPES: &[([usize; 4], usize, usize, usize)] = &[
 
 #[test]
 fn conv2d_forward_matches_reference() {
-    for (family, gpu) in kernel_families() {
+    for (family, gpu) in conv_variants() {
         for (i, &(xs, co, k, stride)) in CONV_SHAPES.iter().enumerate() {
             let ws = [co, xs[1], k, k];
             let pad = (k - 1) / 2;
@@ -61,7 +64,7 @@ fn conv2d_forward_matches_reference() {
 
 #[test]
 fn conv2d_backward_matches_reference() {
-    for (family, gpu) in kernel_families() {
+    for (family, gpu) in conv_variants() {
         for (i, &(xs, co, k, stride)) in CONV_SHAPES.iter().enumerate() {
             let ws = [co, xs[1], k, k];
             let pad = (k - 1) / 2;
@@ -105,7 +108,7 @@ fn conv2d_backward_matches_reference() {
 #[test]
 fn conv2d_weight_gradient_with_many_partial_sums() {
     // Few weights, many pixels: the weight gradient is split into partial sums.
-    for (family, gpu) in kernel_families() {
+    for (family, gpu) in conv_variants() {
         let (xs, ws) = ([6, 3, 33, 31], [8, 3, 3, 3]);
         let xd = data(xs.iter().product(), 1);
         let wd = data(ws.iter().product(), 2);
@@ -129,11 +132,12 @@ fn conv2d_weight_gradient_with_many_partial_sums() {
 
 #[test]
 fn conv2d_gradients_match_finite_differences() {
-    for (family, gpu) in kernel_families() {
+    for (family, gpu) in conv_variants() {
         for &(xs, co, k, stride) in &[
             ([1usize, 3, 5, 5], 4usize, 3usize, 2usize),
             ([2, 5, 4, 3], 3, 1, 1),
             ([1, 2, 6, 6], 17, 3, 1),
+            ([2, 3, 5, 7], 4, 3, 1),
         ] {
             let ws = vec![co, xs[1], k, k];
             gradcheck_on(
@@ -148,6 +152,26 @@ fn conv2d_gradients_match_finite_differences() {
                 1e-2,
                 2e-3,
             );
+        }
+    }
+}
+
+#[test]
+fn winograd_runs_where_it_applies_and_only_there() {
+    // Forced Winograd: a stride-1 3x3 forward is four dispatches (weight and input
+    // transforms, the 16 products, the output transform); stride 2 keeps the direct kernel.
+    for (variant, gpu) in conv_variants() {
+        let winograd = variant.ends_with("winograd");
+        let x = Tensor::from_slice(&gpu, &data(2 * 5 * 7 * 6, 1), &[2, 5, 7, 6]).unwrap();
+        let w = Tensor::from_slice(&gpu, &data(3 * 5 * 9, 2), &[3, 5, 3, 3]).unwrap();
+        for (stride, want) in [(1, if winograd { 4 } else { 1 }), (2, 1)] {
+            let before = gpu.dispatch_count();
+            let y = ops::conv2d(&x, &w, Conv2dConfig::same(3, stride)).unwrap();
+            let launched = gpu.dispatch_count() - before;
+            // The plain family's direct kernels pack the weights first.
+            let packs = usize::from(variant.starts_with("plain") && !(winograd && stride == 1));
+            assert_eq!(launched as usize, want + packs, "{variant} stride {stride}");
+            assert_eq!(y.shape(), &[2, 3, 7usize.div_ceil(stride), 6 / stride]);
         }
     }
 }

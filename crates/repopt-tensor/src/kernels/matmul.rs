@@ -24,6 +24,12 @@ crate::params! {
         sbn: u32,
         /// 1: `C += A B` (C is read first).
         accumulate: u32,
+        /// Batched products (grid z indexes the batch): elements between A's matrices.
+        batch_a: u32,
+        /// Elements between B's matrices.
+        batch_b: u32,
+        /// Elements between C's matrices.
+        batch_c: u32,
     }
 }
 

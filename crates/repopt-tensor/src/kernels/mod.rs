@@ -27,6 +27,7 @@ pub mod optim;
 pub mod probe;
 pub mod quant;
 pub mod reduce;
+pub mod winograd;
 
 #[cfg(test)]
 mod interface_tests;
@@ -257,6 +258,7 @@ pub const SHADERS: &[&Shader] = &[
     &optim::SHADER,
     &probe::SHADER,
     &quant::SHADER,
+    &winograd::SHADER,
 ];
 
 /// Every declared kernel.
@@ -275,6 +277,7 @@ pub fn all() -> impl Iterator<Item = &'static KernelInfo> {
         optim::KERNELS,
         probe::KERNELS,
         quant::KERNELS,
+        winograd::KERNELS,
     ]
     .into_iter()
     .flatten()

@@ -37,56 +37,101 @@ pub(crate) fn matmul_raw(
     [m, n, k]: [usize; 3],
     bias: Option<&Tensor>,
 ) -> Result<Tensor> {
-    let subgroups = a.gpu().uses_subgroup_kernels();
-    let row_blocks = if subgroups {
-        m.div_ceil(16)
-    } else {
-        m.div_ceil(4)
-    };
-    if row_blocks > a.gpu().limits().max_compute_workgroups_per_dimension as usize {
-        return Err(Error::shape(
-            "matmul",
-            format!("{m} rows exceed what one dispatch covers"),
-        ));
-    }
-    for (what, v) in [
-        ("rows", m),
-        ("columns", n),
-        ("inner size", k),
-        ("elements", m * n),
-    ] {
-        as_u32("matmul", what, v)?;
-    }
+    let c = Tensor::empty(a.gpu(), &[m, n], DType::F32)?;
     let p = MatmulParams {
-        m: m as u32,
-        n: n as u32,
-        k: k as u32,
         has_bias: bias.is_some() as u32,
         sam: la.row as u32,
         sak: la.col as u32,
         sbk: lb.row as u32,
         sbn: lb.col as u32,
-        accumulate: 0,
+        ..sizes([m, n, k], 1)?
     };
-    let c = Tensor::empty(a.gpu(), &[m, n], DType::F32)?;
-    let gpu = a.gpu();
-    let (kernel, columns_per_group) = if subgroups {
-        (&k::MATMUL_SUBGROUP, 128)
+    launch_matmul(&p, [a, b, bias.unwrap_or(a), &c], 1)?;
+    Ok(c)
+}
+
+/// `batch` row-major products `C[z] = A[z] B[z]`, `A[z]` `[m, k]`, `B[z]` `[k, n]`, stored
+/// one after another in `a`, `b` and `c` (no autograd).
+pub(crate) fn matmul_batched_into(
+    a: &Tensor,
+    b: &Tensor,
+    c: &Tensor,
+    [m, n, k]: [usize; 3],
+    batch: usize,
+) -> Result<()> {
+    for (t, what, len) in [(a, "A", m * k), (b, "B", k * n), (c, "C", m * n)] {
+        if t.numel() < batch * len {
+            return Err(Error::shape(
+                "matmul",
+                format!(
+                    "{what} holds {} elements, {batch} matrices need {}",
+                    t.numel(),
+                    batch * len
+                ),
+            ));
+        }
+    }
+    let p = MatmulParams {
+        sam: k as u32,
+        sak: 1,
+        sbk: n as u32,
+        sbn: 1,
+        batch_a: (m * k) as u32,
+        batch_b: (k * n) as u32,
+        batch_c: (m * n) as u32,
+        ..sizes([m, n, k], batch)?
+    };
+    launch_matmul(&p, [a, b, a, c], batch)
+}
+
+/// Parameters holding the sizes, checked to fit the kernels' 32-bit indices.
+fn sizes([m, n, k]: [usize; 3], batch: usize) -> Result<MatmulParams> {
+    for (what, v) in [
+        ("rows", m),
+        ("columns", n),
+        ("inner size", k),
+        ("elements", batch * m * n),
+        ("elements of A", batch * m * k),
+        ("elements of B", batch * k * n),
+    ] {
+        as_u32("matmul", what, v)?;
+    }
+    Ok(MatmulParams {
+        m: m as u32,
+        n: n as u32,
+        k: k as u32,
+        ..Default::default()
+    })
+}
+
+/// Launches the family's matmul kernel over `batch` products: buffers (a, b, bias, c).
+fn launch_matmul(p: &MatmulParams, buffers: [&Tensor; 4], batch: usize) -> Result<()> {
+    let gpu = buffers[0].gpu();
+    let subgroups = gpu.uses_subgroup_kernels();
+    let (m, n) = (p.m as usize, p.n as usize);
+    let (kernel, rows_per_group, columns_per_group) = if subgroups {
+        (&k::MATMUL_SUBGROUP, 16, 128)
     } else {
-        (&k::MATMUL, 256)
+        (&k::MATMUL, 4, 256)
     };
+    let row_blocks = m.div_ceil(rows_per_group);
+    let max = gpu.limits().max_compute_workgroups_per_dimension as usize;
+    if row_blocks > max || batch > max {
+        return Err(Error::shape(
+            "matmul",
+            format!("{m} rows in {batch} products exceed what one dispatch covers"),
+        ));
+    }
     gpu.launch(
         kernel,
-        &p,
-        &[
-            a.buffer(),
-            b.buffer(),
-            bias.unwrap_or(a).buffer(),
-            c.buffer(),
+        p,
+        &buffers.map(|t| t.buffer()),
+        [
+            n.div_ceil(columns_per_group) as u32,
+            row_blocks as u32,
+            batch as u32,
         ],
-        [n.div_ceil(columns_per_group) as u32, row_blocks as u32, 1],
-    )?;
-    Ok(c)
+    )
 }
 
 /// `a [M, K] x b [K, N]` (no autograd).

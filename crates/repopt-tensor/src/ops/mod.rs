@@ -24,7 +24,9 @@ pub mod reduce;
 pub use batchnorm::{
     BatchNormSaved, BatchNormStats, batch_norm2d, batch_norm2d_backward, batch_norm2d_forward,
 };
-pub use conv::{Conv2dConfig, conv2d, conv2d_backward_input, conv2d_backward_weight};
+pub use conv::{
+    Conv2dConfig, Direction, conv2d, conv2d_backward_input, conv2d_backward_weight, conv2d_with,
+};
 pub use depthwise::{
     depthwise_conv2d, depthwise_conv2d_backward_input, depthwise_conv2d_backward_weight,
     depthwise_conv2d_forward,

@@ -60,6 +60,34 @@ pub fn kernel_families() -> Vec<(&'static str, Gpu)> {
     vec![("subgroup", default), ("plain", plain)]
 }
 
+/// Every way this machine computes a convolution: each kernel family of
+/// [`kernel_families`] with the direct kernels, and each again with Winograd forced wherever
+/// it applies (stride-1 3x3), so one test body checks every variant.
+pub fn conv_variants() -> Vec<(String, Gpu)> {
+    use std::sync::OnceLock;
+    static WINOGRAD: OnceLock<Vec<(String, Gpu)>> = OnceLock::new();
+    let forced = WINOGRAD.get_or_init(|| {
+        kernel_families()
+            .into_iter()
+            .map(|(family, gpu)| {
+                let forced = Gpu::new(crate::GpuOptions {
+                    adapter: crate::AdapterSelector::from_env(),
+                    disable_subgroup_kernels: !gpu.uses_subgroup_kernels(),
+                    tuning: crate::tuning::Tuning::Force(crate::tuning::ConvAlgorithm::Winograd),
+                    ..Default::default()
+                })
+                .expect("another device on the same adapter");
+                (format!("{family}+winograd"), forced)
+            })
+            .collect()
+    });
+    kernel_families()
+        .into_iter()
+        .map(|(family, gpu)| (family.to_string(), gpu))
+        .chain(forced.iter().cloned())
+        .collect()
+}
+
 /// Deterministic pseudo-random values in [-1, 1) (xorshift), different per `seed`.
 pub fn data(len: usize, seed: u64) -> Vec<f32> {
     let mut s = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;

@@ -2,15 +2,20 @@
 //! 3x3 with padding 1 and 1x1 with padding 0, stride 1 or 2).
 //!
 //! [`conv2d`] records the node; `conv2d_forward` and `conv2d_backward` launch the kernels
-//! that `plan` chooses for the shape and device.
+//! that `plan` chooses for the shape and device, or Winograd (`winograd`) where `tune`
+//! picks it.
 
 pub(crate) mod plan;
+mod tune;
+pub(crate) mod winograd;
 
 use self::plan::ConvPlan;
+pub use self::winograd::Direction;
 use super::{as_u32, expect_rank};
 use crate::error::{Error, Result};
 use crate::kernels::conv::ConvParams;
 use crate::tensor::{DType, Tensor};
+use crate::tuning::ConvAlgorithm;
 
 /// Stride and zero padding of a convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -175,17 +180,12 @@ fn run(plan: &ConvPlan, a: &Tensor, b: &Tensor, out_shape: &[usize]) -> Result<T
 
 /// The forward kernels alone (no autograd): `y = conv(x, w)`.
 pub(crate) fn conv2d_forward(x: &Tensor, w: &Tensor, s: &ConvShape) -> Result<Tensor> {
-    run(&plan::forward(x.gpu(), s), x, w, &s.output_shape())
+    tune::run(x, w, s, Direction::Forward)
 }
 
 /// The input-gradient kernels alone: `dx = conv_transpose(dy, w)`.
 pub(crate) fn conv2d_backward_input_raw(dy: &Tensor, w: &Tensor, s: &ConvShape) -> Result<Tensor> {
-    run(
-        &plan::backward_input(dy.gpu(), s),
-        dy,
-        w,
-        &[s.n, s.ci, s.h, s.w],
-    )
+    tune::run(dy, w, s, Direction::BackwardInput)
 }
 
 /// The weight-gradient kernels alone: `dw = sum over pixels of dy x^T`.
@@ -274,6 +274,59 @@ pub fn conv2d_backward_weight(
     let s = ConvShape::new(xs, &[dy.shape()[1], xs[1], kernel, kernel], cfg)?;
     check_output("conv2d_backward_weight", dy, &s)?;
     conv2d_backward_weight_raw(x, dy, &s)
+}
+
+/// One direction of [`conv2d`] with a chosen algorithm instead of the device's tuning (no
+/// autograd), for benchmarks and checks: `input` is `x` `[N, Ci, H, W]` for
+/// [`Direction::Forward`], `dy` `[N, Co, OH, OW]` for [`Direction::BackwardInput`] (whose
+/// input size `input_hw` then says); an error names the algorithm when it does not apply.
+///
+/// ```no_run
+/// use repopt_tensor::{ops::{conv2d_with, Conv2dConfig, Direction}, tuning::ConvAlgorithm, Gpu, Tensor};
+/// let gpu = Gpu::from_env()?;
+/// let x = Tensor::zeros(&gpu, &[1, 3, 8, 8])?;
+/// let w = Tensor::zeros(&gpu, &[16, 3, 3, 3])?;
+/// let cfg = Conv2dConfig::same(3, 1);
+/// let y = conv2d_with(ConvAlgorithm::Winograd, Direction::Forward, &x, &w, (8, 8), cfg)?;
+/// assert_eq!(y.shape(), &[1, 16, 8, 8]);
+/// # Ok::<(), repopt_tensor::Error>(())
+/// ```
+pub fn conv2d_with(
+    algorithm: ConvAlgorithm,
+    direction: Direction,
+    input: &Tensor,
+    w: &Tensor,
+    input_hw: (usize, usize),
+    cfg: Conv2dConfig,
+) -> Result<Tensor> {
+    const OP: &str = "conv2d_with";
+    expect_rank(OP, "input", input, 4)?;
+    expect_rank(OP, "weight", w, 4)?;
+    input.same_gpu(OP, w)?;
+    let is = input.shape();
+    let s = match direction {
+        Direction::Forward => ConvShape::new(is, w.shape(), cfg)?,
+        Direction::BackwardInput => {
+            let s = ConvShape::new(
+                &[is[0], w.shape()[1], input_hw.0, input_hw.1],
+                w.shape(),
+                cfg,
+            )?;
+            check_output(OP, input, &s)?;
+            s
+        }
+    };
+    if algorithm == ConvAlgorithm::Winograd && !winograd::applies(input.gpu(), &s) {
+        return Err(Error::invalid(
+            OP,
+            format!(
+                "Winograd computes 3x3 convolutions with stride 1 and padding 1 only, not \
+                 kernel {}, stride {}, padding {}",
+                s.k, cfg.stride, cfg.padding
+            ),
+        ));
+    }
+    tune::run_with(algorithm, input, w, &s, direction)
 }
 
 fn check_output(op: &'static str, dy: &Tensor, s: &ConvShape) -> Result<()> {

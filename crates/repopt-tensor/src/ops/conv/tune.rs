@@ -1,0 +1,68 @@
+//! Which algorithm computes one direction of a convolution: the direct kernels of `plan`, or
+//! Winograd where it applies, as the device's [`Tuning`](crate::tuning::Tuning) decides.
+//! Measured choices are keyed by everything the kernels' speed depends on: direction,
+//! kernel family and shape.
+
+use super::winograd::{self, Direction};
+use super::{ConvShape, plan};
+use crate::error::Result;
+use crate::tensor::Tensor;
+use crate::tuning::ConvAlgorithm;
+
+/// Computes `direction` of the convolution `s` on `input` (x, or dy for the input
+/// gradient) and the weights `w`, with the algorithm the device's tuning picks.
+pub(crate) fn run(
+    input: &Tensor,
+    w: &Tensor,
+    s: &ConvShape,
+    direction: Direction,
+) -> Result<Tensor> {
+    let gpu = input.gpu();
+    if !winograd::applies(gpu, s) {
+        return run_with(ConvAlgorithm::Direct, input, w, s, direction);
+    }
+    let key = format!(
+        "conv3x3.{}.{:?}.n{}.ci{}.co{}.h{}.w{}",
+        match direction {
+            Direction::Forward => "forward",
+            Direction::BackwardInput => "input_grad",
+        },
+        plan::family(gpu, s),
+        s.n,
+        s.ci,
+        s.co,
+        s.h,
+        s.w
+    )
+    .to_lowercase();
+    let algorithm = gpu.inner.tuner.choose(
+        &key,
+        &[ConvAlgorithm::Direct, ConvAlgorithm::Winograd],
+        |a| run_with(a, input, w, s, direction).map(drop),
+        || gpu.synchronize(),
+    )?;
+    run_with(algorithm, input, w, s, direction)
+}
+
+/// Computes `direction` with `algorithm` (which must apply to `s`).
+pub(crate) fn run_with(
+    algorithm: ConvAlgorithm,
+    input: &Tensor,
+    w: &Tensor,
+    s: &ConvShape,
+    direction: Direction,
+) -> Result<Tensor> {
+    let gpu = input.gpu();
+    match (algorithm, direction) {
+        (ConvAlgorithm::Winograd, _) => winograd::run(input, w, s, direction),
+        (ConvAlgorithm::Direct, Direction::Forward) => {
+            super::run(&plan::forward(gpu, s), input, w, &s.output_shape())
+        }
+        (ConvAlgorithm::Direct, Direction::BackwardInput) => super::run(
+            &plan::backward_input(gpu, s),
+            input,
+            w,
+            &[s.n, s.ci, s.h, s.w],
+        ),
+    }
+}

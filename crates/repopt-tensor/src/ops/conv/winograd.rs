@@ -1,0 +1,102 @@
+//! Winograd F(2x2, 3x3) for stride-1, padding-1 3x3 convolutions: the forward and the input
+//! gradient (`shaders/winograd.wgsl` for the transforms, the batched matmul kernel for the
+//! 16 products). One of the variants `tune` chooses between; the direct kernels in `plan`
+//! are the other.
+
+use super::ConvShape;
+use crate::device::Gpu;
+use crate::error::Result;
+use crate::kernels::winograd::{self as k, WinogradParams};
+use crate::ops::linear::matmul_batched_into;
+use crate::ops::{as_u32, groups};
+use crate::tensor::{DType, Tensor};
+
+/// Positions of the transformed 4x4 tile: the number of matrix products.
+const POSITIONS: usize = 16;
+
+/// A direction of a convolution that has a choice of algorithms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// `y = conv(x, w)`.
+    Forward,
+    /// `dx = conv_transpose(dy, w)`.
+    BackwardInput,
+}
+
+/// The launch geometry for one direction: (input channels, output channels).
+fn channels(s: &ConvShape, direction: Direction) -> (usize, usize) {
+    match direction {
+        Direction::Forward => (s.ci, s.co),
+        Direction::BackwardInput => (s.co, s.ci),
+    }
+}
+
+fn tiles(s: &ConvShape) -> (usize, usize) {
+    (s.h.div_ceil(2), s.w.div_ceil(2))
+}
+
+/// Whether Winograd computes this shape: 3x3, stride 1, padding 1, with its transformed
+/// operands within the adapter's binding size and 32-bit indices.
+pub(crate) fn applies(gpu: &Gpu, s: &ConvShape) -> bool {
+    if s.k != 3 || s.cfg.stride != 1 || s.cfg.padding != 1 {
+        return false;
+    }
+    let (th, tw) = tiles(s);
+    let largest = POSITIONS * s.ci.max(s.co) * (s.n * th * tw).max(s.ci.min(s.co));
+    let bytes = largest as u64 * 4;
+    u32::try_from(largest).is_ok() && bytes <= gpu.limits().max_storage_buffer_binding_size
+}
+
+/// Runs one direction on `input` (`x` for the forward, `dy` for the input gradient) with the
+/// convolution's weights `w` `[co, ci, 3, 3]`; the caller has checked [`applies`].
+pub(crate) fn run(
+    input: &Tensor,
+    w: &Tensor,
+    s: &ConvShape,
+    direction: Direction,
+) -> Result<Tensor> {
+    let gpu = input.gpu();
+    let (ci, co) = channels(s, direction);
+    let (th, tw) = tiles(s);
+    let tile_count = s.n * th * tw;
+    as_u32(
+        "conv2d (Winograd)",
+        "transformed elements",
+        POSITIONS * ci.max(co) * tile_count,
+    )?;
+    let params = WinogradParams {
+        n: s.n as u32,
+        ci: ci as u32,
+        co: co as u32,
+        h: s.h as u32,
+        w: s.w as u32,
+        th: th as u32,
+        tw: tw as u32,
+        flip: (direction == Direction::BackwardInput) as u32,
+    };
+    let u = Tensor::empty(gpu, &[POSITIONS, co, ci], DType::F32)?;
+    gpu.launch(
+        &k::WEIGHTS,
+        &params,
+        &[w.buffer(), u.buffer()],
+        gpu.grid(groups(co * ci, 64)),
+    )?;
+    let v = Tensor::empty(gpu, &[POSITIONS, ci, tile_count], DType::F32)?;
+    gpu.launch(
+        &k::INPUTS,
+        &params,
+        &[input.buffer(), v.buffer()],
+        gpu.grid(groups(ci * tile_count, 64)),
+    )?;
+    let m = Tensor::empty(gpu, &[POSITIONS, co, tile_count], DType::F32)?;
+    matmul_batched_into(&u, &v, &m, [co, tile_count, ci], POSITIONS)?;
+    drop((u, v));
+    let y = Tensor::empty(gpu, &[s.n, co, s.h, s.w], DType::F32)?;
+    gpu.launch(
+        &k::OUTPUTS,
+        &params,
+        &[m.buffer(), y.buffer()],
+        gpu.grid(groups(co * tile_count, 64)),
+    )?;
+    Ok(y)
+}

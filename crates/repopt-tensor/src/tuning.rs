@@ -1,0 +1,328 @@
+//! Choosing between kernel variants that compute the same result (direct or Winograd 3x3
+//! convolution): by a fixed rule, by measurement on first use, or by force.
+//!
+//! Measured choices are kept per adapter and driver in a small text file in the user's cache
+//! directory, so a shape is timed once per machine rather than once per process. The file is
+//! a hint: a line that does not parse is ignored, and a file that cannot be written leaves the
+//! choices in memory only.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use crate::adapter::AdapterSummary;
+use crate::error::{Error, Result};
+
+/// The environment variable read by [`Tuning::from_env`].
+pub const TUNE_ENV: &str = "REPOPT_TUNE";
+
+/// The environment variable that overrides where measured choices are cached.
+pub const CACHE_DIR_ENV: &str = "REPOPT_CACHE_DIR";
+
+/// A way to compute a stride-1 3x3 convolution (forward or input gradient).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ConvAlgorithm {
+    /// The direct kernels (`shaders/conv*.wgsl`): every shape.
+    Direct,
+    /// Winograd F(2x2, 3x3): transforms and 16 matrix products; stride 1, padding 1.
+    Winograd,
+}
+
+impl ConvAlgorithm {
+    /// The name used in cache files and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            ConvAlgorithm::Direct => "direct",
+            ConvAlgorithm::Winograd => "winograd",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "direct" => Some(ConvAlgorithm::Direct),
+            "winograd" => Some(ConvAlgorithm::Winograd),
+            _ => None,
+        }
+    }
+}
+
+/// How a [`Gpu`](crate::Gpu) picks kernel variants.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Tuning {
+    /// Always the direct kernels: results depend only on the shape and the kernel family
+    /// (what tests and memory plans use).
+    #[default]
+    Fixed,
+    /// Time every applicable variant on the first use of a shape and keep the fastest;
+    /// choices are read from and written to `cache` (no file when `None`).
+    Measure {
+        /// The cache file, usually [`Tuning::default_cache_file`].
+        cache: Option<PathBuf>,
+    },
+    /// This variant wherever it applies, the direct kernels elsewhere.
+    Force(ConvAlgorithm),
+}
+
+impl Tuning {
+    /// Reads [`TUNE_ENV`]: `off` (or `0`) for [`Tuning::Fixed`], `on` (or `1`) for
+    /// [`Tuning::Measure`] with the default cache file, `direct` or `winograd` to force one;
+    /// `default` when unset.
+    ///
+    /// ```
+    /// use repopt_tensor::{tuning::Tuning, Gpu, GpuOptions};
+    /// // Measure unless REPOPT_TUNE says otherwise.
+    /// let tuning = Tuning::from_env(Tuning::Measure { cache: None })?;
+    /// let gpu = Gpu::new(GpuOptions { tuning, ..Default::default() })?;
+    /// # Ok::<(), repopt_tensor::Error>(())
+    /// ```
+    pub fn from_env(default: Tuning) -> Result<Tuning> {
+        let Ok(value) = std::env::var(TUNE_ENV) else {
+            return Ok(default);
+        };
+        match value.as_str() {
+            "off" | "0" => Ok(Tuning::Fixed),
+            "on" | "1" => Ok(Tuning::Measure { cache: None }),
+            other => ConvAlgorithm::parse(other)
+                .map(Tuning::Force)
+                .ok_or_else(|| {
+                    Error::invalid(
+                        TUNE_ENV,
+                        format!("'{other}': expected off, on, direct or winograd"),
+                    )
+                }),
+        }
+    }
+
+    /// The cache file for `adapter`: `<dir>/tune-<adapter>-<driver>.txt` in
+    /// [`CACHE_DIR_ENV`], else `$XDG_CACHE_HOME/repopt`, else `~/.cache/repopt`
+    /// (`%LOCALAPPDATA%\repopt` on Windows); `None` when none of them is set.
+    pub fn default_cache_file(adapter: &AdapterSummary) -> Option<PathBuf> {
+        let env = |k: &str| {
+            std::env::var_os(k)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
+        let dir = env(CACHE_DIR_ENV)
+            .or_else(|| env("XDG_CACHE_HOME").map(|d| d.join("repopt")))
+            .or_else(|| env("HOME").map(|d| d.join(".cache").join("repopt")))
+            .or_else(|| env("LOCALAPPDATA").map(|d| d.join("repopt")))?;
+        let slug: String = format!(
+            "{}-{}-{}",
+            adapter.name, adapter.driver, adapter.driver_info
+        )
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+        Some(dir.join(format!("tune-{slug}.txt")))
+    }
+}
+
+/// The choices of one device: its mode, what has been chosen, and where it is kept.
+pub(crate) struct Tuner {
+    mode: Tuning,
+    file: Option<PathBuf>,
+    choices: Mutex<BTreeMap<String, ConvAlgorithm>>,
+}
+
+/// Timed runs per variant after one untimed warm-up; the fastest counts (the least
+/// disturbed by other work on a shared machine).
+const TIMED_RUNS: usize = 3;
+
+impl Tuner {
+    /// A tuner in `mode`; measuring without a cache file of its own uses `default_file`.
+    pub(crate) fn new(mode: Tuning, default_file: Option<PathBuf>) -> Tuner {
+        let file = match &mode {
+            Tuning::Measure { cache: Some(f) } => Some(f.clone()),
+            Tuning::Measure { cache: None } => default_file,
+            _ => None,
+        };
+        let choices = file.as_deref().map(read_choices).unwrap_or_default();
+        Tuner {
+            mode,
+            file,
+            choices: Mutex::new(choices),
+        }
+    }
+
+    pub(crate) fn mode(&self) -> &Tuning {
+        &self.mode
+    }
+
+    pub(crate) fn file(&self) -> Option<&Path> {
+        self.file.as_deref()
+    }
+
+    pub(crate) fn choices(&self) -> Vec<(String, ConvAlgorithm)> {
+        let map = self.choices.lock().expect("tuner lock");
+        map.iter().map(|(k, v)| (k.clone(), *v)).collect()
+    }
+
+    /// The variant for `key` among `candidates` (the first is the fixed rule's choice).
+    /// Measuring calls `run` for each candidate and times it with `sync` (which must wait
+    /// for the device) around it.
+    pub(crate) fn choose(
+        &self,
+        key: &str,
+        candidates: &[ConvAlgorithm],
+        mut run: impl FnMut(ConvAlgorithm) -> Result<()>,
+        sync: impl Fn() -> Result<()>,
+    ) -> Result<ConvAlgorithm> {
+        match &self.mode {
+            Tuning::Fixed => return Ok(candidates[0]),
+            Tuning::Force(a) => {
+                return Ok(if candidates.contains(a) {
+                    *a
+                } else {
+                    candidates[0]
+                });
+            }
+            Tuning::Measure { .. } => {}
+        }
+        if let Some(a) = self.choices.lock().expect("tuner lock").get(key)
+            && candidates.contains(a)
+        {
+            return Ok(*a);
+        }
+        let mut best = (f64::INFINITY, candidates[0]);
+        for &a in candidates {
+            run(a)?;
+            sync()?;
+            let mut fastest = f64::INFINITY;
+            for _ in 0..TIMED_RUNS {
+                let start = Instant::now();
+                run(a)?;
+                sync()?;
+                fastest = fastest.min(start.elapsed().as_secs_f64());
+            }
+            if fastest < best.0 {
+                best = (fastest, a);
+            }
+        }
+        let mut map = self.choices.lock().expect("tuner lock");
+        map.insert(key.to_string(), best.1);
+        if let Some(file) = &self.file {
+            // A cache that cannot be written only costs a re-measurement next time.
+            let _ = write_choices(file, &map);
+        }
+        Ok(best.1)
+    }
+}
+
+const HEADER: &str = "# repopt kernel choices: <shape key> <variant>";
+
+fn read_choices(file: &Path) -> BTreeMap<String, ConvAlgorithm> {
+    let Ok(text) = std::fs::read_to_string(file) else {
+        return BTreeMap::new();
+    };
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (key, value) = l.split_once(' ')?;
+            Some((key.to_string(), ConvAlgorithm::parse(value.trim())?))
+        })
+        .collect()
+}
+
+/// Writes the whole map to a temporary file beside `file` and renames it over `file`, so a
+/// reader never sees half a file.
+fn write_choices(file: &Path, map: &BTreeMap<String, ConvAlgorithm>) -> std::io::Result<()> {
+    if let Some(dir) = file.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut text = format!("{HEADER}\n");
+    for (k, v) in map {
+        text.push_str(&format!("{k} {}\n", v.name()));
+    }
+    let tmp = file.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn choices_survive_a_round_trip_and_bad_lines_are_skipped() {
+        let dir = std::env::temp_dir().join(format!("repopt-tune-{}", std::process::id()));
+        let file = dir.join("tune-test.txt");
+        let mut map = BTreeMap::new();
+        map.insert("conv3.forward.a".to_string(), ConvAlgorithm::Winograd);
+        map.insert("conv3.input.b".to_string(), ConvAlgorithm::Direct);
+        write_choices(&file, &map).unwrap();
+        let mut text = std::fs::read_to_string(&file).unwrap();
+        text.push_str("garbage\nconv3.forward.c fastest\n");
+        std::fs::write(&file, text).unwrap();
+        assert_eq!(read_choices(&file), map);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(read_choices(&file).is_empty());
+    }
+
+    #[test]
+    fn fixed_and_forced_modes_never_measure() {
+        let never = |_| -> Result<()> { panic!("measured") };
+        let both = [ConvAlgorithm::Direct, ConvAlgorithm::Winograd];
+        let fixed = Tuner::new(Tuning::Fixed, None);
+        assert_eq!(
+            fixed.choose("k", &both, never, || Ok(())).unwrap(),
+            ConvAlgorithm::Direct
+        );
+        let forced = Tuner::new(Tuning::Force(ConvAlgorithm::Winograd), None);
+        assert_eq!(
+            forced.choose("k", &both, never, || Ok(())).unwrap(),
+            ConvAlgorithm::Winograd
+        );
+        let direct_only = [ConvAlgorithm::Direct];
+        assert_eq!(
+            forced.choose("k", &direct_only, never, || Ok(())).unwrap(),
+            ConvAlgorithm::Direct
+        );
+    }
+
+    #[test]
+    fn measuring_keeps_the_faster_variant_and_writes_it_down() {
+        let dir = std::env::temp_dir().join(format!("repopt-tune-m-{}", std::process::id()));
+        let file = dir.join("choices.txt");
+        let tuner = Tuner::new(
+            Tuning::Measure {
+                cache: Some(file.clone()),
+            },
+            None,
+        );
+        let both = [ConvAlgorithm::Direct, ConvAlgorithm::Winograd];
+        // Winograd "runs" ten times longer here, so the direct variant must win.
+        let slow_winograd = |a| -> Result<()> {
+            if a == ConvAlgorithm::Winograd {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            } else {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            Ok(())
+        };
+        assert_eq!(
+            tuner
+                .choose("shape", &both, slow_winograd, || Ok(()))
+                .unwrap(),
+            ConvAlgorithm::Direct
+        );
+        // The second time comes from memory, and a new tuner reads it from the file.
+        let never = |_| -> Result<()> { panic!("measured twice") };
+        assert_eq!(
+            tuner.choose("shape", &both, never, || Ok(())).unwrap(),
+            ConvAlgorithm::Direct
+        );
+        let again = Tuner::new(Tuning::Measure { cache: Some(file) }, None);
+        assert_eq!(
+            again.choose("shape", &both, never, || Ok(())).unwrap(),
+            ConvAlgorithm::Direct
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,154 @@
+// Winograd F(2x2, 3x3) for stride-1 3x3 convolutions with padding 1 (Lavin & Gray, 2016).
+//
+// Each 2x2 block of outputs ("tile") comes from a 4x4 block of inputs. In the transformed
+// domain the convolution becomes 16 independent matrix products, one per position of the
+// 4x4 block:
+//   U[k] = (G g G^T)[k]        [co, ci]   the weights, transformed once per launch
+//   V[k] = (B^T d B)[k]        [ci, P]    every tile's inputs (P = n * tiles)
+//   M[k] = U[k] V[k]           [co, P]    the batched matmul kernel, 16 products
+//   y    = A^T M A                        each tile's 2x2 outputs
+// 16 multiplications per tile and channel pair instead of the direct convolution's 36; the
+// transforms add only additions, and three passes over data the size of the activations.
+// Tiles are numbered (n, tile row, tile column) and the tile index is the fastest-varying
+// index of V and M, so neighbouring invocations touch neighbouring addresses.
+//
+// The input gradient of the same convolution is this one applied to dy with the weights
+// transposed and rotated by 180 degrees (`flip`), read straight from the original layout.
+
+// `Params` (binding 0) is generated from its declaration in
+// crates/repopt-tensor/src/kernels/winograd.rs and prepended to this file.
+
+@group(0) @binding(0) var<uniform> p: Params;
+
+// ---- weights: u[k][o][c] = (G g G^T)[k] --------------------------------------------------
+
+@group(0) @binding(1) var<storage, read> wsrc: array<f32>;
+@group(0) @binding(2) var<storage, read_write> u: array<f32>;
+
+// One 3-vector through G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1].
+fn g_col(a: f32, b: f32, c: f32) -> vec4<f32> {
+    return vec4<f32>(a, 0.5 * (a + b + c), 0.5 * (a - b + c), c);
+}
+
+// Grid: one invocation per (o, c) pair of this launch's output and input channels.
+@compute @workgroup_size(64)
+fn winograd_weights(ids: Ids) {
+    let i = flat_index(ids, 64u);
+    if i >= p.co * p.ci { return; }
+    let o = i / p.ci;
+    let c = i - o * p.ci;
+    var g: array<f32, 9>;
+    if p.flip == 0u {
+        let base = i * 9u;
+        for (var t = 0u; t < 9u; t++) { g[t] = wsrc[base + t]; }
+    } else {
+        // The original weight is [ci, co, 3, 3] in this launch's terms; rotate its taps.
+        let base = (c * p.co + o) * 9u;
+        for (var t = 0u; t < 9u; t++) { g[t] = wsrc[base + 8u - t]; }
+    }
+    // Columns of G g (4 rows), then rows of (G g) G^T.
+    let c0 = g_col(g[0], g[3], g[6]);
+    let c1 = g_col(g[1], g[4], g[7]);
+    let c2 = g_col(g[2], g[5], g[8]);
+    let stride = p.co * p.ci;
+    for (var r = 0u; r < 4u; r++) {
+        let row = g_col(c0[r], c1[r], c2[r]);
+        for (var s = 0u; s < 4u; s++) {
+            u[(r * 4u + s) * stride + i] = row[s];
+        }
+    }
+}
+
+// ---- inputs: v[k][c][t] = (B^T d B)[k] ----------------------------------------------------
+
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> v: array<f32>;
+
+fn x_at(plane: u32, r: i32, s: i32) -> f32 {
+    let ok = r >= 0 && r < i32(p.h) && s >= 0 && s < i32(p.w);
+    return select(0.0, x[select(0u, plane + u32(r) * p.w + u32(s), ok)], ok);
+}
+
+// B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1] applied to four values.
+fn bt(d: vec4<f32>) -> vec4<f32> {
+    return vec4<f32>(d.x - d.z, d.y + d.z, d.z - d.y, d.y - d.w);
+}
+
+fn x_row(plane: u32, r: i32, s: i32) -> vec4<f32> {
+    return vec4<f32>(x_at(plane, r, s), x_at(plane, r, s + 1), x_at(plane, r, s + 2), x_at(plane, r, s + 3));
+}
+
+// Grid: one invocation per (c, tile), the tile fastest.
+@compute @workgroup_size(64)
+fn winograd_inputs(ids: Ids) {
+    let i = flat_index(ids, 64u);
+    let tiles = p.n * p.th * p.tw;
+    if i >= p.ci * tiles { return; }
+    let c = i / tiles;
+    let t = i - c * tiles;
+    let per_image = p.th * p.tw;
+    let n = t / per_image;
+    let rest = t - n * per_image;
+    let ty = rest / p.tw;
+    let tx = rest - ty * p.tw;
+    let plane = (n * p.ci + c) * p.h * p.w;
+    let r0 = i32(2u * ty) - 1;
+    let s0 = i32(2u * tx) - 1;
+    // B^T d: combine rows, then each row's columns.
+    let d0 = x_row(plane, r0, s0);
+    let d1 = x_row(plane, r0 + 1, s0);
+    let d2 = x_row(plane, r0 + 2, s0);
+    let d3 = x_row(plane, r0 + 3, s0);
+    let rows = array<vec4<f32>, 4>(d0 - d2, d1 + d2, d2 - d1, d1 - d3);
+    let stride = p.ci * tiles;
+    for (var r = 0u; r < 4u; r++) {
+        let e = bt(rows[r]);
+        for (var s = 0u; s < 4u; s++) {
+            v[(r * 4u + s) * stride + i] = e[s];
+        }
+    }
+}
+
+// ---- outputs: y = A^T m A -------------------------------------------------------------------
+
+@group(0) @binding(1) var<storage, read> m: array<f32>;
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+
+// A^T = [1 1 1 0; 0 1 -1 -1] applied to four values.
+fn at2(d: vec4<f32>) -> vec2<f32> {
+    return vec2<f32>(d.x + d.y + d.z, d.y - d.z - d.w);
+}
+
+// Grid: one invocation per (o, tile), the tile fastest.
+@compute @workgroup_size(64)
+fn winograd_outputs(ids: Ids) {
+    let i = flat_index(ids, 64u);
+    let tiles = p.n * p.th * p.tw;
+    if i >= p.co * tiles { return; }
+    let o = i / tiles;
+    let t = i - o * tiles;
+    let per_image = p.th * p.tw;
+    let n = t / per_image;
+    let rest = t - n * per_image;
+    let ty = rest / p.tw;
+    let tx = rest - ty * p.tw;
+    let stride = p.co * tiles;
+    var rows: array<vec4<f32>, 4>;
+    for (var r = 0u; r < 4u; r++) {
+        let base = r * 4u * stride + i;
+        rows[r] = vec4<f32>(m[base], m[base + stride], m[base + 2u * stride], m[base + 3u * stride]);
+    }
+    // A^T applied down the columns, then along each resulting row.
+    let top = at2(rows[0] + rows[1] + rows[2]);
+    let bottom = at2(rows[1] - rows[2] - rows[3]);
+    let oy = 2u * ty;
+    let ox = 2u * tx;
+    let base = (n * p.co + o) * p.h * p.w + oy * p.w + ox;
+    let right = ox + 1u < p.w;
+    y[base] = top.x;
+    if right { y[base + 1u] = top.y; }
+    if oy + 1u < p.h {
+        y[base + p.w] = bottom.x;
+        if right { y[base + p.w + 1u] = bottom.y; }
+    }
+}
