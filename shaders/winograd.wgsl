@@ -101,10 +101,14 @@ fn winograd_inputs(ids: Ids) {
     let d3 = x_row(plane, r0 + 3, s0);
     let rows = array<vec4<f32>, 4>(d0 - d2, d1 + d2, d2 - d1, d1 - d3);
     let stride = p.ci * tiles;
+    // [k][c][tile] for the products over channels, [k][tile][c] for those over tiles (the
+    // weight gradient), so that the matmul kernel reads neighbouring addresses either way.
+    var at = i;
+    if p.tile_major == 1u { at = t * p.ci + c; }
     for (var r = 0u; r < 4u; r++) {
         let e = bt(rows[r]);
         for (var s = 0u; s < 4u; s++) {
-            v[(r * 4u + s) * stride + i] = e[s];
+            v[(r * 4u + s) * stride + at] = e[s];
         }
     }
 }
@@ -150,5 +154,81 @@ fn winograd_outputs(ids: Ids) {
     if oy + 1u < p.h {
         y[base + p.w] = bottom.x;
         if right { y[base + p.w + 1u] = bottom.y; }
+    }
+}
+
+// ---- weight gradient: dw = G^T [sum over tiles of (A dy A^T) (.) (B^T d B)] G ----------------
+// With z = U (.) V per tile, y = A^T z A gives dz = A dy A^T, and U = G g G^T gives
+// dg = G^T dU G; dU summed over tiles and images is, at each of the 16 positions, a matrix
+// product over tiles (the inputs' transform is the forward's).
+
+@group(0) @binding(1) var<storage, read> dy: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dyt: array<f32>;
+
+fn dy_at(plane: u32, r: u32, s: u32) -> f32 {
+    let ok = r < p.h && s < p.w;
+    return select(0.0, dy[select(0u, plane + r * p.w + s, ok)], ok);
+}
+
+// A = [1 0; 1 1; 1 -1; 0 -1] applied to two values.
+fn a4(d: vec2<f32>) -> vec4<f32> {
+    return vec4<f32>(d.x, d.x + d.y, d.x - d.y, -d.y);
+}
+
+// Grid: one invocation per (o, tile), the tile fastest: dyt[k][o][tile] = (A dy A^T)[k].
+@compute @workgroup_size(64)
+fn winograd_output_grads(ids: Ids) {
+    let i = flat_index(ids, 64u);
+    let tiles = p.n * p.th * p.tw;
+    if i >= p.co * tiles { return; }
+    let o = i / tiles;
+    let t = i - o * tiles;
+    let per_image = p.th * p.tw;
+    let n = t / per_image;
+    let rest = t - n * per_image;
+    let ty = rest / p.tw;
+    let tx = rest - ty * p.tw;
+    let plane = (n * p.co + o) * p.h * p.w;
+    let oy = 2u * ty;
+    let ox = 2u * tx;
+    let d0 = vec2<f32>(dy_at(plane, oy, ox), dy_at(plane, oy, ox + 1u));
+    let d1 = vec2<f32>(dy_at(plane, oy + 1u, ox), dy_at(plane, oy + 1u, ox + 1u));
+    let rows = array<vec2<f32>, 4>(d0, d0 + d1, d0 - d1, -d1);
+    let stride = p.co * tiles;
+    for (var r = 0u; r < 4u; r++) {
+        let e = a4(rows[r]);
+        for (var s = 0u; s < 4u; s++) {
+            dyt[(r * 4u + s) * stride + i] = e[s];
+        }
+    }
+}
+
+@group(0) @binding(1) var<storage, read> mw: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dw: array<f32>;
+
+// G^T = [1 1/2 1/2 0; 0 1/2 -1/2 0; 0 1/2 1/2 1] applied to four values.
+fn gt3(q: vec4<f32>) -> vec3<f32> {
+    let h = 0.5 * (q.y + q.z);
+    return vec3<f32>(q.x + h, 0.5 * (q.y - q.z), h + q.w);
+}
+
+// Grid: one invocation per (o, c): dw[o][c] = G^T mw[.][o][c] G.
+@compute @workgroup_size(64)
+fn winograd_weight_grads(ids: Ids) {
+    let i = flat_index(ids, 64u);
+    if i >= p.co * p.ci { return; }
+    let stride = p.co * p.ci;
+    var rows: array<vec4<f32>, 4>;
+    for (var r = 0u; r < 4u; r++) {
+        let base = r * 4u * stride + i;
+        rows[r] = vec4<f32>(mw[base], mw[base + stride], mw[base + 2u * stride], mw[base + 3u * stride]);
+    }
+    // G^T down the columns (three rows), then along each row.
+    let h = 0.5 * (rows[1] + rows[2]);
+    let out = array<vec3<f32>, 3>(gt3(rows[0] + h), gt3(0.5 * (rows[1] - rows[2])), gt3(h + rows[3]));
+    for (var r = 0u; r < 3u; r++) {
+        for (var s = 0u; s < 3u; s++) {
+            dw[i * 9u + r * 3u + s] = out[r][s];
+        }
     }
 }

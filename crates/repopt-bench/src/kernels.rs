@@ -104,31 +104,24 @@ pub fn conv(gpu: &Gpu, cases: &[ConvCase], budget: TimingBudget) -> Result<Vec<K
                 memory_bound: false,
             })
         };
-        // The direct kernels, whatever the device's tuning would pick.
-        let direct = |direction, input| {
-            let hw = (c.hw, c.hw);
-            ops::conv2d_with(ConvAlgorithm::Direct, direction, input, &w, hw, cfg).map(drop)
-        };
-        let t = time_gpu(gpu, budget, || direct(Direction::Forward, &x))?;
-        record(format!("{name}_forward"), t.median_s * 1e3);
-        let t = time_gpu(gpu, budget, || direct(Direction::BackwardInput, &dy))?;
-        record(format!("{name}_backward_input"), t.median_s * 1e3);
-        let t = time_gpu(gpu, budget, || {
-            ops::conv2d_backward_weight(&x, &dy, c.k, cfg).map(drop)
-        })?;
-        record(format!("{name}_backward_weight"), t.median_s * 1e3);
+        let directions = [
+            (Direction::Forward, (&x, &w), "forward"),
+            (Direction::BackwardInput, (&dy, &w), "backward_input"),
+            (Direction::BackwardWeight, (&x, &dy), "backward_weight"),
+        ];
+        // The direct kernels whatever the device's tuning would pick, then (stride-1 3x3)
+        // the same products by Winograd, rated by the direct convolution's FLOPs.
+        let mut algorithms = vec![(ConvAlgorithm::Direct, "")];
         if c.k == 3 && c.stride == 1 {
-            // The same products by Winograd, rated by the direct convolution's FLOPs.
-            let hw = (c.hw, c.hw);
-            for (direction, input, label) in [
-                (Direction::Forward, &x, "forward"),
-                (Direction::BackwardInput, &dy, "backward_input"),
-            ] {
+            algorithms.push((ConvAlgorithm::Winograd, "_winograd"));
+        }
+        for (algorithm, suffix) in algorithms {
+            for (direction, operands, label) in directions {
                 let t = time_gpu(gpu, budget, || {
-                    ops::conv2d_with(ConvAlgorithm::Winograd, direction, input, &w, hw, cfg)
-                        .map(drop)
+                    let hw = (c.hw, c.hw);
+                    ops::conv2d_with(algorithm, direction, operands, hw, c.k, cfg).map(drop)
                 })?;
-                record(format!("{name}_{label}_winograd"), t.median_s * 1e3);
+                record(format!("{name}_{label}{suffix}"), t.median_s * 1e3);
             }
         }
     }

@@ -175,3 +175,50 @@ fn winograd_runs_where_it_applies_and_only_there() {
         }
     }
 }
+
+#[test]
+fn conv2d_with_gives_every_direction_by_either_algorithm() {
+    use repopt_tensor::ops::Direction;
+    use repopt_tensor::tuning::ConvAlgorithm;
+    for (family, gpu) in conv_variants() {
+        let (xs, ws) = ([2usize, 7, 9, 5], [6usize, 7, 3, 3]);
+        let xd = data(xs.iter().product(), 61);
+        let wd = data(ws.iter().product(), 62);
+        let dyd = data(2 * 6 * 9 * 5, 63);
+        let x = Tensor::from_slice(&gpu, &xd, &xs).unwrap();
+        let w = Tensor::from_slice(&gpu, &wd, &ws).unwrap();
+        let dy = Tensor::from_slice(&gpu, &dyd, &[2, 6, 9, 5]).unwrap();
+        let cfg = Conv2dConfig::same(3, 1);
+        let (want_y, _) = cpu::conv2d(&f64s(&xd), xs, &f64s(&wd), ws, 1, 1);
+        let (want_dx, want_dw) =
+            cpu::conv2d_backward(&f64s(&xd), xs, &f64s(&wd), ws, &f64s(&dyd), 1, 1);
+        for algorithm in [ConvAlgorithm::Direct, ConvAlgorithm::Winograd] {
+            for (direction, operands, want) in [
+                (Direction::Forward, (&x, &w), &want_y),
+                (Direction::BackwardInput, (&dy, &w), &want_dx),
+                (Direction::BackwardWeight, (&x, &dy), &want_dw),
+            ] {
+                let got = ops::conv2d_with(algorithm, direction, operands, (9, 5), 3, cfg).unwrap();
+                assert_close(
+                    &format!("{family} {algorithm:?} {direction:?}"),
+                    &got.to_vec().unwrap(),
+                    want,
+                    2e-4,
+                    1e-4,
+                );
+            }
+        }
+        // Stride 2 has no Winograd form: a clear error, not a wrong answer.
+        let err = ops::conv2d_with(
+            ConvAlgorithm::Winograd,
+            Direction::Forward,
+            (&x, &w),
+            (9, 5),
+            3,
+            Conv2dConfig::same(3, 2),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("stride 1 and padding 1 only"), "{err}");
+    }
+}

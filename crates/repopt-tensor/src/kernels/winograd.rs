@@ -8,7 +8,8 @@ crate::params! {
     pub struct WinogradParams {
         /// Batch.
         n: u32,
-        /// Input channels of this launch (the convolution's `co` for an input gradient).
+        /// Input channels of this launch (the convolution's `co` for an input gradient; for
+        /// the weight gradient, the convolution's own).
         ci: u32,
         /// Output channels of this launch.
         co: u32,
@@ -22,6 +23,8 @@ crate::params! {
         tw: u32,
         /// 1: the weights are read as the input gradient needs them (transposed and rotated).
         flip: u32,
+        /// 1: the inputs' transform is stored `[k][tile][c]` rather than `[k][c][tile]`.
+        tile_major: u32,
     }
 }
 
@@ -35,5 +38,9 @@ kernels! {
         INPUTS = winograd_inputs(read x, write v);
         /// `y = A^T m A` for every channel and 2x2 output tile.
         OUTPUTS = winograd_outputs(read m, write y);
+        /// `dyt[k][o][tile] = (A dy A^T)[k]` for every channel and 2x2 output tile.
+        OUTPUT_GRADS = winograd_output_grads(read dy, write dyt);
+        /// `dw[o][c] = G^T mw[.][o][c] G` for every channel pair.
+        WEIGHT_GRADS = winograd_weight_grads(read mw, write dw);
     }
 }

@@ -50,11 +50,12 @@ pub(crate) fn matmul_raw(
     Ok(c)
 }
 
-/// `batch` row-major products `C[z] = A[z] B[z]`, `A[z]` `[m, k]`, `B[z]` `[k, n]`, stored
-/// one after another in `a`, `b` and `c` (no autograd).
+/// `batch` products `C[z] = A[z] B[z]`, `A[z]` `[m, k]` and `C[z]` `[m, n]` row-major, `B[z]`
+/// `[k, n]` laid out as `lb` says, stored one after another in `a`, `b` and `c` (no
+/// autograd).
 pub(crate) fn matmul_batched_into(
     a: &Tensor,
-    b: &Tensor,
+    (b, lb): (&Tensor, Layout),
     c: &Tensor,
     [m, n, k]: [usize; 3],
     batch: usize,
@@ -74,8 +75,8 @@ pub(crate) fn matmul_batched_into(
     let p = MatmulParams {
         sam: k as u32,
         sak: 1,
-        sbk: n as u32,
-        sbn: 1,
+        sbk: lb.row as u32,
+        sbn: lb.col as u32,
         batch_a: (m * k) as u32,
         batch_b: (k * n) as u32,
         batch_c: (m * n) as u32,

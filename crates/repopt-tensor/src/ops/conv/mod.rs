@@ -190,12 +190,7 @@ pub(crate) fn conv2d_backward_input_raw(dy: &Tensor, w: &Tensor, s: &ConvShape) 
 
 /// The weight-gradient kernels alone: `dw = sum over pixels of dy x^T`.
 pub(crate) fn conv2d_backward_weight_raw(x: &Tensor, dy: &Tensor, s: &ConvShape) -> Result<Tensor> {
-    run(
-        &plan::backward_weight(x.gpu(), s),
-        x,
-        dy,
-        &[s.co, s.ci, s.k, s.k],
-    )
+    tune::run(x, dy, s, Direction::BackwardWeight)
 }
 
 /// Both gradients of [`conv2d`], each computed only when asked for.
@@ -277,9 +272,11 @@ pub fn conv2d_backward_weight(
 }
 
 /// One direction of [`conv2d`] with a chosen algorithm instead of the device's tuning (no
-/// autograd), for benchmarks and checks: `input` is `x` `[N, Ci, H, W]` for
-/// [`Direction::Forward`], `dy` `[N, Co, OH, OW]` for [`Direction::BackwardInput`] (whose
-/// input size `input_hw` then says); an error names the algorithm when it does not apply.
+/// autograd), for benchmarks and checks. The operands `(a, b)` are `(x, w)` for
+/// [`Direction::Forward`], `(dy, w)` for [`Direction::BackwardInput`] and `(x, dy)` for
+/// [`Direction::BackwardWeight`], with `x` `[N, Ci, H, W]`, `w` `[Co, Ci, k, k]` (`k` from
+/// `kernel` where no `w` is given) and `dy` `[N, Co, OH, OW]`; `input_hw` is the input size
+/// where no `x` is given. An error names the algorithm when it does not apply.
 ///
 /// ```no_run
 /// use repopt_tensor::{ops::{conv2d_with, Conv2dConfig, Direction}, tuning::ConvAlgorithm, Gpu, Tensor};
@@ -287,36 +284,37 @@ pub fn conv2d_backward_weight(
 /// let x = Tensor::zeros(&gpu, &[1, 3, 8, 8])?;
 /// let w = Tensor::zeros(&gpu, &[16, 3, 3, 3])?;
 /// let cfg = Conv2dConfig::same(3, 1);
-/// let y = conv2d_with(ConvAlgorithm::Winograd, Direction::Forward, &x, &w, (8, 8), cfg)?;
+/// let y = conv2d_with(ConvAlgorithm::Winograd, Direction::Forward, (&x, &w), (8, 8), 3, cfg)?;
 /// assert_eq!(y.shape(), &[1, 16, 8, 8]);
 /// # Ok::<(), repopt_tensor::Error>(())
 /// ```
 pub fn conv2d_with(
     algorithm: ConvAlgorithm,
     direction: Direction,
-    input: &Tensor,
-    w: &Tensor,
+    (a, b): (&Tensor, &Tensor),
     input_hw: (usize, usize),
+    kernel: usize,
     cfg: Conv2dConfig,
 ) -> Result<Tensor> {
     const OP: &str = "conv2d_with";
-    expect_rank(OP, "input", input, 4)?;
-    expect_rank(OP, "weight", w, 4)?;
-    input.same_gpu(OP, w)?;
-    let is = input.shape();
+    expect_rank(OP, "first operand", a, 4)?;
+    expect_rank(OP, "second operand", b, 4)?;
+    a.same_gpu(OP, b)?;
+    let (sa, sb) = (a.shape(), b.shape());
     let s = match direction {
-        Direction::Forward => ConvShape::new(is, w.shape(), cfg)?,
+        Direction::Forward => ConvShape::new(sa, sb, cfg)?,
         Direction::BackwardInput => {
-            let s = ConvShape::new(
-                &[is[0], w.shape()[1], input_hw.0, input_hw.1],
-                w.shape(),
-                cfg,
-            )?;
-            check_output(OP, input, &s)?;
+            let s = ConvShape::new(&[sa[0], sb[1], input_hw.0, input_hw.1], sb, cfg)?;
+            check_output(OP, a, &s)?;
+            s
+        }
+        Direction::BackwardWeight => {
+            let s = ConvShape::new(sa, &[sb[1], sa[1], kernel, kernel], cfg)?;
+            check_output(OP, b, &s)?;
             s
         }
     };
-    if algorithm == ConvAlgorithm::Winograd && !winograd::applies(input.gpu(), &s) {
+    if algorithm == ConvAlgorithm::Winograd && !winograd::applies(a.gpu(), &s) {
         return Err(Error::invalid(
             OP,
             format!(
@@ -326,7 +324,7 @@ pub fn conv2d_with(
             ),
         ));
     }
-    tune::run_with(algorithm, input, w, &s, direction)
+    tune::run_with(algorithm, a, b, &s, direction)
 }
 
 fn check_output(op: &'static str, dy: &Tensor, s: &ConvShape) -> Result<()> {

@@ -9,23 +9,19 @@ use crate::error::Result;
 use crate::tensor::Tensor;
 use crate::tuning::ConvAlgorithm;
 
-/// Computes `direction` of the convolution `s` on `input` (x, or dy for the input
-/// gradient) and the weights `w`, with the algorithm the device's tuning picks.
-pub(crate) fn run(
-    input: &Tensor,
-    w: &Tensor,
-    s: &ConvShape,
-    direction: Direction,
-) -> Result<Tensor> {
-    let gpu = input.gpu();
+/// Computes `direction` of the convolution `s` on its operands `(a, b)` (`(x, w)`, `(dy, w)`
+/// or `(x, dy)`) with the algorithm the device's tuning picks.
+pub(crate) fn run(a: &Tensor, b: &Tensor, s: &ConvShape, direction: Direction) -> Result<Tensor> {
+    let gpu = a.gpu();
     if !winograd::applies(gpu, s) {
-        return run_with(ConvAlgorithm::Direct, input, w, s, direction);
+        return run_with(ConvAlgorithm::Direct, a, b, s, direction);
     }
     let key = format!(
         "conv3x3.{}.{:?}.n{}.ci{}.co{}.h{}.w{}",
         match direction {
             Direction::Forward => "forward",
             Direction::BackwardInput => "input_grad",
+            Direction::BackwardWeight => "weight_grad",
         },
         plan::family(gpu, s),
         s.n,
@@ -38,31 +34,34 @@ pub(crate) fn run(
     let algorithm = gpu.inner.tuner.choose(
         &key,
         &[ConvAlgorithm::Direct, ConvAlgorithm::Winograd],
-        |a| run_with(a, input, w, s, direction).map(drop),
+        |algorithm| run_with(algorithm, a, b, s, direction).map(drop),
         || gpu.synchronize(),
     )?;
-    run_with(algorithm, input, w, s, direction)
+    run_with(algorithm, a, b, s, direction)
 }
 
 /// Computes `direction` with `algorithm` (which must apply to `s`).
 pub(crate) fn run_with(
     algorithm: ConvAlgorithm,
-    input: &Tensor,
-    w: &Tensor,
+    a: &Tensor,
+    b: &Tensor,
     s: &ConvShape,
     direction: Direction,
 ) -> Result<Tensor> {
-    let gpu = input.gpu();
+    let gpu = a.gpu();
     match (algorithm, direction) {
-        (ConvAlgorithm::Winograd, _) => winograd::run(input, w, s, direction),
+        (ConvAlgorithm::Winograd, _) => winograd::run(a, b, s, direction),
         (ConvAlgorithm::Direct, Direction::Forward) => {
-            super::run(&plan::forward(gpu, s), input, w, &s.output_shape())
+            super::run(&plan::forward(gpu, s), a, b, &s.output_shape())
         }
-        (ConvAlgorithm::Direct, Direction::BackwardInput) => super::run(
-            &plan::backward_input(gpu, s),
-            input,
-            w,
-            &[s.n, s.ci, s.h, s.w],
+        (ConvAlgorithm::Direct, Direction::BackwardInput) => {
+            super::run(&plan::backward_input(gpu, s), a, b, &[s.n, s.ci, s.h, s.w])
+        }
+        (ConvAlgorithm::Direct, Direction::BackwardWeight) => super::run(
+            &plan::backward_weight(gpu, s),
+            a,
+            b,
+            &[s.co, s.ci, s.k, s.k],
         ),
     }
 }

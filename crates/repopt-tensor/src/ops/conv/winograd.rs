@@ -1,13 +1,13 @@
-//! Winograd F(2x2, 3x3) for stride-1, padding-1 3x3 convolutions: the forward and the input
-//! gradient (`shaders/winograd.wgsl` for the transforms, the batched matmul kernel for the
-//! 16 products). One of the variants `tune` chooses between; the direct kernels in `plan`
+//! Winograd F(2x2, 3x3) for stride-1, padding-1 3x3 convolutions: the forward, the input
+//! gradient and the weight gradient (`shaders/winograd.wgsl` for the transforms, the batched
+//! matmul kernel for the 16 products). One of the variants `tune` chooses between; the direct kernels in `plan`
 //! are the other.
 
 use super::ConvShape;
 use crate::device::Gpu;
 use crate::error::Result;
 use crate::kernels::winograd::{self as k, WinogradParams};
-use crate::ops::linear::matmul_batched_into;
+use crate::ops::linear::{Layout, matmul_batched_into};
 use crate::ops::{as_u32, groups};
 use crate::tensor::{DType, Tensor};
 
@@ -21,12 +21,14 @@ pub enum Direction {
     Forward,
     /// `dx = conv_transpose(dy, w)`.
     BackwardInput,
+    /// `dw = sum over pixels of dy x^T`.
+    BackwardWeight,
 }
 
 /// The launch geometry for one direction: (input channels, output channels).
 fn channels(s: &ConvShape, direction: Direction) -> (usize, usize) {
     match direction {
-        Direction::Forward => (s.ci, s.co),
+        Direction::Forward | Direction::BackwardWeight => (s.ci, s.co),
         Direction::BackwardInput => (s.co, s.ci),
     }
 }
@@ -47,15 +49,11 @@ pub(crate) fn applies(gpu: &Gpu, s: &ConvShape) -> bool {
     u32::try_from(largest).is_ok() && bytes <= gpu.limits().max_storage_buffer_binding_size
 }
 
-/// Runs one direction on `input` (`x` for the forward, `dy` for the input gradient) with the
-/// convolution's weights `w` `[co, ci, 3, 3]`; the caller has checked [`applies`].
-pub(crate) fn run(
-    input: &Tensor,
-    w: &Tensor,
-    s: &ConvShape,
-    direction: Direction,
-) -> Result<Tensor> {
-    let gpu = input.gpu();
+/// Runs one direction on its two operands: `(x, w)` for the forward, `(dy, w)` for the
+/// input gradient, `(x, dy)` for the weight gradient, `w` being `[co, ci, 3, 3]`; the caller
+/// has checked [`applies`].
+pub(crate) fn run(a: &Tensor, b: &Tensor, s: &ConvShape, direction: Direction) -> Result<Tensor> {
+    let gpu = a.gpu();
     let (ci, co) = channels(s, direction);
     let (th, tw) = tiles(s);
     let tile_count = s.n * th * tw;
@@ -73,23 +71,29 @@ pub(crate) fn run(
         th: th as u32,
         tw: tw as u32,
         flip: (direction == Direction::BackwardInput) as u32,
+        tile_major: (direction == Direction::BackwardWeight) as u32,
     };
-    let u = Tensor::empty(gpu, &[POSITIONS, co, ci], DType::F32)?;
-    gpu.launch(
-        &k::WEIGHTS,
-        &params,
-        &[w.buffer(), u.buffer()],
-        gpu.grid(groups(co * ci, 64)),
-    )?;
+    // Every direction transforms an activation's 4x4 input tiles: x, or dy for dx.
     let v = Tensor::empty(gpu, &[POSITIONS, ci, tile_count], DType::F32)?;
     gpu.launch(
         &k::INPUTS,
         &params,
-        &[input.buffer(), v.buffer()],
+        &[a.buffer(), v.buffer()],
         gpu.grid(groups(ci * tile_count, 64)),
     )?;
+    if direction == Direction::BackwardWeight {
+        return weight_gradient(&v, b, &params, tile_count);
+    }
+    let u = Tensor::empty(gpu, &[POSITIONS, co, ci], DType::F32)?;
+    gpu.launch(
+        &k::WEIGHTS,
+        &params,
+        &[b.buffer(), u.buffer()],
+        gpu.grid(groups(co * ci, 64)),
+    )?;
     let m = Tensor::empty(gpu, &[POSITIONS, co, tile_count], DType::F32)?;
-    matmul_batched_into(&u, &v, &m, [co, tile_count, ci], POSITIONS)?;
+    let layout = Layout::row_major(tile_count);
+    matmul_batched_into(&u, (&v, layout), &m, [co, tile_count, ci], POSITIONS)?;
     drop((u, v));
     let y = Tensor::empty(gpu, &[s.n, co, s.h, s.w], DType::F32)?;
     gpu.launch(
@@ -99,4 +103,35 @@ pub(crate) fn run(
         gpu.grid(groups(co * tile_count, 64)),
     )?;
     Ok(y)
+}
+
+/// `dw` from the transformed input tiles `v` (stored `[k][tile][c]`) and the output gradient
+/// `dy`: the products run over tiles, `[co, tiles] x [tiles, ci]` at each position.
+fn weight_gradient(
+    v: &Tensor,
+    dy: &Tensor,
+    params: &WinogradParams,
+    tile_count: usize,
+) -> Result<Tensor> {
+    let gpu = v.gpu();
+    let (ci, co) = (params.ci as usize, params.co as usize);
+    let dyt = Tensor::empty(gpu, &[POSITIONS, co, tile_count], DType::F32)?;
+    gpu.launch(
+        &k::OUTPUT_GRADS,
+        params,
+        &[dy.buffer(), dyt.buffer()],
+        gpu.grid(groups(co * tile_count, 64)),
+    )?;
+    let m = Tensor::empty(gpu, &[POSITIONS, co, ci], DType::F32)?;
+    let layout = Layout::row_major(ci);
+    matmul_batched_into(&dyt, (v, layout), &m, [co, ci, tile_count], POSITIONS)?;
+    drop(dyt);
+    let dw = Tensor::empty(gpu, &[co, ci, 3, 3], DType::F32)?;
+    gpu.launch(
+        &k::WEIGHT_GRADS,
+        params,
+        &[m.buffer(), dw.buffer()],
+        gpu.grid(groups(co * ci, 64)),
+    )?;
+    Ok(dw)
 }
