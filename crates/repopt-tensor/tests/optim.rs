@@ -297,3 +297,64 @@ fn structured_grad_mults_match_dense_ones() {
         }
     }
 }
+
+#[test]
+fn small_tensors_eight_to_a_dispatch_match_one_kernel_each() {
+    let gpu = gpu();
+    // 19 small tensors of awkward sizes and decays, one too large to batch, one with a Grad
+    // Mult; tensor 3 gets no gradient before step 1, so its first step comes later.
+    let mut shapes: Vec<usize> = (0..19).map(|i| 1 + 37 * i % 300).collect();
+    shapes.push(70_000);
+    shapes.push(50);
+    let build = || -> Vec<ParamSpec> {
+        shapes
+            .iter()
+            .enumerate()
+            .map(|(i, &len)| {
+                let w = Tensor::parameter(&gpu, &data(len, 100 + i as u64), &[len]).unwrap();
+                let grad_mult = (i == 20).then(|| {
+                    GradMult::Dense(Tensor::from_slice(&gpu, &data(len, 7), &[len]).unwrap())
+                });
+                ParamSpec {
+                    tensor: w,
+                    weight_decay: 0.01 * (i % 3) as f32,
+                    grad_mult,
+                }
+            })
+            .collect()
+    };
+    let (a, b) = (build(), build());
+    let mut batched = Sgd::new(a.clone(), SgdConfig::default()).unwrap();
+    let mut single = Sgd::new(b.clone(), SgdConfig::default())
+        .unwrap()
+        .with_kernels(UpdateKernels::FusedPerTensor);
+    for step in 0..3u64 {
+        for (i, (pa, pb)) in a.iter().zip(&b).enumerate() {
+            let len = pa.tensor.numel();
+            let g = (i != 3 || step > 0).then(|| {
+                Tensor::from_slice(&gpu, &data(len, 1000 * step + i as u64), &[len]).unwrap()
+            });
+            pa.tensor.set_grad(g.clone()).unwrap();
+            pb.tensor.set_grad(g).unwrap();
+        }
+        let before = gpu.dispatch_count();
+        batched.step(0.05).unwrap();
+        let launched = gpu.dispatch_count() - before;
+        single.step(0.05).unwrap();
+        if step == 2 {
+            // 19 small tensors: 8 + 8 + 3 in three dispatches, then the large one and the
+            // one with a Grad Mult on their own.
+            assert_eq!(launched, 5);
+        }
+        for (i, (pa, pb)) in a.iter().zip(&b).enumerate() {
+            assert_eq!(
+                pa.tensor.to_vec().unwrap(),
+                pb.tensor.to_vec().unwrap(),
+                "tensor {i} after step {step}"
+            );
+        }
+    }
+    let state =
+        |o: &Sgd| -> Vec<Vec<f32>> { o.state().iter().map(|(_, t)| t.to_vec().unwrap()).collect() };
+    assert_eq!(state(&batched), state(&single));
+}

@@ -24,6 +24,7 @@ pub mod elementwise;
 pub mod loss;
 pub mod matmul;
 pub mod optim;
+pub mod optim_multi;
 pub mod probe;
 pub mod quant;
 pub mod reduce;
@@ -256,6 +257,7 @@ pub const SHADERS: &[&Shader] = &[
     &reduce::SHADER,
     &loss::SHADER,
     &optim::SHADER,
+    &optim_multi::SHADER,
     &probe::SHADER,
     &quant::SHADER,
     &winograd::SHADER,
@@ -275,6 +277,7 @@ pub fn all() -> impl Iterator<Item = &'static KernelInfo> {
         reduce::KERNELS,
         loss::KERNELS,
         optim::KERNELS,
+        optim_multi::KERNELS,
         probe::KERNELS,
         quant::KERNELS,
         winograd::KERNELS,

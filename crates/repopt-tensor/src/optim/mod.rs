@@ -10,6 +10,7 @@
 mod adamw;
 mod clip;
 mod grad_mult;
+mod multi;
 mod sgd;
 mod unfused;
 

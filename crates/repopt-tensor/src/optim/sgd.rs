@@ -1,5 +1,7 @@
-//! SGD as `torch.optim.SGD`, one fused kernel per parameter tensor.
+//! SGD as `torch.optim.SGD`: one fused kernel per parameter tensor, and one per eight for
+//! small tensors without a Grad Mult.
 
+use super::multi::{self, SmallTensors};
 use super::{Optimizer, ParamSpec, check_specs, launch_fused_step, parse_index, unfused};
 use crate::error::{Error, Result};
 use crate::kernels::optim::{self as k, OptimParams};
@@ -8,9 +10,12 @@ use crate::tensor::Tensor;
 /// Which kernels perform an SGD step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum UpdateKernels {
-    /// One kernel per parameter tensor: read w, g, M, buf once; write w, buf once.
+    /// One kernel per parameter tensor: read w, g, M, buf once; write w, buf once; small
+    /// tensors without a Grad Mult eight to a dispatch.
     #[default]
     Fused,
+    /// The fused kernel for every tensor on its own, the small ones too (for comparison).
+    FusedPerTensor,
     /// Separate multiply, decay, momentum, nesterov and update kernels (what an
     /// op-by-op framework runs); kept as the benchmark baseline.
     Unfused,
@@ -59,6 +64,7 @@ pub struct Sgd {
     config: SgdConfig,
     kernels: UpdateKernels,
     steps: u64,
+    small: SmallTensors,
 }
 
 impl Sgd {
@@ -72,6 +78,7 @@ impl Sgd {
             config,
             kernels: UpdateKernels::Fused,
             steps: 0,
+            small: SmallTensors::default(),
         })
     }
 
@@ -133,10 +140,17 @@ impl Optimizer for Sgd {
                 }
             };
             match self.kernels {
-                UpdateKernels::Fused => self.step_fused(p, &g, &b, first, lr)?,
+                UpdateKernels::Fused if multi::takes(p) => {
+                    let entry = (p.tensor.clone(), g, b, p.weight_decay);
+                    self.small.push(entry, first, &self.config, lr)?;
+                }
+                UpdateKernels::Fused | UpdateKernels::FusedPerTensor => {
+                    self.step_fused(p, &g, &b, first, lr)?
+                }
                 UpdateKernels::Unfused => unfused::sgd_step(&self.config, p, &g, &b, first, lr)?,
             }
         }
+        self.small.finish(&self.config, lr)?;
         self.steps += 1;
         Ok(())
     }
