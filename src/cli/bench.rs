@@ -127,6 +127,10 @@ pub struct TrainArgs {
     /// and report the communication share of a step, with a projection to 8 ranks.
     #[arg(long)]
     ranks: bool,
+    /// Instead of timing whole steps, time one step kernel by kernel, each launch waited
+    /// for on its own: where the time goes (the sum exceeds a step's time by the waits).
+    #[arg(long, conflicts_with = "ranks")]
+    profile: bool,
 }
 
 #[derive(Args, Clone)]
@@ -265,6 +269,13 @@ pub fn run(cmd: &BenchCommand, adapter: &str) -> anyhow::Result<()> {
                     "{}",
                     targets_table(&report::targets(None, &[], &r, &[], &[]))
                 );
+            }
+        }
+        BenchCommand::Train(a) if a.profile => {
+            let cfg = imagenet_config(&a.config)?;
+            for &mode in &a.modes {
+                let times = train::profile_step(&g, &cfg, mode, a.batch, a.res)?;
+                println!("{}", report::profile_table(mode.name(), &times));
             }
         }
         BenchCommand::Train(a) => {

@@ -222,6 +222,26 @@ pub fn updates_table(updates: &[UpdateResult]) -> String {
     )
 }
 
+/// One profiled step of `mode`: each kernel's launches, milliseconds and share, slowest
+/// first.
+pub fn profile_table(mode: &str, times: &[repopt_tensor::KernelTime]) -> String {
+    let total: f64 = times.iter().map(|t| t.seconds).sum();
+    let mut out = format!(
+        "{mode}: {:.1} ms in {} kernels, each launch waited for\n",
+        total * 1e3,
+        times.len()
+    );
+    out.push_str(&table_of(&["kernel", "calls", "ms", "share"], times, |t| {
+        vec![
+            t.kernel.clone(),
+            t.calls.to_string(),
+            format!("{:.2}", t.seconds * 1e3),
+            format!("{:.1}%", 100.0 * t.seconds / total.max(1e-12)),
+        ]
+    }));
+    out
+}
+
 /// Training-step results as a table.
 pub fn steps_table(steps: &[StepResult]) -> String {
     table_of(

@@ -182,6 +182,27 @@ pub fn tune_steps(
     Ok(())
 }
 
+/// One steady training step of `config` in `mode`, kernel by kernel (see
+/// [`Gpu::set_profiling`]): where the step's time goes.
+pub fn profile_step(
+    gpu: &Gpu,
+    config: &NetConfig,
+    mode: Mode,
+    batch: usize,
+    res: usize,
+) -> Result<Vec<repopt_tensor::KernelTime>> {
+    let mut r = rig(gpu, config, mode, batch, res).map_err(model_to_engine)?;
+    // The first steps allocate state and make the kernel choices.
+    step(&mut r)?;
+    step(&mut r)?;
+    gpu.synchronize()?;
+    gpu.set_profiling(true);
+    let done = step(&mut r).and_then(|()| gpu.synchronize());
+    let report = gpu.kernel_profile();
+    gpu.set_profiling(false);
+    done.map(|()| report)
+}
+
 /// Times one training step of `config` in each mode.
 pub fn train_steps(
     gpu: &Gpu,

@@ -10,6 +10,7 @@ use crate::adapter::{
 };
 use crate::error::{Error, Result};
 use crate::kernels::{Kernel, Params};
+use crate::launch::profile::KernelTime;
 use crate::launch::{HostCounters, Recorder};
 use crate::pool::{BufferPool, MemoryStats};
 use crate::tuning::{ConvAlgorithm, Tuner, Tuning};
@@ -296,6 +297,31 @@ impl Gpu {
     /// Dispatches recorded since the device was opened (a cheap progress/cost counter).
     pub fn dispatch_count(&self) -> u64 {
         self.inner.recorder.counters().dispatches
+    }
+
+    /// Turns per-kernel profiling on or off (see [`KernelTime`]); both start the totals
+    /// again. While on, every launch waits for the device, so steps run slower.
+    ///
+    /// ```no_run
+    /// use repopt_tensor::{Gpu, Tensor};
+    /// let gpu = Gpu::from_env()?;
+    /// let x = Tensor::from_slice(&gpu, &[1.0, -1.0], &[2])?;
+    /// gpu.set_profiling(true);
+    /// let _ = x.relu()?;
+    /// for k in gpu.kernel_profile() {
+    ///     println!("{}: {} calls, {:.3} ms", k.kernel, k.calls, k.seconds * 1e3);
+    /// }
+    /// gpu.set_profiling(false);
+    /// # Ok::<(), repopt_tensor::Error>(())
+    /// ```
+    pub fn set_profiling(&self, on: bool) {
+        self.inner.recorder.flush();
+        self.inner.recorder.profile.set(on);
+    }
+
+    /// Each kernel's launches and time since profiling was turned on, slowest first.
+    pub fn kernel_profile(&self) -> Vec<KernelTime> {
+        self.inner.recorder.profile.report()
     }
 
     /// Host-side work since the device was opened: dispatches, submissions, objects created,

@@ -55,6 +55,7 @@ pub use autograd::{NoGradGuard, is_grad_enabled, no_grad};
 pub use device::{Gpu, GpuOptions};
 pub use error::{Error, Result};
 pub use launch::HostCounters;
+pub use launch::profile::KernelTime;
 pub use pool::MemoryStats;
 pub use tensor::{DType, Tensor};
 

@@ -131,9 +131,17 @@ pub(crate) struct Tuner {
     choices: Mutex<BTreeMap<String, ConvAlgorithm>>,
 }
 
-/// Timed runs per variant after one untimed warm-up; the fastest counts (the least
-/// disturbed by other work on a shared machine).
+/// Timed samples per variant after warming up; the fastest counts (the least disturbed by
+/// other work on a shared machine).
 const TIMED_RUNS: usize = 3;
+
+/// Shortest sample: a variant that runs faster is launched several times back to back
+/// before the device is waited for, so that the wait's own cost does not decide between
+/// small kernels and the cost of each launch does count.
+const SAMPLE_SECONDS: f64 = 0.02;
+
+/// Most launches in one sample.
+const MAX_REPEATS: usize = 64;
 
 impl Tuner {
     /// A tuner in `mode`; measuring without a cache file of its own uses `default_file`.
@@ -192,14 +200,22 @@ impl Tuner {
         }
         let mut best = (f64::INFINITY, candidates[0]);
         for &a in candidates {
+            // The first run compiles the variant's kernels; the second says how long one takes.
             run(a)?;
             sync()?;
+            let start = Instant::now();
+            run(a)?;
+            sync()?;
+            let once = start.elapsed().as_secs_f64();
+            let repeats = ((SAMPLE_SECONDS / once.max(1e-9)).ceil() as usize).clamp(1, MAX_REPEATS);
             let mut fastest = f64::INFINITY;
             for _ in 0..TIMED_RUNS {
                 let start = Instant::now();
-                run(a)?;
+                for _ in 0..repeats {
+                    run(a)?;
+                }
                 sync()?;
-                fastest = fastest.min(start.elapsed().as_secs_f64());
+                fastest = fastest.min(start.elapsed().as_secs_f64() / repeats as f64);
             }
             if fastest < best.0 {
                 best = (fastest, a);

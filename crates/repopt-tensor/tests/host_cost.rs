@@ -120,3 +120,40 @@ fn a_steady_step_creates_nothing_and_moves_only_the_batch_and_the_loss() {
         assert!(quiet.dispatches > 20, "{family}: {quiet:?}");
     }
 }
+
+#[test]
+fn profiling_times_every_launch_by_kernel() {
+    // A device of its own: profiling is per device and other tests share the default one.
+    let gpu = Gpu::new(repopt_tensor::GpuOptions {
+        adapter: repopt_tensor::AdapterSelector::from_env(),
+        ..Default::default()
+    })
+    .unwrap();
+    let x = Tensor::from_slice(&gpu, &data(2 * 3 * 5 * 5, 1), &[2, 3, 5, 5]).unwrap();
+    let w = Tensor::from_slice(&gpu, &data(4 * 3 * 9, 2), &[4, 3, 3, 3]).unwrap();
+    gpu.set_profiling(true);
+    let before = gpu.dispatch_count();
+    for _ in 0..3 {
+        ops::conv2d(&x, &w, Conv2dConfig::same(3, 1))
+            .unwrap()
+            .relu()
+            .unwrap();
+    }
+    let launched = gpu.dispatch_count() - before;
+    let profile = gpu.kernel_profile();
+    assert_eq!(profile.iter().map(|k| k.calls).sum::<u64>(), launched);
+    let relu = profile
+        .iter()
+        .find(|k| k.kernel.ends_with("::relu_forward"))
+        .unwrap();
+    assert_eq!(relu.calls, 3);
+    assert!(profile.iter().all(|k| k.seconds > 0.0));
+    assert!(profile.windows(2).all(|w| w[0].seconds >= w[1].seconds));
+    gpu.set_profiling(false);
+    assert!(gpu.kernel_profile().is_empty());
+    ops::conv2d(&x, &w, Conv2dConfig::same(3, 1)).unwrap();
+    assert!(
+        gpu.kernel_profile().is_empty(),
+        "nothing is recorded while off"
+    );
+}

@@ -9,6 +9,7 @@
 
 mod batch;
 mod pipelines;
+pub(crate) mod profile;
 mod transfer;
 
 use std::sync::Arc;
@@ -96,6 +97,7 @@ pub(crate) struct Recorder {
     /// How often the buffer pool has let its parked buffers go; cached bind groups that
     /// might hold them are dropped when it changes.
     pool_trims: Arc<AtomicU64>,
+    pub(crate) profile: profile::Profile,
 }
 
 /// Splits `groups` workgroups over x and y so neither exceeds the per-dimension limit;
@@ -174,6 +176,7 @@ impl Recorder {
             batch: Mutex::new(batch),
             readback: Mutex::new(None),
             pool_trims,
+            profile: profile::Profile::default(),
         }
     }
 
@@ -246,6 +249,14 @@ impl Recorder {
         c.pipelines_created += new_pipeline as u64;
         c.bind_groups_created += new_group as u64;
         c.encode_seconds += clock.elapsed().as_secs_f64() - (c.submit_seconds - submitted);
+        drop(batch);
+        if self.profile.enabled() {
+            self.flush();
+            self.device
+                .poll(wgpu::PollType::wait_indefinitely())
+                .map_err(|e| Error::Readback(e.to_string()))?;
+            self.profile.record(info, clock.elapsed().as_secs_f64());
+        }
         Ok(())
     }
 
