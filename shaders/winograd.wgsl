@@ -137,9 +137,11 @@ fn winograd_outputs(ids: Ids) {
     let ty = rest / p.tw;
     let tx = rest - ty * p.tw;
     let stride = p.co * tiles;
+    var at = i;
+    if p.products_tile_major == 1u { at = t * p.co + o; }
     var rows: array<vec4<f32>, 4>;
     for (var r = 0u; r < 4u; r++) {
-        let base = r * 4u * stride + i;
+        let base = r * 4u * stride + at;
         rows[r] = vec4<f32>(m[base], m[base + stride], m[base + 2u * stride], m[base + 3u * stride]);
     }
     // A^T applied down the columns, then along each resulting row.

@@ -25,6 +25,8 @@ const CONV_SHAPES: &[([usize; 4], usize, usize, usize)] = &[
     // Winograd: partial tiles at the bottom and right, more tiles than one matmul block.
     ([1, 5, 2, 7], 3, 3, 1),
     ([3, 6, 17, 15], 20, 3, 1),
+    // Winograd with fewer tiles than channels: the products run with tiles as rows.
+    ([4, 24, 3, 4], 40, 3, 1),
     // Stride 2 where a parity class of input pixels is empty.
     ([2, 5, 1, 6], 4, 3, 2),
     ([1, 9, 2, 1], 17, 3, 2),

@@ -25,6 +25,8 @@ crate::params! {
         flip: u32,
         /// 1: the inputs' transform is stored `[k][tile][c]` rather than `[k][c][tile]`.
         tile_major: u32,
+        /// 1: the products are stored `[k][tile][o]` rather than `[k][o][tile]`.
+        products_tile_major: u32,
     }
 }
 

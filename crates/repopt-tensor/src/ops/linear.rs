@@ -50,11 +50,11 @@ pub(crate) fn matmul_raw(
     Ok(c)
 }
 
-/// `batch` products `C[z] = A[z] B[z]`, `A[z]` `[m, k]` and `C[z]` `[m, n]` row-major, `B[z]`
-/// `[k, n]` laid out as `lb` says, stored one after another in `a`, `b` and `c` (no
+/// `batch` products `C[z] = A[z] B[z]`, `A[z]` `[m, k]` and `B[z]` `[k, n]` laid out as `la`
+/// and `lb` say, `C[z]` `[m, n]` row-major, stored one after another in `a`, `b` and `c` (no
 /// autograd).
 pub(crate) fn matmul_batched_into(
-    a: &Tensor,
+    (a, la): (&Tensor, Layout),
     (b, lb): (&Tensor, Layout),
     c: &Tensor,
     [m, n, k]: [usize; 3],
@@ -73,8 +73,8 @@ pub(crate) fn matmul_batched_into(
         }
     }
     let p = MatmulParams {
-        sam: k as u32,
-        sak: 1,
+        sam: la.row as u32,
+        sak: la.col as u32,
         sbk: lb.row as u32,
         sbn: lb.col as u32,
         batch_a: (m * k) as u32,
@@ -105,16 +105,26 @@ fn sizes([m, n, k]: [usize; 3], batch: usize) -> Result<MatmulParams> {
     })
 }
 
+/// The block of C one workgroup of the family's matmul kernel computes: (rows, columns).
+pub(crate) fn matmul_block(gpu: &crate::Gpu) -> (usize, usize) {
+    if gpu.uses_subgroup_kernels() {
+        (16, 128)
+    } else {
+        (4, 256)
+    }
+}
+
 /// Launches the family's matmul kernel over `batch` products: buffers (a, b, bias, c).
 fn launch_matmul(p: &MatmulParams, buffers: [&Tensor; 4], batch: usize) -> Result<()> {
     let gpu = buffers[0].gpu();
     let subgroups = gpu.uses_subgroup_kernels();
     let (m, n) = (p.m as usize, p.n as usize);
-    let (kernel, rows_per_group, columns_per_group) = if subgroups {
-        (&k::MATMUL_SUBGROUP, 16, 128)
+    let kernel = if subgroups {
+        &k::MATMUL_SUBGROUP
     } else {
-        (&k::MATMUL, 4, 256)
+        &k::MATMUL
     };
+    let (rows_per_group, columns_per_group) = matmul_block(gpu);
     let row_blocks = m.div_ceil(rows_per_group);
     let max = gpu.limits().max_compute_workgroups_per_dimension as usize;
     if row_blocks > max || batch > max {

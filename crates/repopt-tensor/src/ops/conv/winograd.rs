@@ -7,7 +7,7 @@ use super::ConvShape;
 use crate::device::Gpu;
 use crate::error::Result;
 use crate::kernels::winograd::{self as k, WinogradParams};
-use crate::ops::linear::{Layout, matmul_batched_into};
+use crate::ops::linear::{Layout, matmul_batched_into, matmul_block};
 use crate::ops::{as_u32, groups};
 use crate::tensor::{DType, Tensor};
 
@@ -72,6 +72,7 @@ pub(crate) fn run(a: &Tensor, b: &Tensor, s: &ConvShape, direction: Direction) -
         tw: tw as u32,
         flip: (direction == Direction::BackwardInput) as u32,
         tile_major: (direction == Direction::BackwardWeight) as u32,
+        products_tile_major: 0,
     };
     // Every direction transforms an activation's 4x4 input tiles: x, or dy for dx.
     let v = Tensor::empty(gpu, &[POSITIONS, ci, tile_count], DType::F32)?;
@@ -92,8 +93,19 @@ pub(crate) fn run(a: &Tensor, b: &Tensor, s: &ConvShape, direction: Direction) -
         gpu.grid(groups(co * ci, 64)),
     )?;
     let m = Tensor::empty(gpu, &[POSITIONS, co, tile_count], DType::F32)?;
-    let layout = Layout::row_major(tile_count);
-    matmul_batched_into(&u, (&v, layout), &m, [co, tile_count, ci], POSITIONS)?;
+    let params = if tiles_as_rows(gpu, co, tile_count) {
+        // M[k]^T = V[k]^T U[k]^T: tiles as the product's rows, stored [k][tile][o].
+        let (vt, ut) = (Layout::transposed(tile_count), Layout::transposed(ci));
+        matmul_batched_into((&v, vt), (&u, ut), &m, [tile_count, co, ci], POSITIONS)?;
+        WinogradParams {
+            products_tile_major: 1,
+            ..params
+        }
+    } else {
+        let (ul, vl) = (Layout::row_major(ci), Layout::row_major(tile_count));
+        matmul_batched_into((&u, ul), (&v, vl), &m, [co, tile_count, ci], POSITIONS)?;
+        params
+    };
     drop((u, v));
     let y = Tensor::empty(gpu, &[s.n, co, s.h, s.w], DType::F32)?;
     gpu.launch(
@@ -103,6 +115,16 @@ pub(crate) fn run(a: &Tensor, b: &Tensor, s: &ConvShape, direction: Direction) -
         gpu.grid(groups(co * tile_count, 64)),
     )?;
     Ok(y)
+}
+
+/// Whether the products run with tiles as rows rather than columns: the matmul kernel's
+/// workgroups span many more columns than rows, so with few tiles (small images late in a
+/// network) most of a tile-wide block would idle; the orientation that leaves fewer idle
+/// invocations runs.
+fn tiles_as_rows(gpu: &Gpu, channels: usize, tiles: usize) -> bool {
+    let columns = matmul_block(gpu).1;
+    let used = |n: usize| n as f64 / n.next_multiple_of(columns) as f64;
+    used(channels) > used(tiles)
 }
 
 /// `dw` from the transformed input tiles `v` (stored `[k][tile][c]`) and the output gradient
@@ -123,8 +145,8 @@ fn weight_gradient(
         gpu.grid(groups(co * tile_count, 64)),
     )?;
     let m = Tensor::empty(gpu, &[POSITIONS, co, ci], DType::F32)?;
-    let layout = Layout::row_major(ci);
-    matmul_batched_into(&dyt, (v, layout), &m, [co, ci, tile_count], POSITIONS)?;
+    let (dl, vl) = (Layout::row_major(tile_count), Layout::row_major(ci));
+    matmul_batched_into((&dyt, dl), (v, vl), &m, [co, ci, tile_count], POSITIONS)?;
     drop(dyt);
     let dw = Tensor::empty(gpu, &[co, ci, 3, 3], DType::F32)?;
     gpu.launch(
