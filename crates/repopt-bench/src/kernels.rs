@@ -109,12 +109,14 @@ pub fn conv(gpu: &Gpu, cases: &[ConvCase], budget: TimingBudget) -> Result<Vec<K
             (Direction::BackwardInput, (&dy, &w), "backward_input"),
             (Direction::BackwardWeight, (&x, &dy), "backward_weight"),
         ];
-        // The direct kernels whatever the device's tuning would pick, then (stride-1 3x3)
-        // the same products by Winograd, rated by the direct convolution's FLOPs.
+        // The direct kernels whatever the device's tuning would pick, then the same
+        // products by Winograd (stride-1 3x3) and as matrix products, all rated by the
+        // direct convolution's FLOPs.
         let mut algorithms = vec![(ConvAlgorithm::Direct, "")];
         if c.k == 3 && c.stride == 1 {
             algorithms.push((ConvAlgorithm::Winograd, "_winograd"));
         }
+        algorithms.push((ConvAlgorithm::Gemm, "_gemm"));
         for (algorithm, suffix) in algorithms {
             for (direction, operands, label) in directions {
                 let t = time_gpu(gpu, budget, || {

@@ -108,10 +108,10 @@ pub fn targets(
         // the direct convolution's FLOPs.
         let mut best: Vec<(String, &str, f64, &str)> = Vec::new();
         for k in kernels.iter().filter(|k| k.kernel.starts_with("conv3x3")) {
-            let (name, algorithm) = match k.kernel.strip_suffix("_winograd") {
-                Some(base) => (base, "winograd"),
-                None => (k.kernel.as_str(), "direct"),
-            };
+            let (name, algorithm) = ["winograd", "gemm"]
+                .into_iter()
+                .find_map(|a| Some((k.kernel.strip_suffix(&format!("_{a}"))?, a)))
+                .unwrap_or((k.kernel.as_str(), "direct"));
             match best.iter_mut().find(|b| b.0 == name && b.1 == k.shape) {
                 Some(b) if b.2 >= k.gflops => {}
                 Some(b) => (b.2, b.3) = (k.gflops, algorithm),

@@ -1,5 +1,6 @@
-//! Choosing between kernel variants that compute the same result (direct or Winograd 3x3
-//! convolution): by a fixed rule, by measurement on first use, or by force.
+//! Choosing between kernel variants that compute the same result (a convolution by its
+//! direct kernels, by Winograd, or as matrix products): by a fixed rule, by measurement on
+//! first use, or by force.
 //!
 //! Measured choices are kept per adapter and driver in a small text file in the user's cache
 //! directory, so a shape is timed once per machine rather than once per process. The file is
@@ -20,13 +21,16 @@ pub const TUNE_ENV: &str = "REPOPT_TUNE";
 /// The environment variable that overrides where measured choices are cached.
 pub const CACHE_DIR_ENV: &str = "REPOPT_CACHE_DIR";
 
-/// A way to compute a stride-1 3x3 convolution (forward or input gradient).
+/// A way to compute one direction of a convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ConvAlgorithm {
     /// The direct kernels (`shaders/conv*.wgsl`): every shape.
     Direct,
-    /// Winograd F(2x2, 3x3): transforms and 16 matrix products; stride 1, padding 1.
+    /// Winograd F(2x2, 3x3): transforms and 16 matrix products; 3x3, stride 1, padding 1.
     Winograd,
+    /// Patches gathered into columns and one matrix product (`shaders/conv_gemm.wgsl`):
+    /// every shape whose columns fit one buffer.
+    Gemm,
 }
 
 impl ConvAlgorithm {
@@ -35,6 +39,7 @@ impl ConvAlgorithm {
         match self {
             ConvAlgorithm::Direct => "direct",
             ConvAlgorithm::Winograd => "winograd",
+            ConvAlgorithm::Gemm => "gemm",
         }
     }
 
@@ -42,6 +47,7 @@ impl ConvAlgorithm {
         match s {
             "direct" => Some(ConvAlgorithm::Direct),
             "winograd" => Some(ConvAlgorithm::Winograd),
+            "gemm" => Some(ConvAlgorithm::Gemm),
             _ => None,
         }
     }
@@ -66,8 +72,8 @@ pub enum Tuning {
 
 impl Tuning {
     /// Reads [`TUNE_ENV`]: `off` (or `0`) for [`Tuning::Fixed`], `on` (or `1`) for
-    /// [`Tuning::Measure`] with the default cache file, `direct` or `winograd` to force one;
-    /// `default` when unset.
+    /// [`Tuning::Measure`] with the default cache file, `direct`, `winograd` or `gemm` to
+    /// force one; `default` when unset.
     ///
     /// ```
     /// use repopt_tensor::{tuning::Tuning, Gpu, GpuOptions};
@@ -88,7 +94,7 @@ impl Tuning {
                 .ok_or_else(|| {
                     Error::invalid(
                         TUNE_ENV,
-                        format!("'{other}': expected off, on, direct or winograd"),
+                        format!("'{other}': expected off, on, direct, winograd or gemm"),
                     )
                 }),
         }

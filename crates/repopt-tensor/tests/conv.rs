@@ -159,63 +159,84 @@ fn conv2d_gradients_match_finite_differences() {
 }
 
 #[test]
-fn winograd_runs_where_it_applies_and_only_there() {
-    // Forced Winograd: a stride-1 3x3 forward is four dispatches (weight and input
-    // transforms, the 16 products, the output transform); stride 2 keeps the direct kernel.
+fn forced_variants_run_where_they_apply_and_only_there() {
+    // A stride-1 3x3 forward by Winograd is four dispatches (weight and input transforms,
+    // the 16 products, the output transform), by matrix products three (columns, product,
+    // layout); Winograd has no stride-2 form, so stride 2 keeps the direct kernel there.
     for (variant, gpu) in conv_variants() {
-        let winograd = variant.ends_with("winograd");
         let x = Tensor::from_slice(&gpu, &data(2 * 5 * 7 * 6, 1), &[2, 5, 7, 6]).unwrap();
         let w = Tensor::from_slice(&gpu, &data(3 * 5 * 9, 2), &[3, 5, 3, 3]).unwrap();
-        for (stride, want) in [(1, if winograd { 4 } else { 1 }), (2, 1)] {
+        for stride in [1, 2] {
+            // The plain family's direct kernels pack the weights first.
+            let direct = if variant.starts_with("plain") { 2 } else { 1 };
+            let want = match variant.split_once('+').map(|(_, a)| a) {
+                Some("winograd") if stride == 1 => 4,
+                Some("gemm") => 3,
+                _ => direct,
+            };
             let before = gpu.dispatch_count();
             let y = ops::conv2d(&x, &w, Conv2dConfig::same(3, stride)).unwrap();
             let launched = gpu.dispatch_count() - before;
-            // The plain family's direct kernels pack the weights first.
-            let packs = usize::from(variant.starts_with("plain") && !(winograd && stride == 1));
-            assert_eq!(launched as usize, want + packs, "{variant} stride {stride}");
+            assert_eq!(launched, want, "{variant} stride {stride}");
             assert_eq!(y.shape(), &[2, 3, 7usize.div_ceil(stride), 6 / stride]);
         }
     }
 }
 
 #[test]
-fn conv2d_with_gives_every_direction_by_either_algorithm() {
+fn conv2d_with_gives_every_direction_by_every_algorithm() {
     use repopt_tensor::ops::Direction;
     use repopt_tensor::tuning::ConvAlgorithm;
     for (family, gpu) in conv_variants() {
-        let (xs, ws) = ([2usize, 7, 9, 5], [6usize, 7, 3, 3]);
-        let xd = data(xs.iter().product(), 61);
-        let wd = data(ws.iter().product(), 62);
-        let dyd = data(2 * 6 * 9 * 5, 63);
-        let x = Tensor::from_slice(&gpu, &xd, &xs).unwrap();
-        let w = Tensor::from_slice(&gpu, &wd, &ws).unwrap();
-        let dy = Tensor::from_slice(&gpu, &dyd, &[2, 6, 9, 5]).unwrap();
-        let cfg = Conv2dConfig::same(3, 1);
-        let (want_y, _) = cpu::conv2d(&f64s(&xd), xs, &f64s(&wd), ws, 1, 1);
-        let (want_dx, want_dw) =
-            cpu::conv2d_backward(&f64s(&xd), xs, &f64s(&wd), ws, &f64s(&dyd), 1, 1);
-        for algorithm in [ConvAlgorithm::Direct, ConvAlgorithm::Winograd] {
-            for (direction, operands, want) in [
-                (Direction::Forward, (&x, &w), &want_y),
-                (Direction::BackwardInput, (&dy, &w), &want_dx),
-                (Direction::BackwardWeight, (&x, &dy), &want_dw),
-            ] {
-                let got = ops::conv2d_with(algorithm, direction, operands, (9, 5), 3, cfg).unwrap();
-                assert_close(
-                    &format!("{family} {algorithm:?} {direction:?}"),
-                    &got.to_vec().unwrap(),
-                    want,
-                    2e-4,
-                    1e-4,
-                );
+        for (stride, algorithms) in [
+            (
+                1,
+                &[
+                    ConvAlgorithm::Direct,
+                    ConvAlgorithm::Winograd,
+                    ConvAlgorithm::Gemm,
+                ][..],
+            ),
+            (2, &[ConvAlgorithm::Direct, ConvAlgorithm::Gemm][..]),
+        ] {
+            let (xs, ws) = ([2usize, 7, 9, 5], [6usize, 7, 3, 3]);
+            let (oh, ow) = (9usize.div_ceil(stride), 5usize.div_ceil(stride));
+            let xd = data(xs.iter().product(), 61);
+            let wd = data(ws.iter().product(), 62);
+            let dyd = data(2 * 6 * oh * ow, 63);
+            let x = Tensor::from_slice(&gpu, &xd, &xs).unwrap();
+            let w = Tensor::from_slice(&gpu, &wd, &ws).unwrap();
+            let dy = Tensor::from_slice(&gpu, &dyd, &[2, 6, oh, ow]).unwrap();
+            let cfg = Conv2dConfig::same(3, stride);
+            let (want_y, _) = cpu::conv2d(&f64s(&xd), xs, &f64s(&wd), ws, stride, 1);
+            let (want_dx, want_dw) =
+                cpu::conv2d_backward(&f64s(&xd), xs, &f64s(&wd), ws, &f64s(&dyd), stride, 1);
+            for &algorithm in algorithms {
+                for (direction, operands, want) in [
+                    (Direction::Forward, (&x, &w), &want_y),
+                    (Direction::BackwardInput, (&dy, &w), &want_dx),
+                    (Direction::BackwardWeight, (&x, &dy), &want_dw),
+                ] {
+                    let got =
+                        ops::conv2d_with(algorithm, direction, operands, (9, 5), 3, cfg).unwrap();
+                    assert_close(
+                        &format!("{family} {algorithm:?} {direction:?} stride {stride}"),
+                        &got.to_vec().unwrap(),
+                        want,
+                        2e-4,
+                        1e-4,
+                    );
+                }
             }
         }
         // Stride 2 has no Winograd form: a clear error, not a wrong answer.
+        let x = Tensor::zeros(&gpu, &[1, 2, 5, 5]).unwrap();
+        let w = Tensor::zeros(&gpu, &[3, 2, 3, 3]).unwrap();
         let err = ops::conv2d_with(
             ConvAlgorithm::Winograd,
             Direction::Forward,
             (&x, &w),
-            (9, 5),
+            (5, 5),
             3,
             Conv2dConfig::same(3, 2),
         )

@@ -18,6 +18,7 @@ use std::marker::PhantomData;
 
 pub mod batchnorm;
 pub mod conv;
+pub mod conv_gemm;
 pub mod depthwise;
 pub mod dropout;
 pub mod elementwise;
@@ -249,6 +250,7 @@ pub const SHADERS: &[&Shader] = &[
     &elementwise::SHADER,
     &conv::SHADER,
     &conv::SUBGROUP_SHADER,
+    &conv_gemm::SHADER,
     &depthwise::SHADER,
     &dropout::SHADER,
     &matmul::SHADER,
@@ -269,6 +271,7 @@ pub fn all() -> impl Iterator<Item = &'static KernelInfo> {
         elementwise::KERNELS,
         conv::KERNELS,
         conv::SUBGROUP_KERNELS,
+        conv_gemm::KERNELS,
         depthwise::KERNELS,
         dropout::KERNELS,
         matmul::KERNELS,

@@ -61,25 +61,28 @@ pub fn kernel_families() -> Vec<(&'static str, Gpu)> {
 }
 
 /// Every way this machine computes a convolution: each kernel family of
-/// [`kernel_families`] with the direct kernels, and each again with Winograd forced wherever
-/// it applies (stride-1 3x3), so one test body checks every variant.
+/// [`kernel_families`] with the direct kernels, and each again with Winograd forced (where
+/// it applies, stride-1 3x3) and with matrix products forced, so one test body checks every
+/// variant.
 pub fn conv_variants() -> Vec<(String, Gpu)> {
+    use crate::tuning::{ConvAlgorithm, Tuning};
     use std::sync::OnceLock;
-    static WINOGRAD: OnceLock<Vec<(String, Gpu)>> = OnceLock::new();
-    let forced = WINOGRAD.get_or_init(|| {
-        kernel_families()
-            .into_iter()
-            .map(|(family, gpu)| {
+    static FORCED: OnceLock<Vec<(String, Gpu)>> = OnceLock::new();
+    let forced = FORCED.get_or_init(|| {
+        let mut out = Vec::new();
+        for algorithm in [ConvAlgorithm::Winograd, ConvAlgorithm::Gemm] {
+            for (family, gpu) in kernel_families() {
                 let forced = Gpu::new(crate::GpuOptions {
                     adapter: crate::AdapterSelector::from_env(),
                     disable_subgroup_kernels: !gpu.uses_subgroup_kernels(),
-                    tuning: crate::tuning::Tuning::Force(crate::tuning::ConvAlgorithm::Winograd),
+                    tuning: Tuning::Force(algorithm),
                     ..Default::default()
                 })
                 .expect("another device on the same adapter");
-                (format!("{family}+winograd"), forced)
-            })
-            .collect()
+                out.push((format!("{family}+{}", algorithm.name()), forced));
+            }
+        }
+        out
     });
     kernel_families()
         .into_iter()

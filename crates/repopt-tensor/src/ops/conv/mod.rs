@@ -2,9 +2,10 @@
 //! 3x3 with padding 1 and 1x1 with padding 0, stride 1 or 2).
 //!
 //! [`conv2d`] records the node; `conv2d_forward` and `conv2d_backward` launch the kernels
-//! that `plan` chooses for the shape and device, or Winograd (`winograd`) where `tune`
-//! picks it.
+//! that `plan` chooses for the shape and device, or Winograd (`winograd`) or matrix
+//! products (`gemm`) where `tune` picks them.
 
+mod gemm;
 pub(crate) mod plan;
 mod tune;
 pub(crate) mod winograd;
@@ -322,6 +323,12 @@ pub fn conv2d_with(
                  kernel {}, stride {}, padding {}",
                 s.k, cfg.stride, cfg.padding
             ),
+        ));
+    }
+    if algorithm == ConvAlgorithm::Gemm && !gemm::applies(a.gpu(), &s) {
+        return Err(Error::invalid(
+            OP,
+            "the patches of this convolution do not fit one buffer for matrix products",
         ));
     }
     tune::run_with(algorithm, a, b, &s, direction)

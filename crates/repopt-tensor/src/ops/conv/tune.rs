@@ -1,8 +1,10 @@
-//! Which algorithm computes one direction of a convolution: the direct kernels of `plan`, or
-//! Winograd where it applies, as the device's [`Tuning`](crate::tuning::Tuning) decides.
+//! Which algorithm computes one direction of a convolution: the direct kernels of `plan`,
+//! Winograd where it applies, or matrix products (`gemm`), as the device's
+//! [`Tuning`](crate::tuning::Tuning) decides.
 //! Measured choices are keyed by everything the kernels' speed depends on: direction,
 //! kernel family and shape.
 
+use super::gemm;
 use super::winograd::{self, Direction};
 use super::{ConvShape, plan};
 use crate::error::Result;
@@ -13,11 +15,17 @@ use crate::tuning::ConvAlgorithm;
 /// or `(x, dy)`) with the algorithm the device's tuning picks.
 pub(crate) fn run(a: &Tensor, b: &Tensor, s: &ConvShape, direction: Direction) -> Result<Tensor> {
     let gpu = a.gpu();
-    if !winograd::applies(gpu, s) {
-        return run_with(ConvAlgorithm::Direct, a, b, s, direction);
+    let mut candidates = vec![ConvAlgorithm::Direct];
+    if winograd::applies(gpu, s) {
+        candidates.push(ConvAlgorithm::Winograd);
+    }
+    if gemm::applies(gpu, s) {
+        candidates.push(ConvAlgorithm::Gemm);
     }
     let key = format!(
-        "conv3x3.{}.{:?}.n{}.ci{}.co{}.h{}.w{}",
+        "conv{k}x{k}s{}p{}.{}.{:?}.n{}.ci{}.co{}.h{}.w{}",
+        s.cfg.stride,
+        s.cfg.padding,
         match direction {
             Direction::Forward => "forward",
             Direction::BackwardInput => "input_grad",
@@ -28,12 +36,13 @@ pub(crate) fn run(a: &Tensor, b: &Tensor, s: &ConvShape, direction: Direction) -
         s.ci,
         s.co,
         s.h,
-        s.w
+        s.w,
+        k = s.k,
     )
     .to_lowercase();
     let algorithm = gpu.inner.tuner.choose(
         &key,
-        &[ConvAlgorithm::Direct, ConvAlgorithm::Winograd],
+        &candidates,
         |algorithm| run_with(algorithm, a, b, s, direction).map(drop),
         || gpu.synchronize(),
     )?;
@@ -51,6 +60,7 @@ pub(crate) fn run_with(
     let gpu = a.gpu();
     match (algorithm, direction) {
         (ConvAlgorithm::Winograd, _) => winograd::run(a, b, s, direction),
+        (ConvAlgorithm::Gemm, _) => gemm::run(a, b, s, direction),
         (ConvAlgorithm::Direct, Direction::Forward) => {
             super::run(&plan::forward(gpu, s), a, b, &s.output_shape())
         }
