@@ -90,3 +90,63 @@ fn matmul(ids: Ids) {
     store_column(cz, n0, m0, x0, x1, x2, x3);
     store_column(cz, n0 + 1u, m0, y0, y1, y2, y3);
 }
+
+// The same with four columns per invocation (256 per workgroup): 64 results per invocation,
+// so each pair of shared A values and each B value feed twice the FMAs. For wide products;
+// the launcher picks the form that leaves fewer invocations idle.
+@compute @workgroup_size(64)
+fn matmul_wide(ids: Ids) {
+    let n_quads = (p.n + 3u) / 4u;
+    if ids.wg.x * 64u + ids.sg_id * ids.sg_size >= n_quads { return; }
+    let m0 = ids.wg.y * 16u;
+    let quad = min(ids.wg.x * 64u + local_index(ids), n_quads - 1u);
+    let n0 = 4u * quad;
+    let nlast = p.n - 1u;
+    let lane = ids.sg_lane & 7u;
+    let mlast = p.m - 1u;
+    let z = ids.wg.z;
+    var ra = z * p.batch_a + min(m0 + lane, mlast) * p.sam;
+    var rb = z * p.batch_a + min(m0 + 8u + lane, mlast) * p.sam;
+    let cb0 = min(n0, nlast) * p.sbn;
+    let cb1 = min(n0 + 1u, nlast) * p.sbn;
+    let cb2 = min(n0 + 2u, nlast) * p.sbn;
+    let cb3 = min(n0 + 3u, nlast) * p.sbn;
+    var bk = z * p.batch_b;
+    var acc: array<vec4<f32>, 16>;
+    for (var i = 0u; i < 16u; i++) { acc[i] = vec4<f32>(0.0); }
+    for (var k = 0u; k < p.k; k++) {
+        let lo = a[ra];
+        let hi = a[rb];
+        let w0 = lanes_0_3(lo);
+        let w1 = lanes_4_7(lo);
+        let w2 = lanes_0_3(hi);
+        let w3 = lanes_4_7(hi);
+        let b0 = vec4<f32>(b[bk + cb0]);
+        let b1 = vec4<f32>(b[bk + cb1]);
+        let b2 = vec4<f32>(b[bk + cb2]);
+        let b3 = vec4<f32>(b[bk + cb3]);
+        acc[0] = fma(w0, b0, acc[0]);
+        acc[1] = fma(w1, b0, acc[1]);
+        acc[2] = fma(w2, b0, acc[2]);
+        acc[3] = fma(w3, b0, acc[3]);
+        acc[4] = fma(w0, b1, acc[4]);
+        acc[5] = fma(w1, b1, acc[5]);
+        acc[6] = fma(w2, b1, acc[6]);
+        acc[7] = fma(w3, b1, acc[7]);
+        acc[8] = fma(w0, b2, acc[8]);
+        acc[9] = fma(w1, b2, acc[9]);
+        acc[10] = fma(w2, b2, acc[10]);
+        acc[11] = fma(w3, b2, acc[11]);
+        acc[12] = fma(w0, b3, acc[12]);
+        acc[13] = fma(w1, b3, acc[13]);
+        acc[14] = fma(w2, b3, acc[14]);
+        acc[15] = fma(w3, b3, acc[15]);
+        ra += p.sak;
+        rb += p.sak;
+        bk += p.sbk;
+    }
+    let cz = z * p.batch_c;
+    for (var j = 0u; j < 4u; j++) {
+        store_column(cz, n0 + j, m0, acc[4u * j], acc[4u * j + 1u], acc[4u * j + 2u], acc[4u * j + 3u]);
+    }
+}

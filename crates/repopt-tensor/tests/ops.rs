@@ -437,6 +437,9 @@ fn linear_and_matmul_match_reference_and_finite_differences() {
             (3, 17, 10),
             (33, 64, 257),
             (5, 300, 3),
+            // Widths the four-columns-per-invocation kernel takes (partial and exact).
+            (7, 33, 200),
+            (4, 9, 256),
         ]
         .into_iter()
         .enumerate()

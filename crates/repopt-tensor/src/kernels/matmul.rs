@@ -47,5 +47,7 @@ kernels! {
     SUBGROUP_KERNELS = SUBGROUP_SHADER: MatmulParams {
         /// 16 rows per workgroup, A values shared with subgroup broadcasts.
         MATMUL_SUBGROUP = matmul(read a, read b, read bias, write c);
+        /// The same with four columns per invocation.
+        MATMUL_SUBGROUP_WIDE = matmul_wide(read a, read b, read bias, write c);
     }
 }

@@ -119,12 +119,17 @@ fn launch_matmul(p: &MatmulParams, buffers: [&Tensor; 4], batch: usize) -> Resul
     let gpu = buffers[0].gpu();
     let subgroups = gpu.uses_subgroup_kernels();
     let (m, n) = (p.m as usize, p.n as usize);
-    let kernel = if subgroups {
-        &k::MATMUL_SUBGROUP
-    } else {
+    let (rows_per_group, mut columns_per_group) = matmul_block(gpu);
+    let used = |columns: usize| n as f64 / n.next_multiple_of(columns) as f64;
+    let kernel = if !subgroups {
         &k::MATMUL
+    } else if used(2 * columns_per_group) >= used(columns_per_group) {
+        // As many columns busy with twice as many per invocation: more FMAs per load.
+        columns_per_group *= 2;
+        &k::MATMUL_SUBGROUP_WIDE
+    } else {
+        &k::MATMUL_SUBGROUP
     };
-    let (rows_per_group, columns_per_group) = matmul_block(gpu);
     let row_blocks = m.div_ceil(rows_per_group);
     let max = gpu.limits().max_compute_workgroups_per_dimension as usize;
     if row_blocks > max || batch > max {
