@@ -6,6 +6,27 @@
 //! directory, so a shape is timed once per machine rather than once per process. The file is
 //! a hint: a line that does not parse is ignored, and a file that cannot be written leaves the
 //! choices in memory only.
+//!
+//! ```no_run
+//! use repopt_tensor::tuning::{ConvAlgorithm, Tuning};
+//! use repopt_tensor::{ops, Gpu, GpuOptions, Tensor};
+//! // Measure on first use, keeping the choices in a file of our own.
+//! let tuning = Tuning::Measure { cache: Some("choices.txt".into()) };
+//! let gpu = Gpu::new(GpuOptions { tuning, ..Default::default() })?;
+//! let x = Tensor::zeros(&gpu, &[8, 64, 16, 16])?;
+//! let w = Tensor::zeros(&gpu, &[64, 64, 3, 3])?;
+//! ops::conv2d(&x, &w, ops::Conv2dConfig::same(3, 1))?;
+//! for (shape, algorithm) in gpu.tuned_choices() {
+//!     println!("{shape}: {}", algorithm.name());
+//! }
+//! assert_eq!(gpu.tuning_file(), Some(std::path::Path::new("choices.txt")));
+//! // Or always one algorithm where it applies (the direct kernels elsewhere).
+//! let winograd = Gpu::new(GpuOptions {
+//!     tuning: Tuning::Force(ConvAlgorithm::Winograd),
+//!     ..Default::default()
+//! })?;
+//! # Ok::<(), repopt_tensor::Error>(())
+//! ```
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -103,6 +124,15 @@ impl Tuning {
     /// The cache file for `adapter`: `<dir>/tune-<adapter>-<driver>.txt` in
     /// [`CACHE_DIR_ENV`], else `$XDG_CACHE_HOME/repopt`, else `~/.cache/repopt`
     /// (`%LOCALAPPDATA%\repopt` on Windows); `None` when none of them is set.
+    ///
+    /// ```no_run
+    /// use repopt_tensor::{tuning::Tuning, Gpu};
+    /// let gpu = Gpu::from_env()?;
+    /// if let Some(file) = Tuning::default_cache_file(gpu.adapter()) {
+    ///     println!("choices for {} are kept in {}", gpu.adapter().name, file.display());
+    /// }
+    /// # Ok::<(), repopt_tensor::Error>(())
+    /// ```
     pub fn default_cache_file(adapter: &AdapterSummary) -> Option<PathBuf> {
         let env = |k: &str| {
             std::env::var_os(k)
