@@ -84,8 +84,12 @@ fn gemm_col2im(ids: Ids) {
 @group(0) @binding(1) var<storage, read> product: array<f32>;
 @group(0) @binding(2) var<storage, read_write> nchw: array<f32>;
 
-fn product_index(n: u32, c: u32, s: u32) -> u32 {
+// Where element i of the N, C, H, W tensor sits in the product's layout.
+fn product_index(i: u32) -> u32 {
     let spatial = p.oh * p.ow;
+    let s = i % spatial;
+    let c = (i / spatial) % p.co;
+    let n = i / (spatial * p.co);
     let q = n * spatial + s;
     if p.pixel_major == 1u { return q * p.co + c; }
     return c * (p.n * spatial) + q;
@@ -94,12 +98,8 @@ fn product_index(n: u32, c: u32, s: u32) -> u32 {
 @compute @workgroup_size(64)
 fn gemm_to_nchw(ids: Ids) {
     let i = flat_index(ids, 64u);
-    let spatial = p.oh * p.ow;
-    if i >= p.n * p.co * spatial { return; }
-    let s = i % spatial;
-    let c = (i / spatial) % p.co;
-    let n = i / (spatial * p.co);
-    nchw[i] = product[product_index(n, c, s)];
+    if i >= p.n * p.co * p.oh * p.ow { return; }
+    nchw[i] = product[product_index(i)];
 }
 
 @group(0) @binding(1) var<storage, read> from_nchw: array<f32>;
@@ -108,10 +108,6 @@ fn gemm_to_nchw(ids: Ids) {
 @compute @workgroup_size(64)
 fn gemm_from_nchw(ids: Ids) {
     let i = flat_index(ids, 64u);
-    let spatial = p.oh * p.ow;
-    if i >= p.n * p.co * spatial { return; }
-    let s = i % spatial;
-    let c = (i / spatial) % p.co;
-    let n = i / (spatial * p.co);
-    to_product[product_index(n, c, s)] = from_nchw[i];
+    if i >= p.n * p.co * p.oh * p.ow { return; }
+    to_product[product_index(i)] = from_nchw[i];
 }

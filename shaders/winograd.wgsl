@@ -20,6 +20,15 @@
 
 @group(0) @binding(0) var<uniform> p: Params;
 
+// Tile t as (image, tile row, tile column): tiles are numbered image by image, row by row.
+fn tile_of(t: u32) -> vec3<u32> {
+    let per_image = p.th * p.tw;
+    let n = t / per_image;
+    let rest = t - n * per_image;
+    let ty = rest / p.tw;
+    return vec3<u32>(n, ty, rest - ty * p.tw);
+}
+
 // ---- weights: u[k][o][c] = (G g G^T)[k] --------------------------------------------------
 
 @group(0) @binding(1) var<storage, read> wsrc: array<f32>;
@@ -86,11 +95,10 @@ fn winograd_inputs(ids: Ids) {
     if i >= p.ci * tiles { return; }
     let c = i / tiles;
     let t = i - c * tiles;
-    let per_image = p.th * p.tw;
-    let n = t / per_image;
-    let rest = t - n * per_image;
-    let ty = rest / p.tw;
-    let tx = rest - ty * p.tw;
+    let tile = tile_of(t);
+    let n = tile.x;
+    let ty = tile.y;
+    let tx = tile.z;
     let plane = (n * p.ci + c) * p.h * p.w;
     let r0 = i32(2u * ty) - 1;
     let s0 = i32(2u * tx) - 1;
@@ -131,11 +139,10 @@ fn winograd_outputs(ids: Ids) {
     if i >= p.co * tiles { return; }
     let o = i / tiles;
     let t = i - o * tiles;
-    let per_image = p.th * p.tw;
-    let n = t / per_image;
-    let rest = t - n * per_image;
-    let ty = rest / p.tw;
-    let tx = rest - ty * p.tw;
+    let tile = tile_of(t);
+    let n = tile.x;
+    let ty = tile.y;
+    let tx = tile.z;
     let stride = p.co * tiles;
     var at = i;
     if p.products_tile_major == 1u { at = t * p.co + o; }
@@ -185,11 +192,10 @@ fn winograd_output_grads(ids: Ids) {
     if i >= p.co * tiles { return; }
     let o = i / tiles;
     let t = i - o * tiles;
-    let per_image = p.th * p.tw;
-    let n = t / per_image;
-    let rest = t - n * per_image;
-    let ty = rest / p.tw;
-    let tx = rest - ty * p.tw;
+    let tile = tile_of(t);
+    let n = tile.x;
+    let ty = tile.y;
+    let tx = tile.z;
     let plane = (n * p.co + o) * p.h * p.w;
     let oy = 2u * ty;
     let ox = 2u * tx;

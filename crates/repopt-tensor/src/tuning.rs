@@ -208,12 +208,13 @@ impl Tuner {
         map.iter().map(|(k, v)| (k.clone(), *v)).collect()
     }
 
-    /// The variant for `key` among `candidates` (the first is the fixed rule's choice).
-    /// Measuring calls `run` for each candidate and times it with `sync` (which must wait
-    /// for the device) around it.
+    /// The variant for the shape `key` names among `candidates` (the first is the fixed
+    /// rule's choice). Measuring calls `run` for each candidate and times it with `sync`
+    /// (which must wait for the device) around it. The key is only built when measuring, so
+    /// fixed and forced choices cost an op nothing.
     pub(crate) fn choose(
         &self,
-        key: &str,
+        key: impl FnOnce() -> String,
         candidates: &[ConvAlgorithm],
         mut run: impl FnMut(ConvAlgorithm) -> Result<()>,
         sync: impl Fn() -> Result<()>,
@@ -229,7 +230,8 @@ impl Tuner {
             }
             Tuning::Measure { .. } => {}
         }
-        if let Some(a) = self.choices.lock().expect("tuner lock").get(key)
+        let key = key();
+        if let Some(a) = self.choices.lock().expect("tuner lock").get(&key)
             && candidates.contains(a)
         {
             return Ok(*a);
@@ -258,7 +260,7 @@ impl Tuner {
             }
         }
         let mut map = self.choices.lock().expect("tuner lock");
-        map.insert(key.to_string(), best.1);
+        map.insert(key, best.1);
         if let Some(file) = &self.file {
             // A cache that cannot be written only costs a re-measurement next time.
             let _ = write_choices(file, &map);
@@ -323,17 +325,23 @@ mod tests {
         let both = [ConvAlgorithm::Direct, ConvAlgorithm::Winograd];
         let fixed = Tuner::new(Tuning::Fixed, None);
         assert_eq!(
-            fixed.choose("k", &both, never, || Ok(())).unwrap(),
+            fixed
+                .choose(|| "k".into(), &both, never, || Ok(()))
+                .unwrap(),
             ConvAlgorithm::Direct
         );
         let forced = Tuner::new(Tuning::Force(ConvAlgorithm::Winograd), None);
         assert_eq!(
-            forced.choose("k", &both, never, || Ok(())).unwrap(),
+            forced
+                .choose(|| "k".into(), &both, never, || Ok(()))
+                .unwrap(),
             ConvAlgorithm::Winograd
         );
         let direct_only = [ConvAlgorithm::Direct];
         assert_eq!(
-            forced.choose("k", &direct_only, never, || Ok(())).unwrap(),
+            forced
+                .choose(|| "k".into(), &direct_only, never, || Ok(()))
+                .unwrap(),
             ConvAlgorithm::Direct
         );
     }
@@ -360,19 +368,23 @@ mod tests {
         };
         assert_eq!(
             tuner
-                .choose("shape", &both, slow_winograd, || Ok(()))
+                .choose(|| "shape".into(), &both, slow_winograd, || Ok(()))
                 .unwrap(),
             ConvAlgorithm::Direct
         );
         // The second time comes from memory, and a new tuner reads it from the file.
         let never = |_| -> Result<()> { panic!("measured twice") };
         assert_eq!(
-            tuner.choose("shape", &both, never, || Ok(())).unwrap(),
+            tuner
+                .choose(|| "shape".into(), &both, never, || Ok(()))
+                .unwrap(),
             ConvAlgorithm::Direct
         );
         let again = Tuner::new(Tuning::Measure { cache: Some(file) }, None);
         assert_eq!(
-            again.choose("shape", &both, never, || Ok(())).unwrap(),
+            again
+                .choose(|| "shape".into(), &both, never, || Ok(()))
+                .unwrap(),
             ConvAlgorithm::Direct
         );
         std::fs::remove_dir_all(&dir).unwrap();

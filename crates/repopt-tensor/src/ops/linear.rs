@@ -106,12 +106,25 @@ fn sizes([m, n, k]: [usize; 3], batch: usize) -> Result<MatmulParams> {
 }
 
 /// The block of C one workgroup of the family's matmul kernel computes: (rows, columns).
-pub(crate) fn matmul_block(gpu: &crate::Gpu) -> (usize, usize) {
+fn matmul_block(gpu: &crate::Gpu) -> (usize, usize) {
     if gpu.uses_subgroup_kernels() {
         (16, 128)
     } else {
         (4, 256)
     }
+}
+
+/// The share of its workgroups' columns a product `n` columns wide keeps busy.
+fn column_use(n: usize, columns: usize) -> f64 {
+    n as f64 / n.next_multiple_of(columns) as f64
+}
+
+/// Whether a product of `rows` by `columns` keeps more of the matmul kernel busy computed
+/// transposed: its workgroups span many more columns than rows, so a narrow product (few
+/// tiles or pixels late in a network) would leave most of each block idle.
+pub(crate) fn transposed_keeps_more_busy(gpu: &crate::Gpu, rows: usize, columns: usize) -> bool {
+    let span = matmul_block(gpu).1;
+    column_use(rows, span) > column_use(columns, span)
 }
 
 /// Launches the family's matmul kernel over `batch` products: buffers (a, b, bias, c).
@@ -120,10 +133,9 @@ fn launch_matmul(p: &MatmulParams, buffers: [&Tensor; 4], batch: usize) -> Resul
     let subgroups = gpu.uses_subgroup_kernels();
     let (m, n) = (p.m as usize, p.n as usize);
     let (rows_per_group, mut columns_per_group) = matmul_block(gpu);
-    let used = |columns: usize| n as f64 / n.next_multiple_of(columns) as f64;
     let kernel = if !subgroups {
         &k::MATMUL
-    } else if used(2 * columns_per_group) >= used(columns_per_group) {
+    } else if column_use(n, 2 * columns_per_group) >= column_use(n, columns_per_group) {
         // As many columns busy with twice as many per invocation: more FMAs per load.
         columns_per_group *= 2;
         &k::MATMUL_SUBGROUP_WIDE

@@ -10,7 +10,7 @@ use crate::device::Gpu;
 use crate::error::Result;
 use crate::kernels::conv_gemm::{self as k, GemmConvParams};
 use crate::kernels::{Kernel, Params};
-use crate::ops::linear::{Layout, matmul_batched_into, matmul_block};
+use crate::ops::linear::{Layout, matmul_batched_into, transposed_keeps_more_busy};
 use crate::ops::{as_u32, groups};
 use crate::tensor::{DType, Tensor};
 
@@ -25,14 +25,6 @@ pub(crate) fn applies(gpu: &Gpu, s: &ConvShape) -> bool {
     let largest = (taps * pixels).max(s.co * pixels).max(s.co * taps);
     u32::try_from(largest).is_ok()
         && largest as u64 * 4 <= gpu.limits().max_storage_buffer_binding_size
-}
-
-/// Whether a product with `channels` on one side and `pixels` on the other keeps more of
-/// the matmul kernel busy with pixels as rows (see `winograd::tiles_as_rows`).
-fn pixels_as_rows(gpu: &Gpu, channels: usize, pixels: usize) -> bool {
-    let columns = matmul_block(gpu).1;
-    let used = |n: usize| n as f64 / n.next_multiple_of(columns) as f64;
-    used(channels) > used(pixels)
 }
 
 fn launch<P: Params>(
@@ -79,7 +71,7 @@ pub(crate) fn run(a: &Tensor, b: &Tensor, s: &ConvShape, direction: Direction) -
             let (x, w) = (a, b);
             let cols = im2col(x)?;
             let product = Tensor::empty(gpu, &[s.co, pixels], DType::F32)?;
-            let pixel_major = pixels_as_rows(gpu, s.co, pixels);
+            let pixel_major = transposed_keeps_more_busy(gpu, s.co, pixels);
             if pixel_major {
                 let (cl, wl) = (Layout::transposed(pixels), Layout::transposed(taps));
                 matmul_batched_into((&cols, cl), (w, wl), &product, [pixels, s.co, taps], 1)?;
@@ -98,7 +90,7 @@ pub(crate) fn run(a: &Tensor, b: &Tensor, s: &ConvShape, direction: Direction) -
         }
         Direction::BackwardInput => {
             let (dy, w) = (a, b);
-            let pixel_major = pixels_as_rows(gpu, taps, pixels);
+            let pixel_major = transposed_keeps_more_busy(gpu, taps, pixels);
             let params = GemmConvParams {
                 pixel_major: pixel_major as u32,
                 ..params

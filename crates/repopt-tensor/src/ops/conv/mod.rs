@@ -315,21 +315,17 @@ pub fn conv2d_with(
             s
         }
     };
-    if algorithm == ConvAlgorithm::Winograd && !winograd::applies(a.gpu(), &s) {
-        return Err(Error::invalid(
-            OP,
-            format!(
-                "Winograd computes 3x3 convolutions with stride 1 and padding 1 only, not \
-                 kernel {}, stride {}, padding {}",
+    if !tune::candidates(a.gpu(), &s).contains(&algorithm) {
+        let why = match algorithm {
+            ConvAlgorithm::Winograd => format!(
+                "Winograd computes 3x3 convolutions with stride 1 and padding 1 only (and \
+                 operands that fit one buffer), not kernel {}, stride {}, padding {}",
                 s.k, cfg.stride, cfg.padding
             ),
-        ));
-    }
-    if algorithm == ConvAlgorithm::Gemm && !gemm::applies(a.gpu(), &s) {
-        return Err(Error::invalid(
-            OP,
-            "the patches of this convolution do not fit one buffer for matrix products",
-        ));
+            _ => "the patches of this convolution do not fit one buffer for matrix products"
+                .to_string(),
+        };
+        return Err(Error::invalid(OP, why));
     }
     tune::run_with(algorithm, a, b, &s, direction)
 }

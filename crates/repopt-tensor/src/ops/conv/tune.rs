@@ -7,6 +7,7 @@
 use super::gemm;
 use super::winograd::{self, Direction};
 use super::{ConvShape, plan};
+use crate::device::Gpu;
 use crate::error::Result;
 use crate::tensor::Tensor;
 use crate::tuning::ConvAlgorithm;
@@ -15,38 +16,45 @@ use crate::tuning::ConvAlgorithm;
 /// or `(x, dy)`) with the algorithm the device's tuning picks.
 pub(crate) fn run(a: &Tensor, b: &Tensor, s: &ConvShape, direction: Direction) -> Result<Tensor> {
     let gpu = a.gpu();
-    let mut candidates = vec![ConvAlgorithm::Direct];
-    if winograd::applies(gpu, s) {
-        candidates.push(ConvAlgorithm::Winograd);
-    }
-    if gemm::applies(gpu, s) {
-        candidates.push(ConvAlgorithm::Gemm);
-    }
-    let key = format!(
-        "conv{k}x{k}s{}p{}.{}.{:?}.n{}.ci{}.co{}.h{}.w{}",
-        s.cfg.stride,
-        s.cfg.padding,
-        match direction {
-            Direction::Forward => "forward",
-            Direction::BackwardInput => "input_grad",
-            Direction::BackwardWeight => "weight_grad",
-        },
-        plan::family(gpu, s),
-        s.n,
-        s.ci,
-        s.co,
-        s.h,
-        s.w,
-        k = s.k,
-    )
-    .to_lowercase();
+    let key = || {
+        format!(
+            "conv{k}x{k}s{}p{}.{}.{:?}.n{}.ci{}.co{}.h{}.w{}",
+            s.cfg.stride,
+            s.cfg.padding,
+            match direction {
+                Direction::Forward => "forward",
+                Direction::BackwardInput => "input_grad",
+                Direction::BackwardWeight => "weight_grad",
+            },
+            plan::family(gpu, s),
+            s.n,
+            s.ci,
+            s.co,
+            s.h,
+            s.w,
+            k = s.k,
+        )
+        .to_lowercase()
+    };
     let algorithm = gpu.inner.tuner.choose(
-        &key,
-        &candidates,
+        key,
+        &candidates(gpu, s),
         |algorithm| run_with(algorithm, a, b, s, direction).map(drop),
         || gpu.synchronize(),
     )?;
     run_with(algorithm, a, b, s, direction)
+}
+
+/// The algorithms that compute `s` on this device, the direct kernels first.
+pub(crate) fn candidates(gpu: &Gpu, s: &ConvShape) -> Vec<ConvAlgorithm> {
+    let mut out = vec![ConvAlgorithm::Direct];
+    if winograd::applies(gpu, s) {
+        out.push(ConvAlgorithm::Winograd);
+    }
+    if gemm::applies(gpu, s) {
+        out.push(ConvAlgorithm::Gemm);
+    }
+    out
 }
 
 /// Computes `direction` with `algorithm` (which must apply to `s`).

@@ -7,7 +7,7 @@ use super::ConvShape;
 use crate::device::Gpu;
 use crate::error::Result;
 use crate::kernels::winograd::{self as k, WinogradParams};
-use crate::ops::linear::{Layout, matmul_batched_into, matmul_block};
+use crate::ops::linear::{Layout, matmul_batched_into, transposed_keeps_more_busy};
 use crate::ops::{as_u32, groups};
 use crate::tensor::{DType, Tensor};
 
@@ -93,7 +93,7 @@ pub(crate) fn run(a: &Tensor, b: &Tensor, s: &ConvShape, direction: Direction) -
         gpu.grid(groups(co * ci, 64)),
     )?;
     let m = Tensor::empty(gpu, &[POSITIONS, co, tile_count], DType::F32)?;
-    let params = if tiles_as_rows(gpu, co, tile_count) {
+    let params = if transposed_keeps_more_busy(gpu, co, tile_count) {
         // M[k]^T = V[k]^T U[k]^T: tiles as the product's rows, stored [k][tile][o].
         let (vt, ut) = (Layout::transposed(tile_count), Layout::transposed(ci));
         matmul_batched_into((&v, vt), (&u, ut), &m, [tile_count, co, ci], POSITIONS)?;
@@ -115,16 +115,6 @@ pub(crate) fn run(a: &Tensor, b: &Tensor, s: &ConvShape, direction: Direction) -
         gpu.grid(groups(co * tile_count, 64)),
     )?;
     Ok(y)
-}
-
-/// Whether the products run with tiles as rows rather than columns: the matmul kernel's
-/// workgroups span many more columns than rows, so with few tiles (small images late in a
-/// network) most of a tile-wide block would idle; the orientation that leaves fewer idle
-/// invocations runs.
-fn tiles_as_rows(gpu: &Gpu, channels: usize, tiles: usize) -> bool {
-    let columns = matmul_block(gpu).1;
-    let used = |n: usize| n as f64 / n.next_multiple_of(columns) as f64;
-    used(channels) > used(tiles)
 }
 
 /// `dw` from the transformed input tiles `v` (stored `[k][tile][c]`) and the output gradient
