@@ -110,13 +110,14 @@ pub fn conv(gpu: &Gpu, cases: &[ConvCase], budget: TimingBudget) -> Result<Vec<K
             (Direction::BackwardWeight, (&x, &dy), "backward_weight"),
         ];
         // The direct kernels whatever the device's tuning would pick, then the same
-        // products by Winograd (stride-1 3x3) and as matrix products, all rated by the
-        // direct convolution's FLOPs.
+        // products by Winograd (stride-1 3x3), as matrix products and as the workgroup-tiled
+        // implicit product, all rated by the direct convolution's FLOPs.
         let mut algorithms = vec![(ConvAlgorithm::Direct, "")];
         if c.k == 3 && c.stride == 1 {
             algorithms.push((ConvAlgorithm::Winograd, "_winograd"));
         }
         algorithms.push((ConvAlgorithm::Gemm, "_gemm"));
+        algorithms.push((ConvAlgorithm::Implicit, "_implicit"));
         for (algorithm, suffix) in algorithms {
             for (direction, operands, label) in directions {
                 let t = time_gpu(gpu, budget, || {

@@ -108,7 +108,7 @@ pub fn targets(
         // the direct convolution's FLOPs.
         let mut best: Vec<(String, &str, f64, &str)> = Vec::new();
         for k in kernels.iter().filter(|k| k.kernel.starts_with("conv3x3")) {
-            let (name, algorithm) = ["winograd", "gemm"]
+            let (name, algorithm) = ["winograd", "gemm", "implicit"]
                 .into_iter()
                 .find_map(|a| Some((k.kernel.strip_suffix(&format!("_{a}"))?, a)))
                 .unwrap_or((k.kernel.as_str(), "direct"));

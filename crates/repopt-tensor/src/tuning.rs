@@ -52,6 +52,10 @@ pub enum ConvAlgorithm {
     /// Patches gathered into columns and one matrix product (`shaders/conv_gemm.wgsl`):
     /// every shape whose columns fit one buffer.
     Gemm,
+    /// One implicit matrix product on 64 x 64 workgroup tiles with double-buffered workgroup
+    /// memory (`shaders/conv_implicit.wgsl`): the GPU-shaped kernel, every shape whose
+    /// tensors fit one buffer on adapters with workgroups of 256.
+    Implicit,
 }
 
 impl ConvAlgorithm {
@@ -61,6 +65,7 @@ impl ConvAlgorithm {
             ConvAlgorithm::Direct => "direct",
             ConvAlgorithm::Winograd => "winograd",
             ConvAlgorithm::Gemm => "gemm",
+            ConvAlgorithm::Implicit => "implicit",
         }
     }
 
@@ -69,6 +74,7 @@ impl ConvAlgorithm {
             "direct" => Some(ConvAlgorithm::Direct),
             "winograd" => Some(ConvAlgorithm::Winograd),
             "gemm" => Some(ConvAlgorithm::Gemm),
+            "implicit" => Some(ConvAlgorithm::Implicit),
             _ => None,
         }
     }
@@ -115,7 +121,7 @@ impl Tuning {
                 .ok_or_else(|| {
                     Error::invalid(
                         TUNE_ENV,
-                        format!("'{other}': expected off, on, direct, winograd or gemm"),
+                        format!("'{other}': expected off, on, direct, winograd, gemm or implicit"),
                     )
                 }),
         }

@@ -109,26 +109,30 @@ fn conv2d_backward_matches_reference() {
 
 #[test]
 fn conv2d_weight_gradient_with_many_partial_sums() {
-    // Few weights, many pixels: the weight gradient is split into partial sums.
+    // Few weights, many pixels: the weight gradient is split into partial sums (by the
+    // implicit product too once K, the 6138 pixels of stride 1, passes two splits' minimum).
     for (family, gpu) in conv_variants() {
-        let (xs, ws) = ([6, 3, 33, 31], [8, 3, 3, 3]);
-        let xd = data(xs.iter().product(), 1);
-        let wd = data(ws.iter().product(), 2);
-        let x = Tensor::from_slice(&gpu, &xd, &xs).unwrap();
-        let w = Tensor::parameter(&gpu, &wd, &ws).unwrap();
-        let y = ops::conv2d(&x, &w, Conv2dConfig::same(3, 2)).unwrap();
-        let dyd = data(y.numel(), 3);
-        let dy = Tensor::from_slice(&gpu, &dyd, y.shape()).unwrap();
-        y.mul(&dy).unwrap().sum().unwrap().backward().unwrap();
-        let (_, dw) = cpu::conv2d_backward(&f64s(&xd), xs, &f64s(&wd), ws, &f64s(&dyd), 2, 1);
-        assert!(x.grad().is_none(), "a constant input gets no gradient");
-        assert_close(
-            &format!("{family} conv dw split"),
-            &w.grad().unwrap().to_vec().unwrap(),
-            &dw,
-            1e-3,
-            1e-4,
-        );
+        for stride in [2, 1] {
+            let (xs, ws) = ([6, 3, 33, 31], [8, 3, 3, 3]);
+            let xd = data(xs.iter().product(), 1);
+            let wd = data(ws.iter().product(), 2);
+            let x = Tensor::from_slice(&gpu, &xd, &xs).unwrap();
+            let w = Tensor::parameter(&gpu, &wd, &ws).unwrap();
+            let y = ops::conv2d(&x, &w, Conv2dConfig::same(3, stride)).unwrap();
+            let dyd = data(y.numel(), 3);
+            let dy = Tensor::from_slice(&gpu, &dyd, y.shape()).unwrap();
+            y.mul(&dy).unwrap().sum().unwrap().backward().unwrap();
+            let (_, dw) =
+                cpu::conv2d_backward(&f64s(&xd), xs, &f64s(&wd), ws, &f64s(&dyd), stride, 1);
+            assert!(x.grad().is_none(), "a constant input gets no gradient");
+            assert_close(
+                &format!("{family} conv dw split, stride {stride}"),
+                &w.grad().unwrap().to_vec().unwrap(),
+                &dw,
+                1e-3,
+                1e-4,
+            );
+        }
     }
 }
 
@@ -162,7 +166,8 @@ fn conv2d_gradients_match_finite_differences() {
 fn forced_variants_run_where_they_apply_and_only_there() {
     // A stride-1 3x3 forward by Winograd is four dispatches (weight and input transforms,
     // the 16 products, the output transform), by matrix products three (columns, product,
-    // layout); Winograd has no stride-2 form, so stride 2 keeps the direct kernel there.
+    // layout), by the implicit product one; Winograd has no stride-2 form, so stride 2 keeps
+    // the direct kernel there.
     for (variant, gpu) in conv_variants() {
         let x = Tensor::from_slice(&gpu, &data(2 * 5 * 7 * 6, 1), &[2, 5, 7, 6]).unwrap();
         let w = Tensor::from_slice(&gpu, &data(3 * 5 * 9, 2), &[3, 5, 3, 3]).unwrap();
@@ -172,6 +177,8 @@ fn forced_variants_run_where_they_apply_and_only_there() {
             let want = match variant.split_once('+').map(|(_, a)| a) {
                 Some("winograd") if stride == 1 => 4,
                 Some("gemm") => 3,
+                // One kernel, no split of K in the forward.
+                _ if variant == "implicit" => 1,
                 _ => direct,
             };
             let before = gpu.dispatch_count();
@@ -195,9 +202,17 @@ fn conv2d_with_gives_every_direction_by_every_algorithm() {
                     ConvAlgorithm::Direct,
                     ConvAlgorithm::Winograd,
                     ConvAlgorithm::Gemm,
+                    ConvAlgorithm::Implicit,
                 ][..],
             ),
-            (2, &[ConvAlgorithm::Direct, ConvAlgorithm::Gemm][..]),
+            (
+                2,
+                &[
+                    ConvAlgorithm::Direct,
+                    ConvAlgorithm::Gemm,
+                    ConvAlgorithm::Implicit,
+                ][..],
+            ),
         ] {
             let (xs, ws) = ([2usize, 7, 9, 5], [6usize, 7, 3, 3]);
             let (oh, ow) = (9usize.div_ceil(stride), 5usize.div_ceil(stride));

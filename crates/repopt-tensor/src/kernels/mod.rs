@@ -19,6 +19,7 @@ use std::marker::PhantomData;
 pub mod batchnorm;
 pub mod conv;
 pub mod conv_gemm;
+pub mod conv_implicit;
 pub mod depthwise;
 pub mod dropout;
 pub mod elementwise;
@@ -251,6 +252,7 @@ pub const SHADERS: &[&Shader] = &[
     &conv::SHADER,
     &conv::SUBGROUP_SHADER,
     &conv_gemm::SHADER,
+    &conv_implicit::SHADER,
     &depthwise::SHADER,
     &dropout::SHADER,
     &matmul::SHADER,
@@ -272,6 +274,7 @@ pub fn all() -> impl Iterator<Item = &'static KernelInfo> {
         conv::KERNELS,
         conv::SUBGROUP_KERNELS,
         conv_gemm::KERNELS,
+        conv_implicit::KERNELS,
         depthwise::KERNELS,
         dropout::KERNELS,
         matmul::KERNELS,

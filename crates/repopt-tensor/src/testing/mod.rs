@@ -62,8 +62,8 @@ pub fn kernel_families() -> Vec<(&'static str, Gpu)> {
 
 /// Every way this machine computes a convolution: each kernel family of
 /// [`kernel_families`] with the direct kernels, and each again with Winograd forced (where
-/// it applies, stride-1 3x3) and with matrix products forced, so one test body checks every
-/// variant.
+/// it applies, stride-1 3x3) and with matrix products forced, and once with the implicit
+/// product forced, so one test body checks every variant.
 pub fn conv_variants() -> Vec<(String, Gpu)> {
     use crate::tuning::{ConvAlgorithm, Tuning};
     use std::sync::OnceLock;
@@ -82,6 +82,14 @@ pub fn conv_variants() -> Vec<(String, Gpu)> {
                 out.push((format!("{family}+{}", algorithm.name()), forced));
             }
         }
+        // The implicit product uses no subgroup operations: one family covers it.
+        let implicit = Gpu::new(crate::GpuOptions {
+            adapter: crate::AdapterSelector::from_env(),
+            tuning: Tuning::Force(ConvAlgorithm::Implicit),
+            ..Default::default()
+        })
+        .expect("another device on the same adapter");
+        out.push(("implicit".to_string(), implicit));
         out
     });
     kernel_families()

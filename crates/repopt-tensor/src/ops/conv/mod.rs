@@ -6,6 +6,7 @@
 //! products (`gemm`) where `tune` picks them.
 
 mod gemm;
+mod implicit;
 pub(crate) mod plan;
 mod tune;
 pub(crate) mod winograd;
