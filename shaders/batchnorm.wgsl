@@ -1,70 +1,101 @@
 // Batch normalisation over [N, C, HW] per channel, optionally fused with a ReLU.
 //
-// Statistics take two barrier-free passes: each (n, c) plane yields its mean and sum of
-// squared deviations, then one invocation per channel merges them (Chan et al.'s
-// combination, exact and stable). The running statistics move towards the batch's with the
-// unbiased variance. Backward recomputes xhat (and the ReLU mask) from the saved input
-// instead of keeping the output, and reduces the same way.
+// Statistics and the parameters' gradients take one dispatch each: a workgroup per channel,
+// whose 64 invocations stride through the channel's N x HW values (consecutive invocations
+// on consecutive values, so loads coalesce on GPUs and every invocation has work even when
+// HW is 1) and add their partial sums in workgroup memory. Statistics are two-pass (the
+// mean, then the sum of squared deviations from it: exact and stable). The running
+// statistics move towards the batch's with the unbiased variance. Backward recomputes xhat
+// (and the ReLU mask) from the saved input instead of keeping the output.
 
 // `Params` (binding 0) is generated from its declaration in
 // crates/repopt-tensor/src/kernels/batchnorm.rs and prepended to this file.
 
 @group(0) @binding(0) var<uniform> p: Params;
 
-// ---- statistics: plane pass -------------------------------------------------------------------
+// ---- per-channel reductions ------------------------------------------------------------------
 
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> plane_stats: array<f32>;   // [2, C, N]: mean, M2
+const WG: u32 = 64u;
 
-@compute @workgroup_size(64)
-fn bn_plane_stats(ids: Ids) {
-    let k = flat_index(ids, 64u);   // k = n * C + c
-    if k >= p.n * p.c { return; }
-    let n = k / p.c;
-    let c = k - n * p.c;
-    let base = k * p.hw;
-    var s = 0.0;
-    for (var i = 0u; i < p.hw; i++) {
-        s += x[base + i];
+var<workgroup> partial: array<vec2<f32>, 64>;
+
+// The workgroup's sum of `v`; every invocation gets it. Called in uniform control flow.
+fn workgroup_sum(lid: u32, v: vec2<f32>) -> vec2<f32> {
+    partial[lid] = v;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if lid < s {
+            partial[lid] += partial[lid + s];
+        }
+        workgroupBarrier();
     }
-    let mean = s / f32(p.hw);
-    var q = 0.0;
-    for (var i = 0u; i < p.hw; i++) {
-        let d = x[base + i] - mean;
-        q += d * d;
-    }
-    plane_stats[c * p.n + n] = mean;
-    plane_stats[(p.c + c) * p.n + n] = q;
+    let total = partial[0];
+    // Nobody may overwrite `partial` before everyone has read the total.
+    workgroupBarrier();
+    return total;
 }
 
-// ---- statistics: channel pass -----------------------------------------------------------------
+// Walks channel c's values: element e = n * HW + i lives at (n * C + c) * HW + i. Each
+// invocation starts at e = lid and steps by 64, carrying (n, i) instead of dividing.
+struct Walk {
+    n: u32,
+    i: u32,
+}
 
-@group(0) @binding(1) var<storage, read> planes: array<f32>;
+fn walk_start(lid: u32) -> Walk {
+    return Walk(lid / p.hw, lid % p.hw);
+}
+
+fn walk_next(w: Walk) -> Walk {
+    var i = w.i + WG % p.hw;
+    var n = w.n + WG / p.hw;
+    if i >= p.hw {
+        i -= p.hw;
+        n += 1u;
+    }
+    return Walk(n, i);
+}
+
+fn walk_at(w: Walk, c: u32) -> u32 {
+    return (w.n * p.c + c) * p.hw + w.i;
+}
+
+// ---- statistics -------------------------------------------------------------------------------
+
+@group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> stats: array<f32>;         // [mean(C), invstd(C)]
 @group(0) @binding(3) var<storage, read_write> running_mean: array<f32>;
 @group(0) @binding(4) var<storage, read_write> running_var: array<f32>;
 
+// Grid: one workgroup per channel (folded over x and y).
 @compute @workgroup_size(64)
-fn bn_channel_stats(ids: Ids) {
-    let c = flat_index(ids, 64u);
+fn bn_stats(ids: Ids) {
+    let c = group_index(ids);
     if c >= p.c { return; }
-    var s = 0.0;
-    for (var n = 0u; n < p.n; n++) {
-        s += planes[c * p.n + n];
-    }
-    let mean = s / f32(p.n);
-    var m2 = 0.0;
-    for (var n = 0u; n < p.n; n++) {
-        let d = planes[c * p.n + n] - mean;
-        m2 += planes[(p.c + c) * p.n + n] + f32(p.hw) * d * d;
-    }
+    let lid = local_index(ids);
     let count = p.n * p.hw;
-    let var_biased = m2 / f32(count);
-    stats[c] = mean;
-    stats[p.c + c] = 1.0 / sqrt(var_biased + p.eps);
-    let unbiased = m2 / f32(max(count, 2u) - 1u);
-    running_mean[c] = (1.0 - p.momentum) * running_mean[c] + p.momentum * mean;
-    running_var[c] = (1.0 - p.momentum) * running_var[c] + p.momentum * unbiased;
+    var s = 0.0;
+    var w = walk_start(lid);
+    for (var e = lid; e < count; e += WG) {
+        s += x[walk_at(w, c)];
+        w = walk_next(w);
+    }
+    let mean = workgroup_sum(lid, vec2<f32>(s, 0.0)).x / f32(count);
+    var q = 0.0;
+    w = walk_start(lid);
+    for (var e = lid; e < count; e += WG) {
+        let d = x[walk_at(w, c)] - mean;
+        q += d * d;
+        w = walk_next(w);
+    }
+    let m2 = workgroup_sum(lid, vec2<f32>(q, 0.0)).x;
+    if lid == 0u {
+        stats[c] = mean;
+        stats[p.c + c] = 1.0 / sqrt(m2 / f32(count) + p.eps);
+        let unbiased = m2 / f32(max(count, 2u) - 1u);
+        running_mean[c] = (1.0 - p.momentum) * running_mean[c] + p.momentum * mean;
+        running_var[c] = (1.0 - p.momentum) * running_var[c] + p.momentum * unbiased;
+    }
 }
 
 // ---- evaluation statistics from the running ones ----------------------------------------------
@@ -103,7 +134,8 @@ fn bn_apply(ids: Ids) {
 // ---- backward -------------------------------------------------------------------------------
 
 @group(0) @binding(5) var<storage, read> dy: array<f32>;
-@group(0) @binding(6) var<storage, read_write> plane_grads: array<f32>;   // [2, C, N]: sum dy, sum dy xhat
+@group(0) @binding(6) var<storage, read_write> grad_gamma: array<f32>;
+@group(0) @binding(7) var<storage, read_write> grad_beta: array<f32>;
 
 // The output gradient with the fused ReLU's mask applied (recomputed from x).
 fn masked_dy(i: u32, c: u32) -> f32 {
@@ -115,43 +147,27 @@ fn masked_dy(i: u32, c: u32) -> f32 {
     return g;
 }
 
+// dgamma[c] = sum dy xhat, dbeta[c] = sum dy. Grid: one workgroup per channel.
 @compute @workgroup_size(64)
-fn bn_plane_grads(ids: Ids) {
-    let k = flat_index(ids, 64u);
-    if k >= p.n * p.c { return; }
-    let n = k / p.c;
-    let c = k - n * p.c;
+fn bn_param_grads(ids: Ids) {
+    let c = group_index(ids);
+    if c >= p.c { return; }
+    let lid = local_index(ids);
     let mean = st[c];
     let invstd = st[p.c + c];
-    let base = k * p.hw;
-    var s = 0.0;
-    var sx = 0.0;
-    for (var i = 0u; i < p.hw; i++) {
-        let g = masked_dy(base + i, c);
-        s += g;
-        sx += g * (x[base + i] - mean) * invstd;
+    var sums = vec2<f32>(0.0);
+    var w = walk_start(lid);
+    for (var e = lid; e < p.n * p.hw; e += WG) {
+        let at = walk_at(w, c);
+        let g = masked_dy(at, c);
+        sums += vec2<f32>(g, g * (x[at] - mean) * invstd);
+        w = walk_next(w);
     }
-    plane_grads[c * p.n + n] = s;
-    plane_grads[(p.c + c) * p.n + n] = sx;
-}
-
-@group(0) @binding(1) var<storage, read> pgrads: array<f32>;
-@group(0) @binding(2) var<storage, read_write> dgamma: array<f32>;
-@group(0) @binding(3) var<storage, read_write> dbeta: array<f32>;
-
-// dgamma[c] = sum dy xhat, dbeta[c] = sum dy
-@compute @workgroup_size(64)
-fn bn_channel_grads(ids: Ids) {
-    let c = flat_index(ids, 64u);
-    if c >= p.c { return; }
-    var s = 0.0;
-    var sx = 0.0;
-    for (var n = 0u; n < p.n; n++) {
-        s += pgrads[c * p.n + n];
-        sx += pgrads[(p.c + c) * p.n + n];
+    let total = workgroup_sum(lid, sums);
+    if lid == 0u {
+        grad_beta[c] = total.x;
+        grad_gamma[c] = total.y;
     }
-    dgamma[c] = sx;
-    dbeta[c] = s;
 }
 
 @group(0) @binding(6) var<storage, read> sums_gamma: array<f32>;

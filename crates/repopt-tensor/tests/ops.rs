@@ -8,8 +8,11 @@ use repopt_tensor::testing::{
     assert_close, data, f64s, gpu, gradcheck, gradcheck_on, kernel_families,
 };
 
+/// Batch 1, odd sizes, one pixel per plane, more values per channel than a workgroup's 64
+/// invocations (with planes shorter and longer than 64, so their walk crosses planes).
 const BN_SHAPES: &[[usize; 4]] = &[
     [1, 3, 5, 7],
+    [70, 2, 1, 3],
     [4, 17, 3, 3],
     [3, 5, 1, 1],
     [2, 64, 9, 9],

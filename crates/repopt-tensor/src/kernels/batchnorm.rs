@@ -26,18 +26,17 @@ shader!(SHADER, "batchnorm.wgsl", BnParams, trusted: false, subgroups: false);
 
 kernels! {
     KERNELS = SHADER: BnParams {
-        /// Mean and M2 of each `(n, c)` plane.
-        PLANE_STATS = bn_plane_stats(read x, write plane_stats);
-        /// Merges the planes per channel; moves the running statistics.
-        CHANNEL_STATS = bn_channel_stats(read planes, write stats, write running_mean, write running_var);
+        /// Mean and inverse deviation per channel (a workgroup each); moves the running
+        /// statistics.
+        STATS = bn_stats(read x, write stats, write running_mean, write running_var);
         /// Normalising statistics from the running ones (evaluation).
         EVAL_STATS = bn_eval_stats(read rmean, read rvar, write eval_stats);
         /// `y = gamma * xhat + beta` (then ReLU).
         APPLY = bn_apply(read x, read st, read gamma, read beta, write y);
-        /// Per-plane `sum dy` and `sum dy * xhat`.
-        PLANE_GRADS = bn_plane_grads(read x, read st, read gamma, read beta, read dy, write plane_grads);
-        /// `dgamma`, `dbeta` from the plane sums.
-        CHANNEL_GRADS = bn_channel_grads(read pgrads, write dgamma, write dbeta);
+        /// `dgamma = sum dy * xhat`, `dbeta = sum dy` per channel (a workgroup each).
+        PARAM_GRADS = bn_param_grads(
+            read x, read st, read gamma, read beta, read dy, write grad_gamma, write grad_beta
+        );
         /// `dx` from the saved input, statistics and the channel sums.
         BACKWARD_INPUT = bn_backward_input(
             read x, read st, read gamma, read beta, read dy, read sums_gamma, read sums_beta, write dx

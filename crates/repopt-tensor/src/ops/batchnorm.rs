@@ -140,27 +140,19 @@ pub fn batch_norm2d_forward(
 ) -> Result<(Tensor, BatchNormSaved)> {
     let gpu = x.gpu();
     let params = bn_params(x, relu, training, Some(stats));
-    let (n, c) = (params.n as usize, params.c as usize);
+    let c = params.c as usize;
     let saved = Tensor::empty(gpu, &[2 * c], DType::F32)?;
-    let channel_grid = gpu.grid(groups(c, 64));
     if training {
-        let planes = Tensor::empty(gpu, &[2 * c * n], DType::F32)?;
         gpu.launch(
-            &k::PLANE_STATS,
-            &params,
-            &[x.buffer(), planes.buffer()],
-            gpu.grid(groups(n * c, 64)),
-        )?;
-        gpu.launch(
-            &k::CHANNEL_STATS,
+            &k::STATS,
             &params,
             &[
-                planes.buffer(),
+                x.buffer(),
                 saved.buffer(),
                 stats.running_mean.buffer(),
                 stats.running_var.buffer(),
             ],
-            channel_grid,
+            gpu.grid(c as u32),
         )?;
     } else {
         gpu.launch(
@@ -171,7 +163,7 @@ pub fn batch_norm2d_forward(
                 stats.running_var.buffer(),
                 saved.buffer(),
             ],
-            channel_grid,
+            gpu.grid(groups(c, 64)),
         )?;
     }
     let y = Tensor::empty(gpu, x.shape(), DType::F32)?;
@@ -210,12 +202,11 @@ pub fn batch_norm2d_backward(
     let gpu = dy.gpu();
     let params = bn_params(x, saved.relu, saved.training, None);
     let saved = &saved.stats;
-    let (n, c) = (params.n as usize, params.c as usize);
+    let c = params.c as usize;
     let dgamma = Tensor::empty(gpu, &[c], DType::F32)?;
     let dbeta = Tensor::empty(gpu, &[c], DType::F32)?;
-    let planes = Tensor::empty(gpu, &[2 * c * n], DType::F32)?;
     gpu.launch(
-        &k::PLANE_GRADS,
+        &k::PARAM_GRADS,
         &params,
         &[
             x.buffer(),
@@ -223,15 +214,10 @@ pub fn batch_norm2d_backward(
             gamma.buffer(),
             beta.buffer(),
             dy.buffer(),
-            planes.buffer(),
+            dgamma.buffer(),
+            dbeta.buffer(),
         ],
-        gpu.grid(groups(n * c, 64)),
-    )?;
-    gpu.launch(
-        &k::CHANNEL_GRADS,
-        &params,
-        &[planes.buffer(), dgamma.buffer(), dbeta.buffer()],
-        gpu.grid(groups(c, 64)),
+        gpu.grid(c as u32),
     )?;
     let dx = if needs[0] {
         let dx = Tensor::empty(gpu, x.shape(), DType::F32)?;

@@ -159,14 +159,13 @@ fn run(plan: &ConvPlan, a: &Tensor, b: &Tensor, out_shape: &[usize]) -> Result<T
     } else {
         Tensor::empty(gpu, out_shape, DType::F32)?
     };
-    for d in &plan.main {
-        gpu.launch(
-            d.kernel,
-            &d.params,
-            &[a.buffer(), b.buffer(), target.buffer()],
-            d.grid,
-        )?;
-    }
+    let d = &plan.main;
+    gpu.launch(
+        d.kernel,
+        &d.params,
+        &[a.buffer(), b.buffer(), target.buffer()],
+        d.grid,
+    )?;
     let Some(d) = &plan.sum_splits else {
         return Ok(target);
     };

@@ -28,20 +28,20 @@ pub(crate) struct Dispatch {
 }
 
 /// Everything one direction of one convolution launches, in order: optionally pack the
-/// second operand (the weights) into `packed_len` floats, then the main dispatches (several
-/// when each covers one parity class of pixels) into an output that is zeroed first if
-/// `zero_output`, then optionally sum `splits` partial results into the final output.
+/// second operand (the weights) into `packed_len` floats, then the main dispatch into an
+/// output that is zeroed first if `zero_output`, then optionally sum `splits` partial results
+/// into the final output.
 #[derive(Clone, Debug)]
 pub(crate) struct ConvPlan {
     pub pack: Option<(Dispatch, usize)>,
-    pub main: Vec<Dispatch>,
+    pub main: Dispatch,
     pub zero_output: bool,
     pub splits: usize,
     pub sum_splits: Option<Dispatch>,
 }
 
 impl ConvPlan {
-    fn new(main: Vec<Dispatch>) -> Self {
+    fn new(main: Dispatch) -> Self {
         ConvPlan {
             pack: None,
             main,
@@ -92,11 +92,11 @@ fn plain(
     grid[2] = (cpad / TC) as u32;
     ConvPlan {
         pack: Some((pack, len)),
-        ..ConvPlan::new(vec![Dispatch {
+        ..ConvPlan::new(Dispatch {
             kernel,
             params,
             grid,
-        }])
+        })
     }
 }
 
@@ -109,11 +109,11 @@ pub(crate) fn forward(gpu: &Gpu, s: &ConvShape) -> ConvPlan {
             &k::CONV1_FORWARD
         };
         let grid = pair_grid(gpu, s.n, s.oh, s.ow, s.co.div_ceil(TC));
-        return ConvPlan::new(vec![Dispatch {
+        return ConvPlan::new(Dispatch {
             kernel,
             params: s.params(0),
             grid,
-        }]);
+        });
     }
     let kernels = (&k::PACK_FORWARD, &k::FORWARD);
     plain(gpu, s, kernels, s.co, s.ci * s.k * s.k, s.n * s.oh * s.ow)
@@ -123,24 +123,15 @@ pub(crate) fn forward(gpu: &Gpu, s: &ConvShape) -> ConvPlan {
 pub(crate) fn backward_input(gpu: &Gpu, s: &ConvShape) -> ConvPlan {
     let subgroups = family(gpu, s) == Family::Subgroup;
     if subgroups && s.k == 3 && s.cfg.stride == 2 {
-        // One dispatch per parity class of input pixels; each covers its own pixels.
-        let mut main = Vec::new();
-        for phase in 0..4u32 {
-            let (ph, pw) = ((phase / 2) as usize, (phase % 2) as usize);
-            let rows = (s.h + 1 - ph) / 2;
-            let cols = (s.w + 1 - pw) / 2;
-            if rows == 0 || cols == 0 {
-                continue;
-            }
-            let mut params = s.params(0);
-            params.phase = phase;
-            main.push(Dispatch {
-                kernel: &k::CONV3_BACKWARD_INPUT_S2,
-                params,
-                grid: pair_grid(gpu, s.n, rows, cols, s.ci.div_ceil(TC)),
-            });
-        }
-        return ConvPlan::new(main);
+        // The four parity classes of input pixels in one dispatch, each workgroup covering
+        // pixels of one class; the grid fits the largest class (rows and columns of even
+        // index).
+        let (rows, cols) = (s.h.div_ceil(2), s.w.div_ceil(2));
+        return ConvPlan::new(Dispatch {
+            kernel: &k::CONV3_BACKWARD_INPUT_S2,
+            params: s.params(0),
+            grid: pair_grid(gpu, s.n, rows, cols, 4 * s.ci.div_ceil(TC)),
+        });
     }
     // 1x1 without padding runs over the output grid; with a stride, the input pixels no
     // output pixel reads from keep the zeros they start with.
@@ -159,11 +150,11 @@ pub(crate) fn backward_input(gpu: &Gpu, s: &ConvShape) -> ConvPlan {
         };
         return ConvPlan {
             zero_output: s.k == 1 && s.cfg.stride > 1,
-            ..ConvPlan::new(vec![Dispatch {
+            ..ConvPlan::new(Dispatch {
                 kernel,
                 params: s.params(0),
                 grid,
-            }])
+            })
         };
     }
     let kernels = (&k::PACK_INPUT, &k::BACKWARD_INPUT);
@@ -215,10 +206,10 @@ pub(crate) fn backward_weight(gpu: &Gpu, s: &ConvShape) -> ConvPlan {
             params,
             grid: gpu.grid(groups(len, 256)),
         }),
-        ..ConvPlan::new(vec![Dispatch {
+        ..ConvPlan::new(Dispatch {
             kernel,
             params,
             grid: [gx, gy, splits as u32],
-        }])
+        })
     }
 }
