@@ -51,16 +51,39 @@ fn advance(d: vec3<u32>, step: vec3<u32>, r: vec2<u32>) -> vec3<u32> {
     return vec3<u32>(d.x + step.x + c2, mid, lo);
 }
 
-// The radices of K's index: taps, or in the weight gradient output pixels.
-fn k_radices() -> vec2<u32> {
-    return select(vec2<u32>(p.k, p.k), vec2<u32>(p.oh, p.ow), p.direction == WEIGHT_GRAD);
+// What one workgroup's product is. The input gradient at stride s runs as s x s products,
+// one per parity class of input pixels (grid z): input pixel (iy, ix) = (r * s + py,
+// col * s + px) receives gradient only through the taps ky = ky0 + j * s (ky0 = (py + pad)
+// mod s, likewise kx), so each class gathers only the taps that reach it, where masking
+// would waste all but 1 / s^2 of the work.
+struct Geometry {
+    gn: u32,            // columns
+    gk: u32,            // inner size
+    kr: vec2<u32>,      // radices of K's index: taps (ky, kx) or pixels (row, column)
+    qr: vec2<u32>,      // radices of a column index
+    py: u32,            // input gradient: the class's pixel offsets and first taps
+    px: u32,
+    ky0: u32,
+    kx0: u32,
 }
 
-// The radices of a column index: output pixels, input pixels, or taps.
-fn q_radices() -> vec2<u32> {
-    if p.direction == FORWARD { return vec2<u32>(p.oh, p.ow); }
-    if p.direction == INPUT_GRAD { return vec2<u32>(p.h, p.w); }
-    return vec2<u32>(p.k, p.k);
+fn geometry(parity: u32) -> Geometry {
+    if p.direction == FORWARD {
+        return Geometry(p.gn, p.gk, vec2<u32>(p.k, p.k), vec2<u32>(p.oh, p.ow), 0u, 0u, 0u, 0u);
+    }
+    if p.direction == WEIGHT_GRAD {
+        return Geometry(p.gn, p.gk, vec2<u32>(p.oh, p.ow), vec2<u32>(p.k, p.k), 0u, 0u, 0u, 0u);
+    }
+    let py = parity / p.stride;
+    let px = parity % p.stride;
+    let rows = (p.h + p.stride - 1u - min(py, p.h)) / p.stride;
+    let cols = (p.w + p.stride - 1u - min(px, p.w)) / p.stride;
+    let ky0 = (py + p.pad) % p.stride;
+    let kx0 = (px + p.pad) % p.stride;
+    let nky = (p.k + p.stride - 1u - min(ky0, p.k)) / p.stride;
+    let nkx = (p.k + p.stride - 1u - min(kx0, p.k)) / p.stride;
+    return Geometry(p.n * rows * cols, p.co * nky * nkx, vec2<u32>(max(nky, 1u), max(nkx, 1u)),
+                    vec2<u32>(max(rows, 1u), max(cols, 1u)), py, px, ky0, kx0);
 }
 
 // x[n][ch][oy*s - pad + ky][ox*s - pad + kx], zero outside the image.
@@ -73,50 +96,48 @@ fn input_patch(tap: vec3<u32>, o: vec3<u32>) -> f32 {
 }
 
 // A[m][t], `d` being t's digits; zero past the rows or this split's K.
-fn load_a(m: u32, t: u32, d: vec3<u32>, k_end: u32) -> f32 {
+fn load_a(g: Geometry, m: u32, t: u32, d: vec3<u32>, k_end: u32) -> f32 {
     if m >= p.gm || t >= k_end { return 0.0; }
     if p.direction == FORWARD {
         return a[m * p.gk + t];
     }
     if p.direction == INPUT_GRAD {
-        // A[ci][(co, ky, kx)] = w[co][ci][ky][kx].
-        return a[((d.x * p.ci + m) * p.k + d.y) * p.k + d.z];
+        // A[ci][(co, j, i)] = w[co][ci][ky0 + j * s][kx0 + i * s].
+        let ky = g.ky0 + d.y * p.stride;
+        let kx = g.kx0 + d.z * p.stride;
+        return a[((d.x * p.ci + m) * p.k + ky) * p.k + kx];
     }
     // A[co][(n, oy, ox)] = dy[n][co][oy][ox].
     return a[((d.x * p.co + m) * p.oh + d.y) * p.ow + d.z];
 }
 
-// One coordinate of the output gradient that input coordinate `i` reads through tap offset
-// `kt`: (coordinate, whether it exists).
-fn through_stride(i: u32, kt: u32, size: u32) -> vec2<u32> {
-    let t = i32(i + p.pad) - i32(kt);
-    var o: u32;
-    var exact: bool;
-    if p.stride == 1u {
-        o = u32(max(t, 0));
-        exact = true;
-    } else if p.stride == 2u {
-        o = u32(max(t, 0)) >> 1u;
-        exact = (t & 1) == 0;
-    } else {
-        o = u32(max(t, 0)) / p.stride;
-        exact = u32(max(t, 0)) == o * p.stride;
-    }
-    return vec2<u32>(o, u32(t >= 0 && exact && o < size));
+// Division by the stride, exact by construction in the input gradient's classes.
+fn by_stride(v: u32) -> u32 {
+    if p.stride == 1u { return v; }
+    if p.stride == 2u { return v >> 1u; }
+    return v / p.stride;
+}
+
+// The input pixel a column of the input gradient's class stands for: (image, iy, ix).
+fn class_pixel(g: Geometry, e: vec3<u32>) -> vec3<u32> {
+    return vec3<u32>(e.x, e.y * p.stride + g.py, e.z * p.stride + g.px);
 }
 
 // B[t][q], `d` and `e` being their digits; zero past this split's K or the columns.
-fn load_b(t: u32, d: vec3<u32>, q: u32, e: vec3<u32>, k_end: u32) -> f32 {
-    if t >= k_end || q >= p.gn { return 0.0; }
+fn load_b(g: Geometry, t: u32, d: vec3<u32>, q: u32, e: vec3<u32>, k_end: u32) -> f32 {
+    if t >= k_end || q >= g.gn { return 0.0; }
     if p.direction == FORWARD {
         return input_patch(d, e);
     }
     if p.direction == INPUT_GRAD {
-        // B[(co, ky, kx)][(n, iy, ix)] = dy[n][co][oy][ox] where oy * s = iy + pad - ky.
-        let y = through_stride(e.y, d.y, p.oh);
-        let x = through_stride(e.z, d.z, p.ow);
-        let ok = y.y == 1u && x.y == 1u;
-        let at = ((e.x * p.co + d.x) * p.oh + y.x) * p.ow + x.x;
+        // B[(co, ky, kx)][(n, iy, ix)] = dy[n][co][oy][ox], oy * s = iy + pad - ky.
+        let i = class_pixel(g, e);
+        let ty = i32(i.y + p.pad) - i32(g.ky0 + d.y * p.stride);
+        let tx = i32(i.z + p.pad) - i32(g.kx0 + d.z * p.stride);
+        let oy = by_stride(u32(max(ty, 0)));
+        let ox = by_stride(u32(max(tx, 0)));
+        let ok = ty >= 0 && tx >= 0 && oy < p.oh && ox < p.ow;
+        let at = ((i.x * p.co + d.x) * p.oh + oy) * p.ow + ox;
         return select(0.0, b[select(0u, at, ok)], ok);
     }
     // B[(n, oy, ox)][(ci, ky, kx)]: the patches transposed.
@@ -124,55 +145,59 @@ fn load_b(t: u32, d: vec3<u32>, q: u32, e: vec3<u32>, k_end: u32) -> f32 {
 }
 
 // `split` is the weight gradient's split of K (grid z), whose partial sums have a block of c.
-fn store(m: u32, q: u32, v: f32, split: u32) {
-    if m >= p.gm || q >= p.gn { return; }
+fn store(g: Geometry, m: u32, q: u32, v: f32, split: u32) {
+    if m >= p.gm || q >= g.gn { return; }
     if p.direction == FORWARD {
-        let o = digits(q, q_radices());
+        let o = digits(q, g.qr);
         c[((o.x * p.co + m) * p.oh + o.y) * p.ow + o.z] = v;
     } else if p.direction == INPUT_GRAD {
-        let i = digits(q, q_radices());
+        let i = class_pixel(g, digits(q, g.qr));
         c[((i.x * p.ci + m) * p.h + i.y) * p.w + i.z] = v;
     } else {
         c[split * p.split_stride + m * p.gn + q] = v;
     }
 }
 
-// Grid: x = 64-column tiles, y = 64-row tiles, z = splits of K.
+// Grid: x = 64-column tiles, y = 64-row tiles, z = splits of K (weight gradient) or parity
+// classes (input gradient).
 @compute @workgroup_size(256)
 fn implicit_gemm(ids: Ids) {
+    let by_class = p.direction == INPUT_GRAD;
+    let g = geometry(select(0u, ids.wg.z, by_class));
+    let split = select(ids.wg.z, 0u, by_class);
+    let m0 = ids.wg.y * 64u;
+    let n0 = ids.wg.x * 64u;
+    // The grid fits the largest class; the others' surplus tiles have nothing to do.
+    if n0 >= g.gn { return; }
     let lid = local_index(ids);
     let tx = lid % 16u;
     let ty = lid / 16u;
-    let m0 = ids.wg.y * 64u;
-    let n0 = ids.wg.x * 64u;
-    let k_begin = ids.wg.z * p.k_per_split;
-    let k_end = min(k_begin + p.k_per_split, p.gk);
-    let slices = (k_end - k_begin + 15u) / 16u;
+    let k_begin = split * p.k_per_split;
+    let k_end = min(k_begin + p.k_per_split, g.gk);
+    let slices = (max(k_end, k_begin) - k_begin + 15u) / 16u;
     // Loads: A along k (its contiguous direction in every direction), B along its columns
     // except in the weight gradient, where B's contiguous direction is k.
     let a_m = m0 + ty * 4u;
     let b_along_k = p.direction == WEIGHT_GRAD;
     let b_slot = select(tx, ty, b_along_k);
     let b_q = n0 + 4u * b_slot;
-    let kr = k_radices();
-    let step = digits(16u, kr);
+    let step = digits(16u, g.kr);
     var ta = k_begin + tx;
     var tb = k_begin + select(ty, tx, b_along_k);
-    var da = digits(ta, kr);
-    var db = digits(tb, kr);
-    let qr = q_radices();
-    let last = p.gn - 1u;
-    let e0 = digits(min(b_q, last), qr);
-    let e1 = digits(min(b_q + 1u, last), qr);
-    let e2 = digits(min(b_q + 2u, last), qr);
-    let e3 = digits(min(b_q + 3u, last), qr);
+    var da = digits(ta, g.kr);
+    var db = digits(tb, g.kr);
+    let last = g.gn - 1u;
+    let e0 = digits(min(b_q, last), g.qr);
+    let e1 = digits(min(b_q + 1u, last), g.qr);
+    let e2 = digits(min(b_q + 2u, last), g.qr);
+    let e3 = digits(min(b_q + 3u, last), g.qr);
 
     var acc: array<vec4<f32>, 4>;
     for (var i = 0u; i < 4u; i++) { acc[i] = vec4<f32>(0.0); }
-    var ra = vec4<f32>(load_a(a_m, ta, da, k_end), load_a(a_m + 1u, ta, da, k_end),
-                       load_a(a_m + 2u, ta, da, k_end), load_a(a_m + 3u, ta, da, k_end));
-    var rb = vec4<f32>(load_b(tb, db, b_q, e0, k_end), load_b(tb, db, b_q + 1u, e1, k_end),
-                       load_b(tb, db, b_q + 2u, e2, k_end), load_b(tb, db, b_q + 3u, e3, k_end));
+    var ra = vec4<f32>(load_a(g, a_m, ta, da, k_end), load_a(g, a_m + 1u, ta, da, k_end),
+                       load_a(g, a_m + 2u, ta, da, k_end), load_a(g, a_m + 3u, ta, da, k_end));
+    var rb = vec4<f32>(load_b(g, tb, db, b_q, e0, k_end), load_b(g, tb, db, b_q + 1u, e1, k_end),
+                       load_b(g, tb, db, b_q + 2u, e2, k_end), load_b(g, tb, db, b_q + 3u, e3, k_end));
     sa[tx * 16u + ty] = ra;
     sb[(tb - k_begin) * 16u + b_slot] = rb;
     workgroupBarrier();
@@ -183,12 +208,12 @@ fn implicit_gemm(ids: Ids) {
         if more {
             ta += 16u;
             tb += 16u;
-            da = advance(da, step, kr);
-            db = advance(db, step, kr);
-            ra = vec4<f32>(load_a(a_m, ta, da, k_end), load_a(a_m + 1u, ta, da, k_end),
-                           load_a(a_m + 2u, ta, da, k_end), load_a(a_m + 3u, ta, da, k_end));
-            rb = vec4<f32>(load_b(tb, db, b_q, e0, k_end), load_b(tb, db, b_q + 1u, e1, k_end),
-                           load_b(tb, db, b_q + 2u, e2, k_end), load_b(tb, db, b_q + 3u, e3, k_end));
+            da = advance(da, step, g.kr);
+            db = advance(db, step, g.kr);
+            ra = vec4<f32>(load_a(g, a_m, ta, da, k_end), load_a(g, a_m + 1u, ta, da, k_end),
+                           load_a(g, a_m + 2u, ta, da, k_end), load_a(g, a_m + 3u, ta, da, k_end));
+            rb = vec4<f32>(load_b(g, tb, db, b_q, e0, k_end), load_b(g, tb, db, b_q + 1u, e1, k_end),
+                           load_b(g, tb, db, b_q + 2u, e2, k_end), load_b(g, tb, db, b_q + 3u, e3, k_end));
         }
         for (var kk = 0u; kk < 16u; kk++) {
             let av = sa[cur + kk * 16u + ty];
@@ -207,10 +232,10 @@ fn implicit_gemm(ids: Ids) {
     for (var i = 0u; i < 4u; i++) {
         let m = m0 + ty * 4u + i;
         let q = n0 + tx * 4u;
-        store(m, q, acc[i].x, ids.wg.z);
-        store(m, q + 1u, acc[i].y, ids.wg.z);
-        store(m, q + 2u, acc[i].z, ids.wg.z);
-        store(m, q + 3u, acc[i].w, ids.wg.z);
+        store(g, m, q, acc[i].x, split);
+        store(g, m, q + 1u, acc[i].y, split);
+        store(g, m, q + 2u, acc[i].z, split);
+        store(g, m, q + 3u, acc[i].w, split);
     }
 }
 

@@ -279,24 +279,20 @@ fn conv1_backward_input(ids: Ids) {
 
 // Stride 2: an input pixel receives gradient only through the taps whose parity matches
 // its own (ih + pad - kh even), so masking every tap wastes three quarters of the work.
-// Instead each workgroup takes one parity class of input pixels, for which the valid taps
-// are the same for every invocation, and loops over those taps alone. An invocation owns
-// two same-parity pixels of a row (two columns apart). Grid z is (parity class, block of 16
-// input channels); x and y cover the largest class's pixel pairs, so the smaller classes'
-// surplus workgroups stop at once, and all four classes take one dispatch.
+// Instead each dispatch takes one parity class of input pixels (p.phase), for which the
+// valid taps are the same for every invocation, and loops over those taps alone. An
+// invocation owns two same-parity pixels of a row (two columns apart).
 @compute @workgroup_size(64)
 fn conv3_backward_input_s2(ids: Ids) {
-    let blocks = (p.ci + 15u) / 16u;
-    let phase = ids.wg.z / blocks;
-    let ph = phase / 2u;
-    let pw = phase % 2u;
+    let ph = p.phase / 2u;
+    let pw = p.phase % 2u;
     let rows = (p.h - ph + 1u) / 2u;
     let cols = (p.w - pw + 1u) / 2u;
     if subgroup_idle(ids, 64u, p.n * rows * ((cols + 1u) / 2u)) { return; }
     let pr = pair_of(ids.wg, ids.nwg, local_index(ids), rows, cols);
     let ih = 2u * pr.row + ph;
     let iwa = 2u * pr.col + pw;
-    let ci0 = (ids.wg.z - phase * blocks) * 16u;
+    let ci0 = ids.wg.z * 16u;
     let lane = ids.sg_lane & 7u;
     let wlo0 = min(ci0 + lane, p.ci - 1u) * 9u;
     let whi0 = min(ci0 + 8u + lane, p.ci - 1u) * 9u;

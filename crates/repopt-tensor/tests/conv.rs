@@ -30,6 +30,10 @@ const CONV_SHAPES: &[([usize; 4], usize, usize, usize)] = &[
     // Stride 2 where a parity class of input pixels is empty.
     ([2, 5, 1, 6], 4, 3, 2),
     ([1, 9, 2, 1], 17, 3, 2),
+    // Stride 3: nine parity classes, some with a single tap per side.
+    ([2, 3, 8, 7], 4, 3, 3),
+    ([1, 2, 10, 9], 3, 5, 3),
+    ([2, 4, 7, 8], 3, 1, 3),
 ];
 
 #[test]

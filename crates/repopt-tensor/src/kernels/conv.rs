@@ -32,6 +32,8 @@ crate::params! {
         splits: u32,
         /// Weight gradient: output rows `(n, oh)` per partial sum.
         rows_per_split: u32,
+        /// Stride-2 input gradient: parity class (2 * row parity + column parity).
+        phase: u32,
     }
 }
 
@@ -65,7 +67,7 @@ kernels! {
         CONV3_BACKWARD_INPUT = conv3_backward_input(read dy, read wb, write dx);
         /// 1x1 unpadded input gradient over the output grid (any stride).
         CONV1_BACKWARD_INPUT = conv1_backward_input(read dy, read wb, write dx);
-        /// 3x3 stride-2 input gradient, each workgroup in one parity class of input pixels.
+        /// 3x3 stride-2 input gradient, one parity class of input pixels per dispatch.
         CONV3_BACKWARD_INPUT_S2 = conv3_backward_input_s2(read dy, read wb, write dx);
         /// 3x3 weight gradient.
         CONV3_BACKWARD_WEIGHT = conv3_backward_weight(read xw, read dyw, write dw_part);

@@ -27,13 +27,28 @@ const TARGET_GROUPS: usize = 128;
 /// than it spreads.
 const MIN_SPLIT: usize = 1024;
 
-/// The product `C[gm][gn] = A[gm][gk] B[gk][gn]` one direction computes.
+/// The product `C[gm][gn] = A[gm][gk] B[gk][gn]` one direction computes; for the input
+/// gradient, the largest of its products, one per parity class of input pixels (the class
+/// of even rows and columns, and the taps of a class starting at offset 0).
 fn product(s: &ConvShape, direction: Direction) -> [usize; 3] {
     let taps = s.k * s.k;
+    let st = s.cfg.stride;
     match direction {
         Direction::Forward => [s.co, s.n * s.oh * s.ow, s.ci * taps],
-        Direction::BackwardInput => [s.ci, s.n * s.h * s.w, s.co * taps],
+        Direction::BackwardInput => [
+            s.ci,
+            s.n * s.h.div_ceil(st) * s.w.div_ceil(st),
+            s.co * s.k.div_ceil(st).pow(2),
+        ],
         Direction::BackwardWeight => [s.co, s.ci * taps, s.n * s.oh * s.ow],
+    }
+}
+
+/// Grid z: splits of K for the weight gradient, parity classes for the input gradient.
+fn depth(s: &ConvShape, direction: Direction) -> usize {
+    match direction {
+        Direction::BackwardInput => s.cfg.stride * s.cfg.stride,
+        _ => splits(s, direction).0,
     }
 }
 
@@ -73,7 +88,8 @@ pub(crate) fn applies(gpu: &Gpu, s: &ConvShape) -> bool {
     .into_iter()
     .all(|d| {
         let [gm, gn, _] = product(s, d);
-        gm.div_ceil(TILE).max(gn.div_ceil(TILE)) <= l.max_compute_workgroups_per_dimension as usize
+        let largest = gm.div_ceil(TILE).max(gn.div_ceil(TILE)).max(depth(s, d));
+        largest <= l.max_compute_workgroups_per_dimension as usize
     });
     fits_adapter
         && grid_fits
@@ -122,7 +138,7 @@ pub(crate) fn run(a: &Tensor, b: &Tensor, s: &ConvShape, direction: Direction) -
     let grid = [
         gn.div_ceil(TILE) as u32,
         gm.div_ceil(TILE) as u32,
-        split_count as u32,
+        depth(s, direction) as u32,
     ];
     if split_count == 1 {
         gpu.launch(

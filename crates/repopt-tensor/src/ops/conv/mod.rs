@@ -159,13 +159,14 @@ fn run(plan: &ConvPlan, a: &Tensor, b: &Tensor, out_shape: &[usize]) -> Result<T
     } else {
         Tensor::empty(gpu, out_shape, DType::F32)?
     };
-    let d = &plan.main;
-    gpu.launch(
-        d.kernel,
-        &d.params,
-        &[a.buffer(), b.buffer(), target.buffer()],
-        d.grid,
-    )?;
+    for d in &plan.main {
+        gpu.launch(
+            d.kernel,
+            &d.params,
+            &[a.buffer(), b.buffer(), target.buffer()],
+            d.grid,
+        )?;
+    }
     let Some(d) = &plan.sum_splits else {
         return Ok(target);
     };
