@@ -3,8 +3,11 @@
 //! Each workgroup computes 64 x 64 outputs from double-buffered tiles in workgroup memory
 //! (4 x 4 per invocation), the operands gathered from the tensors as they are loaded, so it
 //! moves no columns matrix through memory as `gemm` does and shares each loaded value between
-//! 64 FMAs. It is written for GPUs' memory hierarchy (shared memory, register tiles, many
-//! resident workgroups); on a CPU adapter the tuner measures whether it pays.
+//! 64 FMAs. A strided input gradient runs as one product per parity class of input pixels,
+//! each gathering only the taps that reach its pixels. It is written for GPUs' memory
+//! hierarchy (shared memory, register tiles, many resident workgroups); on CPU adapters it
+//! measured 3 to 16 times slower than the best of the other algorithms, so the tuner
+//! measures it only elsewhere (`tune.rs`), and forcing it runs it anywhere.
 
 use super::ConvShape;
 use super::winograd::Direction;

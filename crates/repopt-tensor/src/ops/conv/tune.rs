@@ -39,7 +39,7 @@ pub(crate) fn run(a: &Tensor, b: &Tensor, s: &ConvShape, direction: Direction) -
     };
     let mut choices = candidates(gpu, s);
     // The implicit product is shaped for GPUs: on a CPU adapter (lavapipe) its workgroups of
-    // 256 with a barrier every 16 steps of K measured 5 to 16 times slower than the best of
+    // 256 with a barrier every 16 steps of K measured 3 to 16 times slower than the best of
     // the other algorithms at every A0 and B1 stage shape, so measuring it there would only
     // lengthen every first run. Forcing it still runs it.
     if matches!(gpu.tuning(), Tuning::Measure { .. })
