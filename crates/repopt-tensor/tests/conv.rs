@@ -1,5 +1,6 @@
-//! The convolution kernels of every family and variant (direct and Winograd) against the f64
-//! CPU reference on awkward shapes, and finite-difference checks of their gradients.
+//! The convolution kernels of every family and variant (direct, Winograd, matrix products, the
+//! implicit product) against the f64 CPU reference on awkward shapes, finite-difference checks
+//! of their gradients, and which of them the tuner measures.
 
 use repopt_tensor::Tensor;
 use repopt_tensor::ops::{self, Conv2dConfig};
@@ -263,4 +264,54 @@ fn conv2d_with_gives_every_direction_by_every_algorithm() {
         .to_string();
         assert!(err.contains("stride 1 and padding 1 only"), "{err}");
     }
+}
+
+#[test]
+fn measuring_skips_the_implicit_product_on_cpu_adapters_only() {
+    use repopt_tensor::tuning::{ConvAlgorithm, Tuning};
+    use repopt_tensor::{AdapterSelector, Gpu, GpuOptions};
+    let file = std::env::temp_dir().join(format!("repopt-tune-cpu-{}.txt", std::process::id()));
+    let gpu = Gpu::new(GpuOptions {
+        adapter: AdapterSelector::from_env(),
+        tuning: Tuning::Measure {
+            cache: Some(file.clone()),
+        },
+        ..Default::default()
+    })
+    .unwrap();
+    // The profile names every kernel launched, the tuner's trial runs included.
+    gpu.set_profiling(true);
+    let x = Tensor::from_slice(&gpu, &data(2 * 8 * 6 * 6, 1), &[2, 8, 6, 6]).unwrap();
+    let w = Tensor::parameter(&gpu, &data(8 * 8 * 9, 2), &[8, 8, 3, 3]).unwrap();
+    let y = ops::conv2d(&x, &w, Conv2dConfig::same(3, 1)).unwrap();
+    y.sum().unwrap().backward().unwrap();
+    let choices = gpu.tuned_choices();
+    // The forward and the weight gradient (the input needs none) were measured once each.
+    assert_eq!(choices.len(), 2, "{choices:?}");
+    let launched: Vec<String> = gpu.kernel_profile().into_iter().map(|k| k.kernel).collect();
+    let ran = |shader: &str| launched.iter().any(|k| k.starts_with(shader));
+    assert!(
+        ran("winograd.wgsl") && ran("conv_gemm.wgsl"),
+        "{launched:?}"
+    );
+    let cpu = gpu.adapter().device_type == wgpu::DeviceType::Cpu;
+    assert_eq!(ran("conv_implicit.wgsl"), !cpu, "{launched:?}");
+    assert!(
+        choices
+            .iter()
+            .all(|(_, a)| !cpu || *a != ConvAlgorithm::Implicit)
+    );
+    // Forcing it still runs it, measured or not.
+    let forced = Gpu::new(GpuOptions {
+        adapter: AdapterSelector::from_env(),
+        tuning: Tuning::Force(ConvAlgorithm::Implicit),
+        ..Default::default()
+    })
+    .unwrap();
+    let x = Tensor::from_slice(&forced, &data(2 * 8 * 6 * 6, 1), &[2, 8, 6, 6]).unwrap();
+    let w = Tensor::from_slice(&forced, &data(8 * 8 * 9, 2), &[8, 8, 3, 3]).unwrap();
+    let before = forced.dispatch_count();
+    ops::conv2d(&x, &w, Conv2dConfig::same(3, 1)).unwrap();
+    assert_eq!(forced.dispatch_count() - before, 1);
+    let _ = std::fs::remove_file(&file);
 }
