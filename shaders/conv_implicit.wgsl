@@ -144,6 +144,18 @@ fn load_b(g: Geometry, t: u32, d: vec3<u32>, q: u32, e: vec3<u32>, k_end: u32) -
     return input_patch(e, d);
 }
 
+// Rows m..m+3 of A at step t, as an invocation loads them into its slot of a shared tile.
+fn four_a(g: Geometry, m: u32, t: u32, d: vec3<u32>, k_end: u32) -> vec4<f32> {
+    return vec4<f32>(load_a(g, m, t, d, k_end), load_a(g, m + 1u, t, d, k_end),
+                     load_a(g, m + 2u, t, d, k_end), load_a(g, m + 3u, t, d, k_end));
+}
+
+// Columns q..q+3 of B at step t, their digits `e`.
+fn four_b(g: Geometry, t: u32, d: vec3<u32>, q: u32, e: array<vec3<u32>, 4>, k_end: u32) -> vec4<f32> {
+    return vec4<f32>(load_b(g, t, d, q, e[0], k_end), load_b(g, t, d, q + 1u, e[1], k_end),
+                     load_b(g, t, d, q + 2u, e[2], k_end), load_b(g, t, d, q + 3u, e[3], k_end));
+}
+
 // `split` is the weight gradient's split of K (grid z), whose partial sums have a block of c.
 fn store(g: Geometry, m: u32, q: u32, v: f32, split: u32) {
     if m >= p.gm || q >= g.gn { return; }
@@ -174,32 +186,30 @@ fn implicit_gemm(ids: Ids) {
     let ty = lid / 16u;
     let k_begin = split * p.k_per_split;
     let k_end = min(k_begin + p.k_per_split, g.gk);
-    let slices = (max(k_end, k_begin) - k_begin + 15u) / 16u;
+    let slices = (k_end - k_begin + 15u) / 16u;
     // Loads: A along k (its contiguous direction in every direction), B along its columns
     // except in the weight gradient, where B's contiguous direction is k.
     let a_m = m0 + ty * 4u;
     let b_along_k = p.direction == WEIGHT_GRAD;
+    // This invocation's k and group of four columns in B's shared tile.
+    let b_k = select(ty, tx, b_along_k);
     let b_slot = select(tx, ty, b_along_k);
     let b_q = n0 + 4u * b_slot;
     let step = digits(16u, g.kr);
     var ta = k_begin + tx;
-    var tb = k_begin + select(ty, tx, b_along_k);
+    var tb = k_begin + b_k;
     var da = digits(ta, g.kr);
     var db = digits(tb, g.kr);
     let last = g.gn - 1u;
-    let e0 = digits(min(b_q, last), g.qr);
-    let e1 = digits(min(b_q + 1u, last), g.qr);
-    let e2 = digits(min(b_q + 2u, last), g.qr);
-    let e3 = digits(min(b_q + 3u, last), g.qr);
+    var e: array<vec3<u32>, 4>;
+    for (var j = 0u; j < 4u; j++) { e[j] = digits(min(b_q + j, last), g.qr); }
 
     var acc: array<vec4<f32>, 4>;
     for (var i = 0u; i < 4u; i++) { acc[i] = vec4<f32>(0.0); }
-    var ra = vec4<f32>(load_a(g, a_m, ta, da, k_end), load_a(g, a_m + 1u, ta, da, k_end),
-                       load_a(g, a_m + 2u, ta, da, k_end), load_a(g, a_m + 3u, ta, da, k_end));
-    var rb = vec4<f32>(load_b(g, tb, db, b_q, e0, k_end), load_b(g, tb, db, b_q + 1u, e1, k_end),
-                       load_b(g, tb, db, b_q + 2u, e2, k_end), load_b(g, tb, db, b_q + 3u, e3, k_end));
+    var ra = four_a(g, a_m, ta, da, k_end);
+    var rb = four_b(g, tb, db, b_q, e, k_end);
     sa[tx * 16u + ty] = ra;
-    sb[(tb - k_begin) * 16u + b_slot] = rb;
+    sb[b_k * 16u + b_slot] = rb;
     workgroupBarrier();
     for (var s = 0u; s < slices; s++) {
         let cur = (s & 1u) * 256u;
@@ -210,10 +220,8 @@ fn implicit_gemm(ids: Ids) {
             tb += 16u;
             da = advance(da, step, g.kr);
             db = advance(db, step, g.kr);
-            ra = vec4<f32>(load_a(g, a_m, ta, da, k_end), load_a(g, a_m + 1u, ta, da, k_end),
-                           load_a(g, a_m + 2u, ta, da, k_end), load_a(g, a_m + 3u, ta, da, k_end));
-            rb = vec4<f32>(load_b(g, tb, db, b_q, e0, k_end), load_b(g, tb, db, b_q + 1u, e1, k_end),
-                           load_b(g, tb, db, b_q + 2u, e2, k_end), load_b(g, tb, db, b_q + 3u, e3, k_end));
+            ra = four_a(g, a_m, ta, da, k_end);
+            rb = four_b(g, tb, db, b_q, e, k_end);
         }
         for (var kk = 0u; kk < 16u; kk++) {
             let av = sa[cur + kk * 16u + ty];
@@ -225,7 +233,7 @@ fn implicit_gemm(ids: Ids) {
         }
         if more {
             sa[next + tx * 16u + ty] = ra;
-            sb[next + (select(ty, tx, b_along_k)) * 16u + b_slot] = rb;
+            sb[next + b_k * 16u + b_slot] = rb;
         }
         workgroupBarrier();
     }

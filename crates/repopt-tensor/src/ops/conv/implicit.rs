@@ -130,41 +130,38 @@ pub(crate) fn run(a: &Tensor, b: &Tensor, s: &ConvShape, direction: Direction) -
         splits: split_count as u32,
         split_stride: as_u32(what, "partial products", gm * gn)?,
     };
-    // The kernel's A is the weights in the forward and the input gradient, dy in the weight
-    // gradient; its B the other operand.
-    let (ka, kb, out_shape) = match direction {
-        Direction::Forward => (b, a, s.output_shape().to_vec()),
-        Direction::BackwardInput => (b, a, vec![s.n, s.ci, s.h, s.w]),
-        Direction::BackwardWeight => (b, a, vec![s.co, s.ci, s.k, s.k]),
+    // The kernel's A is the second operand (the weights, or dy for the weight gradient),
+    // its B the first.
+    let out_shape = match direction {
+        Direction::Forward => s.output_shape().to_vec(),
+        Direction::BackwardInput => vec![s.n, s.ci, s.h, s.w],
+        Direction::BackwardWeight => vec![s.co, s.ci, s.k, s.k],
     };
     let out = Tensor::empty(gpu, &out_shape, DType::F32)?;
+    let partial = match split_count {
+        1 => None,
+        _ => Some(Tensor::empty(gpu, &[split_count, gm * gn], DType::F32)?),
+    };
     let grid = [
         gn.div_ceil(TILE) as u32,
         gm.div_ceil(TILE) as u32,
         depth(s, direction) as u32,
     ];
-    if split_count == 1 {
-        gpu.launch(
-            &k::IMPLICIT_GEMM,
-            &params,
-            &[ka.buffer(), kb.buffer(), out.buffer()],
-            grid,
-        )?;
-        return Ok(out);
-    }
-    let partial = Tensor::empty(gpu, &[split_count, gm * gn], DType::F32)?;
+    let target = partial.as_ref().unwrap_or(&out);
     gpu.launch(
         &k::IMPLICIT_GEMM,
         &params,
-        &[ka.buffer(), kb.buffer(), partial.buffer()],
+        &[b.buffer(), a.buffer(), target.buffer()],
         grid,
     )?;
-    gpu.launch(
-        &k::SUM_SPLITS,
-        &params,
-        &[partial.buffer(), out.buffer()],
-        gpu.grid(groups(gm * gn, 64)),
-    )?;
+    if let Some(partial) = partial {
+        gpu.launch(
+            &k::SUM_SPLITS,
+            &params,
+            &[partial.buffer(), out.buffer()],
+            gpu.grid(groups(gm * gn, 64)),
+        )?;
+    }
     Ok(out)
 }
 
