@@ -298,13 +298,53 @@ fn structured_grad_mults_match_dense_ones() {
     }
 }
 
-#[test]
-fn small_tensors_eight_to_a_dispatch_match_one_kernel_each() {
+/// Steps `specs` three times with batched kernels and with one kernel per tensor (fresh
+/// gradients each step; tensor 3 gets none before step 1, so its first step comes later)
+/// and checks identical bits throughout and `dispatches` launches in the last step.
+fn batched_matches_one_kernel_each(build: &dyn Fn() -> Vec<ParamSpec>, dispatches: u64) {
     let gpu = gpu();
-    // 19 small tensors of awkward sizes and decays, one too large to batch, one with a Grad
-    // Mult; tensor 3 gets no gradient before step 1, so its first step comes later.
+    let (a, b) = (build(), build());
+    let mut batched = Sgd::new(a.clone(), SgdConfig::default()).unwrap();
+    let mut single = Sgd::new(b.clone(), SgdConfig::default())
+        .unwrap()
+        .with_kernels(UpdateKernels::FusedPerTensor);
+    for step in 0..3u64 {
+        for (i, (pa, pb)) in a.iter().zip(&b).enumerate() {
+            let shape = pa.tensor.shape().to_vec();
+            let len = pa.tensor.numel();
+            let g = (i != 3 || step > 0).then(|| {
+                Tensor::from_slice(&gpu, &data(len, 1000 * step + i as u64), &shape).unwrap()
+            });
+            pa.tensor.set_grad(g.clone()).unwrap();
+            pb.tensor.set_grad(g).unwrap();
+        }
+        let before = gpu.dispatch_count();
+        batched.step(0.05).unwrap();
+        let launched = gpu.dispatch_count() - before;
+        single.step(0.05).unwrap();
+        if step == 2 {
+            assert_eq!(launched, dispatches);
+        }
+        for (i, (pa, pb)) in a.iter().zip(&b).enumerate() {
+            assert_eq!(
+                pa.tensor.to_vec().unwrap(),
+                pb.tensor.to_vec().unwrap(),
+                "tensor {i} after step {step}"
+            );
+        }
+    }
+    let state =
+        |o: &Sgd| -> Vec<Vec<f32>> { o.state().iter().map(|(_, t)| t.to_vec().unwrap()).collect() };
+    assert_eq!(state(&batched), state(&single));
+}
+
+#[test]
+fn tensors_without_grad_mults_eight_to_a_dispatch_match_one_kernel_each() {
+    let gpu = gpu();
+    // 19 small tensors of awkward sizes and decays, a large one (its workgroups far
+    // outnumber the others'), and one with a dense Grad Mult.
     let mut shapes: Vec<usize> = (0..19).map(|i| 1 + 37 * i % 300).collect();
-    shapes.push(70_000);
+    shapes.push(70_001);
     shapes.push(50);
     let build = || -> Vec<ParamSpec> {
         shapes
@@ -323,38 +363,45 @@ fn small_tensors_eight_to_a_dispatch_match_one_kernel_each() {
             })
             .collect()
     };
-    let (a, b) = (build(), build());
-    let mut batched = Sgd::new(a.clone(), SgdConfig::default()).unwrap();
-    let mut single = Sgd::new(b.clone(), SgdConfig::default())
-        .unwrap()
-        .with_kernels(UpdateKernels::FusedPerTensor);
-    for step in 0..3u64 {
-        for (i, (pa, pb)) in a.iter().zip(&b).enumerate() {
-            let len = pa.tensor.numel();
-            let g = (i != 3 || step > 0).then(|| {
-                Tensor::from_slice(&gpu, &data(len, 1000 * step + i as u64), &[len]).unwrap()
-            });
-            pa.tensor.set_grad(g.clone()).unwrap();
-            pb.tensor.set_grad(g).unwrap();
-        }
-        let before = gpu.dispatch_count();
-        batched.step(0.05).unwrap();
-        let launched = gpu.dispatch_count() - before;
-        single.step(0.05).unwrap();
-        if step == 2 {
-            // 19 small tensors: 8 + 8 + 3 in three dispatches, then the large one and the
-            // one with a Grad Mult on their own.
-            assert_eq!(launched, 5);
-        }
-        for (i, (pa, pb)) in a.iter().zip(&b).enumerate() {
-            assert_eq!(
-                pa.tensor.to_vec().unwrap(),
-                pb.tensor.to_vec().unwrap(),
-                "tensor {i} after step {step}"
-            );
-        }
-    }
-    let state =
-        |o: &Sgd| -> Vec<Vec<f32>> { o.state().iter().map(|(_, t)| t.to_vec().unwrap()).collect() };
-    assert_eq!(state(&batched), state(&single));
+    // 20 tensors without a Grad Mult: 8 + 8 + 4; the dense Grad Mult on its own.
+    batched_matches_one_kernel_each(&build, 4);
+}
+
+#[test]
+fn structured_grad_mults_seven_to_a_dispatch_match_one_kernel_each() {
+    let gpu = gpu();
+    // 3x3 kernels of awkward shapes (3 input channels: rows of 27; 1 output channel; rows
+    // not a multiple of 256 and one channel spanning several workgroups), with and without
+    // the identity branch, mixed with tensors without a Grad Mult.
+    let shapes: Vec<Vec<usize>> = (0..16)
+        .map(|i| vec![1 + 7 * i % 20, [3, 5, 16, 33][i % 4], 3, 3])
+        .chain([vec![48, 48, 3, 3], vec![2, 300, 3, 3], vec![16], vec![5, 2]])
+        .collect();
+    let build = || -> Vec<ParamSpec> {
+        shapes
+            .iter()
+            .enumerate()
+            .map(|(i, shape)| {
+                let len: usize = shape.iter().product();
+                let w = Tensor::parameter(&gpu, &data(len, 200 + i as u64), shape).unwrap();
+                let grad_mult = (shape.len() == 4).then(|| {
+                    let f: Vec<f32> = data(2 * shape[0], 300 + i as u64)
+                        .iter()
+                        .map(|v| 1.0 + v)
+                        .collect();
+                    GradMult::Conv3x3 {
+                        factors: Tensor::from_slice(&gpu, &f, &[2 * shape[0]]).unwrap(),
+                        identity: i % 3 != 1,
+                    }
+                });
+                ParamSpec {
+                    tensor: w,
+                    weight_decay: 1e-4 * (i % 4) as f32,
+                    grad_mult,
+                }
+            })
+            .collect()
+    };
+    // 18 structured: 7 + 7 + 4; the two without a Grad Mult in one.
+    batched_matches_one_kernel_each(&build, 4);
 }

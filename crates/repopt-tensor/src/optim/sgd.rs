@@ -1,8 +1,7 @@
-//! SGD as `torch.optim.SGD`: one fused kernel per parameter tensor, and one per eight for
-//! small tensors without a Grad Mult.
+//! SGD as `torch.optim.SGD`: fused kernels, each updating several parameter tensors.
 
-use super::multi::{self, SmallTensors};
-use super::{Optimizer, ParamSpec, check_specs, launch_fused_step, parse_index, unfused};
+use super::multi::{self, Batches, Entry};
+use super::{GradMult, Optimizer, ParamSpec, check_specs, launch_fused_step, parse_index, unfused};
 use crate::error::{Error, Result};
 use crate::kernels::optim::{self as k, OptimParams};
 use crate::tensor::Tensor;
@@ -10,11 +9,12 @@ use crate::tensor::Tensor;
 /// Which kernels perform an SGD step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum UpdateKernels {
-    /// One kernel per parameter tensor: read w, g, M, buf once; write w, buf once; small
-    /// tensors without a Grad Mult eight to a dispatch.
+    /// Fused kernels that read w, g, M, buf once and write w, buf once, updating up to
+    /// eight tensors per dispatch (seven with the RepOptimizer's structured Grad Mult; a
+    /// dense Grad Mult gets a dispatch of its own).
     #[default]
     Fused,
-    /// The fused kernel for every tensor on its own, the small ones too (for comparison).
+    /// The fused kernel for every tensor on its own (for comparison).
     FusedPerTensor,
     /// Separate multiply, decay, momentum, nesterov and update kernels (what an
     /// op-by-op framework runs); kept as the benchmark baseline.
@@ -64,7 +64,7 @@ pub struct Sgd {
     config: SgdConfig,
     kernels: UpdateKernels,
     steps: u64,
-    small: SmallTensors,
+    batches: Batches,
 }
 
 impl Sgd {
@@ -78,7 +78,7 @@ impl Sgd {
             config,
             kernels: UpdateKernels::Fused,
             steps: 0,
-            small: SmallTensors::default(),
+            batches: Batches::default(),
         })
     }
 
@@ -141,8 +141,20 @@ impl Optimizer for Sgd {
             };
             match self.kernels {
                 UpdateKernels::Fused if multi::takes(p) => {
-                    let entry = (p.tensor.clone(), g, b, p.weight_decay);
-                    self.small.push(entry, first, &self.config, lr)?;
+                    let structured = match &p.grad_mult {
+                        Some(GradMult::Conv3x3 { factors, identity }) => {
+                            Some((factors.clone(), *identity))
+                        }
+                        _ => None,
+                    };
+                    let entry = Entry {
+                        w: p.tensor.clone(),
+                        g,
+                        m: b,
+                        weight_decay: p.weight_decay,
+                        structured,
+                    };
+                    self.batches.push(entry, first, &self.config, lr)?;
                 }
                 UpdateKernels::Fused | UpdateKernels::FusedPerTensor => {
                     self.step_fused(p, &g, &b, first, lr)?
@@ -150,7 +162,7 @@ impl Optimizer for Sgd {
                 UpdateKernels::Unfused => unfused::sgd_step(&self.config, p, &g, &b, first, lr)?,
             }
         }
-        self.small.finish(&self.config, lr)?;
+        self.batches.finish(&self.config, lr)?;
         self.steps += 1;
         Ok(())
     }
