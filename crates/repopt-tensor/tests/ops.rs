@@ -9,7 +9,9 @@ use repopt_tensor::testing::{
 };
 
 /// Batch 1, odd sizes, one pixel per plane, more values per channel than a workgroup's 64
-/// invocations (with planes shorter and longer than 64, so their walk crosses planes).
+/// invocations (with planes shorter and longer than 64, so their walk crosses planes), and
+/// channels of several 1024-unit pieces ending in a partial one; planes whose length is a
+/// multiple of 4 (the four-at-a-time kernels) and planes whose length is not.
 const BN_SHAPES: &[[usize; 4]] = &[
     [1, 3, 5, 7],
     [70, 2, 1, 3],
@@ -17,6 +19,10 @@ const BN_SHAPES: &[[usize; 4]] = &[
     [3, 5, 1, 1],
     [2, 64, 9, 9],
     [1, 2, 33, 17],
+    [3, 2, 19, 21],
+    [1, 7, 4, 4],
+    [70, 2, 2, 2],
+    [5, 3, 36, 28],
 ];
 
 #[test]
@@ -185,7 +191,11 @@ fn batch_norm_backward_matches_reference() {
 #[test]
 fn batch_norm_gradients_match_finite_differences() {
     let gpu = gpu();
-    for (s, relu) in [([2usize, 3, 2, 3], false), ([3, 2, 3, 1], true)] {
+    for (s, relu) in [
+        ([2usize, 3, 2, 3], false),
+        ([3, 2, 3, 1], true),
+        ([2, 3, 2, 2], true),
+    ] {
         let c = s[1];
         let stats = BatchNormStats::new(&gpu, c).unwrap();
         gradcheck(

@@ -29,17 +29,29 @@ kernels! {
         /// Mean and inverse deviation per channel (a workgroup each); moves the running
         /// statistics.
         STATS = bn_stats(read x, write stats, write running_mean, write running_var);
+        /// [`STATS`] four values at a time (HW a multiple of 4).
+        STATS4 = bn_stats4(read x4, write stats, write running_mean, write running_var);
         /// Normalising statistics from the running ones (evaluation).
         EVAL_STATS = bn_eval_stats(read rmean, read rvar, write eval_stats);
         /// `y = gamma * xhat + beta` (then ReLU).
         APPLY = bn_apply(read x, read st, read gamma, read beta, write y);
+        /// [`APPLY`] four values at a time (HW a multiple of 4).
+        APPLY4 = bn_apply4(read x4, read st, read gamma, read beta, write y4);
         /// `dgamma = sum dy * xhat`, `dbeta = sum dy` per channel (a workgroup each).
         PARAM_GRADS = bn_param_grads(
             read x, read st, read gamma, read beta, read dy, write grad_gamma, write grad_beta
         );
+        /// [`PARAM_GRADS`] four values at a time (HW a multiple of 4).
+        PARAM_GRADS4 = bn_param_grads4(
+            read x4, read st, read gamma, read beta, read dy4, write grad_gamma, write grad_beta
+        );
         /// `dx` from the saved input, statistics and the channel sums.
         BACKWARD_INPUT = bn_backward_input(
             read x, read st, read gamma, read beta, read dy, read sums_gamma, read sums_beta, write dx
+        );
+        /// [`BACKWARD_INPUT`] four values at a time (HW a multiple of 4).
+        BACKWARD_INPUT4 = bn_backward_input4(
+            read x4, read st, read gamma, read beta, read dy4, read sums_gamma, read sums_beta, write dx4
         );
     }
 }

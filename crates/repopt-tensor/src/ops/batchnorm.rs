@@ -7,6 +7,7 @@ use super::{expect_rank, groups};
 
 use crate::device::Gpu;
 use crate::error::{Error, Result};
+use crate::kernels::Kernel;
 use crate::kernels::batchnorm::{self as k, BnParams};
 use crate::tensor::{DType, Tensor};
 
@@ -143,8 +144,13 @@ pub fn batch_norm2d_forward(
     let c = params.c as usize;
     let saved = Tensor::empty(gpu, &[2 * c], DType::F32)?;
     if training {
+        let stats_kernel = if fours(&params) {
+            &k::STATS4
+        } else {
+            &k::STATS
+        };
         gpu.launch(
-            &k::STATS,
+            stats_kernel,
             &params,
             &[
                 x.buffer(),
@@ -167,8 +173,9 @@ pub fn batch_norm2d_forward(
         )?;
     }
     let y = Tensor::empty(gpu, x.shape(), DType::F32)?;
+    let (apply, pieces) = elementwise(&params, &k::APPLY, &k::APPLY4);
     gpu.launch(
-        &k::APPLY,
+        apply,
         &params,
         &[
             x.buffer(),
@@ -177,7 +184,7 @@ pub fn batch_norm2d_forward(
             beta.buffer(),
             y.buffer(),
         ],
-        gpu.grid(groups(x.numel(), 256)),
+        gpu.grid(pieces),
     )?;
     let saved = BatchNormSaved {
         stats: saved,
@@ -185,6 +192,25 @@ pub fn batch_norm2d_forward(
         relu,
     };
     Ok((y, saved))
+}
+
+/// Whether the four-at-a-time kernels apply: planes whose length is a multiple of 4, so a
+/// vec4 never straddles two of them.
+fn fours(p: &BnParams) -> bool {
+    p.hw.is_multiple_of(4)
+}
+
+/// The elementwise passes' kernel, scalar or four values at a time where a plane's length
+/// allows (each then touches a quarter of the elements), and its workgroups: each channel
+/// in pieces of `CHUNK` units (see `bn_apply` in `shaders/batchnorm.wgsl`).
+fn elementwise<'k>(
+    p: &BnParams,
+    scalar: &'k Kernel<BnParams>,
+    by4: &'k Kernel<BnParams>,
+) -> (&'k Kernel<BnParams>, u32) {
+    const CHUNK: u32 = 1024;
+    let (kernel, unit) = if fours(p) { (by4, 4) } else { (scalar, 1) };
+    (kernel, p.c * (p.n * p.hw / unit).div_ceil(CHUNK))
 }
 
 /// The backward kernels alone: from the output gradient `dy`, the forward's input `x`, what
@@ -205,8 +231,13 @@ pub fn batch_norm2d_backward(
     let c = params.c as usize;
     let dgamma = Tensor::empty(gpu, &[c], DType::F32)?;
     let dbeta = Tensor::empty(gpu, &[c], DType::F32)?;
+    let param_grads = if fours(&params) {
+        &k::PARAM_GRADS4
+    } else {
+        &k::PARAM_GRADS
+    };
     gpu.launch(
-        &k::PARAM_GRADS,
+        param_grads,
         &params,
         &[
             x.buffer(),
@@ -221,8 +252,9 @@ pub fn batch_norm2d_backward(
     )?;
     let dx = if needs[0] {
         let dx = Tensor::empty(gpu, x.shape(), DType::F32)?;
+        let (kernel, pieces) = elementwise(&params, &k::BACKWARD_INPUT, &k::BACKWARD_INPUT4);
         gpu.launch(
-            &k::BACKWARD_INPUT,
+            kernel,
             &params,
             &[
                 x.buffer(),
@@ -234,7 +266,7 @@ pub fn batch_norm2d_backward(
                 dbeta.buffer(),
                 dx.buffer(),
             ],
-            gpu.grid(groups(x.numel(), 256)),
+            gpu.grid(pieces),
         )?;
         Some(dx)
     } else {
