@@ -110,8 +110,9 @@ pub struct UpdateArgs {
 pub struct TrainArgs {
     #[command(flatten)]
     common: Common,
-    /// Architecture preset: A0, A1, B0, B1, B2, L1, L2 (RepOpt-VGG) or ghostnet-0.5x,
-    /// -0.58x, -0.8x, -1.0x, -1.11x, -1.3x, -1.5x, -2.0x (RepOpt-GhostNet).
+    /// Architecture preset: A0, A1, B0, B1, B2, L1, L2 (RepOpt-VGG), ghostnet-0.5x,
+    /// -0.58x, -0.8x, -1.0x, -1.11x, -1.3x, -1.5x, -2.0x (RepOpt-GhostNet), or quick (the
+    /// quick pipeline's model; `--batch 64 --res 28` as it trains).
     #[arg(long, visible_alias = "model", default_value = "A0", value_parser = NonEmptyName)]
     config: String,
     /// Modes (target trains with its RepOptimizer; for GhostNet, repvgg is RepGhostNet).
@@ -191,8 +192,14 @@ fn header(gpu: &repopt::tensor::Gpu) {
     );
 }
 
-/// A preset of either family with ImageNet's 1000 classes, as the paper's benchmarks use.
+/// A preset of either family with ImageNet's 1000 classes, as the paper's benchmarks use, or
+/// `quick`: the quick pipeline's model on Fashion-MNIST (1 channel, 10 classes; its images
+/// are 28x28 and its batch 64).
 fn imagenet_config(name: &str) -> anyhow::Result<NetConfig> {
+    if name == "quick" {
+        let arch = repopt::train::pipeline::preset("quick")?.train.arch;
+        return Ok(arch.build(1, 10)?);
+    }
     let preset = NetConfig::preset(name)?;
     let in_channels = preset.in_channels();
     Ok(preset.with_data(in_channels, 1000))
