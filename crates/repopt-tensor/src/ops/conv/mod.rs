@@ -389,12 +389,14 @@ mod tests {
         ] {
             let s =
                 ConvShape::new(&[n, ci, h, h], &[co, ci, 3, 3], Conv2dConfig::same(3, 1)).unwrap();
-            let (splits, per) = plan::weight_grad_splits(&s, plan::Family::Subgroup);
-            let rows = n * s.oh;
-            assert!(
-                splits * per >= rows && (splits - 1) * per < rows,
-                "{splits} x {per} for {rows}"
-            );
+            for busy in [32, 512] {
+                let (splits, per) = plan::weight_grad_splits(&s, plan::Family::Subgroup, busy);
+                let rows = n * s.oh;
+                assert!(
+                    splits * per >= rows && (splits - 1) * per < rows,
+                    "{splits} x {per} for {rows}"
+                );
+            }
         }
     }
 }

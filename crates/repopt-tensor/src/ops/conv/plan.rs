@@ -193,13 +193,28 @@ fn weight_grad_layout(s: &ConvShape, family: Family) -> (&'static Kernel<ConvPar
     }
 }
 
-/// How many partial sums the weight gradient uses: enough workgroups to fill a GPU when the
-/// weight is small, one when it is large. Returns `(splits, rows per split)`.
-pub(crate) fn weight_grad_splits(s: &ConvShape, family: Family) -> (usize, usize) {
+/// Workgroups that keep the adapter busy: 512 for a GPU; 16 per host core for a CPU adapter
+/// (lavapipe runs a thread per core), where more only add partial sums to write and add up.
+/// On 2 cores the direct weight gradients of the quick pipeline's model (12 to 48 channels)
+/// measured 1.15-1.5x faster with 32 than with 512, and A0's and B1's stage shapes the same
+/// or faster.
+pub(crate) fn busy_workgroups(gpu: &Gpu) -> usize {
+    if gpu.adapter().is_software() {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        16 * cores
+    } else {
+        512
+    }
+}
+
+/// How many partial sums the weight gradient uses: enough workgroups to keep the adapter
+/// busy (`busy`) when the weight is small, one when it is large. Returns `(splits, rows per
+/// split)`.
+pub(crate) fn weight_grad_splits(s: &ConvShape, family: Family, busy: usize) -> (usize, usize) {
     let [gx, gy] = weight_grad_layout(s, family).1;
     let base = (gx * gy) as usize;
     let rows = s.n * s.oh;
-    let wanted = 512usize.div_ceil(base).clamp(1, 64).min(rows);
+    let wanted = busy.div_ceil(base).clamp(1, 64).min(rows);
     let rows_per_split = rows.div_ceil(wanted);
     (rows.div_ceil(rows_per_split), rows_per_split)
 }
@@ -208,7 +223,7 @@ pub(crate) fn weight_grad_splits(s: &ConvShape, family: Family) -> (usize, usize
 pub(crate) fn backward_weight(gpu: &Gpu, s: &ConvShape) -> ConvPlan {
     let family = family(gpu, s);
     let (kernel, [gx, gy]) = weight_grad_layout(s, family);
-    let (splits, rows_per_split) = weight_grad_splits(s, family);
+    let (splits, rows_per_split) = weight_grad_splits(s, family, busy_workgroups(gpu));
     let mut params = s.params(0);
     params.splits = splits as u32;
     params.rows_per_split = rows_per_split as u32;
