@@ -23,19 +23,6 @@ fn fill(ids: Ids) {
     if i < p.n { fill_dst[i] = p.alpha; }
 }
 
-// out = alpha * a
-@compute @workgroup_size(256)
-fn scale(ids: Ids) {
-    let i = flat_index(ids, 256u);
-    if i < p.n { out2[i] = p.alpha * a[i]; }
-}
-
-@compute @workgroup_size(256)
-fn relu_forward(ids: Ids) {
-    let i = flat_index(ids, 256u);
-    if i < p.n { out2[i] = max(a[i], 0.0); }
-}
-
 @compute @workgroup_size(256)
 fn sigmoid_forward(ids: Ids) {
     let i = flat_index(ids, 256u);
@@ -60,26 +47,6 @@ fn avgpool_backward(ids: Ids) {
 
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out3: array<f32>;
-
-// out = alpha * a + beta * b
-@compute @workgroup_size(256)
-fn add_scaled(ids: Ids) {
-    let i = flat_index(ids, 256u);
-    if i < p.n { out3[i] = p.alpha * a[i] + p.beta * b[i]; }
-}
-
-@compute @workgroup_size(256)
-fn mul(ids: Ids) {
-    let i = flat_index(ids, 256u);
-    if i < p.n { out3[i] = a[i] * b[i]; }
-}
-
-// a is y = relu(x), b the output gradient.
-@compute @workgroup_size(256)
-fn relu_backward(ids: Ids) {
-    let i = flat_index(ids, 256u);
-    if i < p.n { out3[i] = select(0.0, b[i], a[i] > 0.0); }
-}
 
 // a is y = sigmoid(x), b the output gradient.
 @compute @workgroup_size(256)
@@ -147,6 +114,47 @@ fn axpby_inplace(ids: Ids) {
 fn copy_vec4(ids: Ids) {
     let i = flat_index(ids, 256u);
     if i < p.n { dst4[i] = src4[i]; }
+}
+
+// ---- the common ops four elements at a time -----------------------------------------------
+// p.n counts vec4s; buffers are allocated in 16-byte multiples, so the last vec4 is in
+// bounds (it computes padding nobody reads). Lane-wise vec4 arithmetic gives the bits of
+// the scalar form. On lavapipe, where each invocation's load is a gather, four values per
+// load measured 1.5-3x faster for relu, add and mul at [64, 12, 28, 28].
+
+@group(0) @binding(3) var<storage, read_write> out3_4: array<vec4<f32>>;
+
+// out = alpha * a
+@compute @workgroup_size(256)
+fn scale(ids: Ids) {
+    let i = flat_index(ids, 256u);
+    if i < p.n { dst4[i] = p.alpha * src4[i]; }
+}
+
+@compute @workgroup_size(256)
+fn relu_forward(ids: Ids) {
+    let i = flat_index(ids, 256u);
+    if i < p.n { dst4[i] = max(src4[i], vec4<f32>(0.0)); }
+}
+
+// out = alpha * a + beta * b
+@compute @workgroup_size(256)
+fn add_scaled(ids: Ids) {
+    let i = flat_index(ids, 256u);
+    if i < p.n { out3_4[i] = p.alpha * src4[i] + p.beta * b4[i]; }
+}
+
+@compute @workgroup_size(256)
+fn mul(ids: Ids) {
+    let i = flat_index(ids, 256u);
+    if i < p.n { out3_4[i] = src4[i] * b4[i]; }
+}
+
+// a is y = relu(x), b the output gradient.
+@compute @workgroup_size(256)
+fn relu_backward(ids: Ids) {
+    let i = flat_index(ids, 256u);
+    if i < p.n { out3_4[i] = select(vec4<f32>(0.0), b4[i], src4[i] > vec4<f32>(0.0)); }
 }
 
 // ---- gradient clipping: a[0] is the sum of squared gradients ------------------------------

@@ -217,7 +217,7 @@ fn batch_norm_gradients_match_finite_differences() {
 fn elementwise_ops_match_reference_and_finite_differences() {
     for (family, gpu) in kernel_families() {
         let _ = family;
-        for (i, len) in [1usize, 255, 257, 1000].into_iter().enumerate() {
+        for (i, len) in [1usize, 255, 257, 1000, 4099].into_iter().enumerate() {
             let (a, b) = (data(len, 100 + i as u64), data(len, 200 + i as u64));
             let ta = Tensor::from_slice(&gpu, &a, &[len]).unwrap();
             let tb = Tensor::from_slice(&gpu, &b, &[len]).unwrap();

@@ -25,9 +25,9 @@ kernels! {
         /// `dst = alpha`.
         FILL = fill(write fill_dst);
         /// `out = alpha * a`.
-        SCALE = scale(read a, write out2);
+        SCALE = scale(read src4, write dst4);
         /// `out = max(a, 0)`.
-        RELU_FORWARD = relu_forward(read a, write out2);
+        RELU_FORWARD = relu_forward(read src4, write dst4);
         /// `out = 1 / (1 + exp(-a))`.
         SIGMOID_FORWARD = sigmoid_forward(read a, write out2);
         /// `out = clamp(a + 3, 0, 6) / 6`.
@@ -35,11 +35,11 @@ kernels! {
         /// `dx[n, c, h, w] = alpha * dy[n, c]`.
         AVGPOOL_BACKWARD = avgpool_backward(read a, write out2);
         /// `out = alpha * a + beta * b`.
-        ADD_SCALED = add_scaled(read a, read b, write out3);
+        ADD_SCALED = add_scaled(read src4, read b4, write out3_4);
         /// `out = a * b`.
-        MUL = mul(read a, read b, write out3);
+        MUL = mul(read src4, read b4, write out3_4);
         /// `dx = dy` where the saved output `a` is positive.
-        RELU_BACKWARD = relu_backward(read a, read b, write out3);
+        RELU_BACKWARD = relu_backward(read src4, read b4, write out3_4);
         /// `dx = dy * y * (1 - y)` from the saved output `a`.
         SIGMOID_BACKWARD = sigmoid_backward(read a, read b, write out3);
         /// `dx = dy * (1/6)` where the saved input `a` is inside (-3, 3), else 0.

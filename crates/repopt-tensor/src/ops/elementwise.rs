@@ -52,6 +52,28 @@ pub(crate) fn binary(
     Ok(out)
 }
 
+/// `unary` for the kernels that take four elements per invocation (`p.n` counts vec4s).
+fn unary4(kernel: &Kernel<ElementwiseParams>, a: &Tensor, alpha: f32) -> Result<Tensor> {
+    let n4 = a.numel().div_ceil(4);
+    let out = Tensor::empty(a.gpu(), a.shape(), DType::F32)?;
+    launch(kernel, params(n4, alpha, 0.0), &[a, &out], n4)?;
+    Ok(out)
+}
+
+/// `binary` for the kernels that take four elements per invocation (`p.n` counts vec4s).
+fn binary4(
+    kernel: &Kernel<ElementwiseParams>,
+    a: &Tensor,
+    b: &Tensor,
+    alpha: f32,
+    beta: f32,
+) -> Result<Tensor> {
+    let n4 = a.numel().div_ceil(4);
+    let out = Tensor::empty(a.gpu(), a.shape(), DType::F32)?;
+    launch(kernel, params(n4, alpha, beta), &[a, b, &out], n4)?;
+    Ok(out)
+}
+
 /// Writes `value` into every element of `t` (in place).
 pub(crate) fn fill(t: &Tensor, value: f32) -> Result<()> {
     launch(&k::FILL, params(t.numel(), value, 0.0), &[t], t.numel())
@@ -59,7 +81,7 @@ pub(crate) fn fill(t: &Tensor, value: f32) -> Result<()> {
 
 /// `alpha * a + beta * b` (no autograd).
 pub fn add_scaled_forward(a: &Tensor, b: &Tensor, alpha: f32, beta: f32) -> Result<Tensor> {
-    binary(&k::ADD_SCALED, a, b, params(a.numel(), alpha, beta))
+    binary4(&k::ADD_SCALED, a, b, alpha, beta)
 }
 
 /// Gradients of `alpha * a + beta * b`: `(alpha * dy, beta * dy)` (a factor of 1 costs no
@@ -70,7 +92,7 @@ pub fn add_scaled_backward(dy: &Tensor, alpha: f32, beta: f32) -> Result<(Tensor
 
 /// `alpha * a` (no autograd).
 pub fn scale_forward(a: &Tensor, alpha: f32) -> Result<Tensor> {
-    unary(&k::SCALE, a, params(a.numel(), alpha, 0.0))
+    unary4(&k::SCALE, a, alpha)
 }
 
 /// Gradient of `alpha * a`: `alpha * dy`.
@@ -83,7 +105,7 @@ pub fn scale_backward(dy: &Tensor, alpha: f32) -> Result<Tensor> {
 
 /// `a * b` element-wise (no autograd).
 pub fn mul_forward(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    binary(&k::MUL, a, b, params(a.numel(), 0.0, 0.0))
+    binary4(&k::MUL, a, b, 0.0, 0.0)
 }
 
 /// Gradients of `a * b`: `(dy * b, dy * a)`, each only where `needs` says so.
@@ -101,12 +123,12 @@ pub fn mul_backward(
 
 /// `max(x, 0)` (no autograd).
 pub fn relu_forward(x: &Tensor) -> Result<Tensor> {
-    unary(&k::RELU_FORWARD, x, params(x.numel(), 0.0, 0.0))
+    unary4(&k::RELU_FORWARD, x, 0.0)
 }
 
 /// Gradient of ReLU from its output `y`: `dy` where `y > 0`.
 pub fn relu_backward(dy: &Tensor, y: &Tensor) -> Result<Tensor> {
-    binary(&k::RELU_BACKWARD, y, dy, params(dy.numel(), 0.0, 0.0))
+    binary4(&k::RELU_BACKWARD, y, dy, 0.0, 0.0)
 }
 
 /// `1 / (1 + exp(-x))` (no autograd).
