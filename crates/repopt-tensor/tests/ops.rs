@@ -333,9 +333,17 @@ fn elementwise_ops_match_reference_and_finite_differences() {
 #[test]
 fn channel_scales_match_reference_and_finite_differences() {
     let gpu = gpu();
-    for (i, s) in [[1usize, 3, 5, 7], [2, 17, 3, 3], [4, 5, 1, 1]]
-        .into_iter()
-        .enumerate()
+    // Planes whose length is a multiple of 4 (the four-at-a-time kernels, one case over
+    // several workgroups) and planes whose length is not.
+    for (i, s) in [
+        [1usize, 3, 5, 7],
+        [2, 17, 3, 3],
+        [4, 5, 1, 1],
+        [3, 5, 4, 4],
+        [5, 3, 36, 28],
+    ]
+    .into_iter()
+    .enumerate()
     {
         let [n, c, h, w] = s;
         let (xd, sd) = (data(n * c * h * w, 300 + i as u64), data(c, 301 + i as u64));
@@ -347,6 +355,16 @@ fn channel_scales_match_reference_and_finite_differences() {
         assert_close(
             "scale_channels",
             &x.scale_channels(&scale).unwrap().to_vec().unwrap(),
+            &want,
+            1e-6,
+            1e-6,
+        );
+        let want: Vec<f64> = (0..xd.len())
+            .map(|j| xd[j] as f64 + sd[(j / (h * w)) % c] as f64)
+            .collect();
+        assert_close(
+            "add_channels",
+            &x.add_channels(&scale).unwrap().to_vec().unwrap(),
             &want,
             1e-6,
             1e-6,

@@ -48,6 +48,10 @@ kernels! {
         SCALE_CHANNELS = scale_channels(read a, read b, write out3);
         /// `out[n, c, h, w] = a[n, c, h, w] + b[c]`.
         ADD_CHANNELS = add_channels(read a, read b, write out3);
+        /// [`SCALE_CHANNELS`] four elements at a time (HW a multiple of 4; `n` counts vec4s).
+        SCALE_CHANNELS4 = scale_channels4(read src4, read per_channel, write out3_4);
+        /// [`ADD_CHANNELS`] four elements at a time (HW a multiple of 4; `n` counts vec4s).
+        ADD_CHANNELS4 = add_channels4(read src4, read per_channel, write out3_4);
         /// `out[n, c, h, w] = a[n, c, h, w] * b[n, c]`.
         SCALE_PLANES = scale_planes(read a, read b, write out3);
         /// `out = a * b[0]`.

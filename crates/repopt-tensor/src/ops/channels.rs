@@ -1,12 +1,13 @@
 //! Per-channel and per-plane broadcasts over `[N, C, H, W]`: a channel scale (constant or
 //! trainable), a channel bias, and a per-sample channel gate (squeeze-excitation).
 
-use super::elementwise::{binary, mul_forward};
+use super::elementwise::{binary, launch, mul_forward};
 use super::expect_rank;
 use super::reduce::{channel_reduce, sum_rows};
 use crate::error::{Error, Result};
+use crate::kernels::Kernel;
 use crate::kernels::elementwise::{self as k, ElementwiseParams};
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor};
 
 /// `[N, C, H, W]` dims of a rank-4 tensor.
 pub(crate) fn nchw(t: &Tensor) -> (usize, usize, usize, usize) {
@@ -24,9 +25,34 @@ fn planes(x: &Tensor) -> ElementwiseParams {
     }
 }
 
+/// A per-channel broadcast of `b` over `x`: `by4` four elements per invocation where a
+/// plane's length is a multiple of 4 (a vec4 then lies in one plane), else `scalar`.
+fn per_channel(
+    (scalar, by4): (&Kernel<ElementwiseParams>, &Kernel<ElementwiseParams>),
+    x: &Tensor,
+    b: &Tensor,
+) -> Result<Tensor> {
+    let (_, c, h, w) = nchw(x);
+    let fours = (h * w).is_multiple_of(4);
+    let (kernel, n) = if fours {
+        (by4, x.numel() / 4)
+    } else {
+        (scalar, x.numel())
+    };
+    let params = ElementwiseParams {
+        n: n as u32,
+        c: c as u32,
+        hw: (h * w) as u32,
+        ..Default::default()
+    };
+    let out = Tensor::empty(x.gpu(), x.shape(), DType::F32)?;
+    launch(kernel, params, &[x, b, &out], n)?;
+    Ok(out)
+}
+
 /// `x[n, c, h, w] * scale[c]` (no autograd).
 pub fn scale_channels_forward(x: &Tensor, scale: &Tensor) -> Result<Tensor> {
-    binary(&k::SCALE_CHANNELS, x, scale, planes(x))
+    per_channel((&k::SCALE_CHANNELS, &k::SCALE_CHANNELS4), x, scale)
 }
 
 /// Gradients of `x * scale[c]` with respect to `x` and `scale`, where `needs` says so.
@@ -49,7 +75,7 @@ pub fn scale_channels_backward(
 
 /// `x[n, c, h, w] + bias[c]` (no autograd).
 pub fn add_channels_forward(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
-    binary(&k::ADD_CHANNELS, x, bias, planes(x))
+    per_channel((&k::ADD_CHANNELS, &k::ADD_CHANNELS4), x, bias)
 }
 
 /// Gradients of `x + bias[c]`: `dy` itself, and its per-channel sums where `needs[1]`.
