@@ -144,13 +144,8 @@ pub fn batch_norm2d_forward(
     let c = params.c as usize;
     let saved = Tensor::empty(gpu, &[2 * c], DType::F32)?;
     if training {
-        let stats_kernel = if fours(&params) {
-            &k::STATS4
-        } else {
-            &k::STATS
-        };
         gpu.launch(
-            stats_kernel,
+            variant(&params, &k::STATS, &k::STATS4),
             &params,
             &[
                 x.buffer(),
@@ -194,10 +189,14 @@ pub fn batch_norm2d_forward(
     Ok((y, saved))
 }
 
-/// Whether the four-at-a-time kernels apply: planes whose length is a multiple of 4, so a
-/// vec4 never straddles two of them.
-fn fours(p: &BnParams) -> bool {
-    p.hw.is_multiple_of(4)
+/// `by4`, the four-at-a-time twin, where a plane's length is a multiple of 4 (a vec4 never
+/// straddles two planes), else `scalar`.
+fn variant<'k>(
+    p: &BnParams,
+    scalar: &'k Kernel<BnParams>,
+    by4: &'k Kernel<BnParams>,
+) -> &'k Kernel<BnParams> {
+    if p.hw.is_multiple_of(4) { by4 } else { scalar }
 }
 
 /// The elementwise passes' kernel, scalar or four values at a time where a plane's length
@@ -209,8 +208,11 @@ fn elementwise<'k>(
     by4: &'k Kernel<BnParams>,
 ) -> (&'k Kernel<BnParams>, u32) {
     const CHUNK: u32 = 1024;
-    let (kernel, unit) = if fours(p) { (by4, 4) } else { (scalar, 1) };
-    (kernel, p.c * (p.n * p.hw / unit).div_ceil(CHUNK))
+    let unit = if p.hw.is_multiple_of(4) { 4 } else { 1 };
+    (
+        variant(p, scalar, by4),
+        p.c * (p.n * p.hw / unit).div_ceil(CHUNK),
+    )
 }
 
 /// The backward kernels alone: from the output gradient `dy`, the forward's input `x`, what
@@ -231,13 +233,8 @@ pub fn batch_norm2d_backward(
     let c = params.c as usize;
     let dgamma = Tensor::empty(gpu, &[c], DType::F32)?;
     let dbeta = Tensor::empty(gpu, &[c], DType::F32)?;
-    let param_grads = if fours(&params) {
-        &k::PARAM_GRADS4
-    } else {
-        &k::PARAM_GRADS
-    };
     gpu.launch(
-        param_grads,
+        variant(&params, &k::PARAM_GRADS, &k::PARAM_GRADS4),
         &params,
         &[
             x.buffer(),

@@ -1,13 +1,13 @@
 //! Per-channel and per-plane broadcasts over `[N, C, H, W]`: a channel scale (constant or
 //! trainable), a channel bias, and a per-sample channel gate (squeeze-excitation).
 
-use super::elementwise::{binary, launch, mul_forward};
+use super::elementwise::{binary, mul_forward};
 use super::expect_rank;
 use super::reduce::{channel_reduce, sum_rows};
 use crate::error::{Error, Result};
 use crate::kernels::Kernel;
 use crate::kernels::elementwise::{self as k, ElementwiseParams};
-use crate::tensor::{DType, Tensor};
+use crate::tensor::Tensor;
 
 /// `[N, C, H, W]` dims of a rank-4 tensor.
 pub(crate) fn nchw(t: &Tensor) -> (usize, usize, usize, usize) {
@@ -32,22 +32,12 @@ fn per_channel(
     x: &Tensor,
     b: &Tensor,
 ) -> Result<Tensor> {
-    let (_, c, h, w) = nchw(x);
-    let fours = (h * w).is_multiple_of(4);
-    let (kernel, n) = if fours {
-        (by4, x.numel() / 4)
-    } else {
-        (scalar, x.numel())
-    };
-    let params = ElementwiseParams {
-        n: n as u32,
-        c: c as u32,
-        hw: (h * w) as u32,
-        ..Default::default()
-    };
-    let out = Tensor::empty(x.gpu(), x.shape(), DType::F32)?;
-    launch(kernel, params, &[x, b, &out], n)?;
-    Ok(out)
+    let mut params = planes(x);
+    if params.hw.is_multiple_of(4) {
+        params.n /= 4;
+        return binary(by4, x, b, params);
+    }
+    binary(scalar, x, b, params)
 }
 
 /// `x[n, c, h, w] * scale[c]` (no autograd).

@@ -29,18 +29,19 @@ pub(crate) fn launch(
     gpu.launch(kernel, &params, &buffers, gpu.grid(groups(elements, 256)))
 }
 
-/// `out = f(a)` into a new tensor of `a`'s shape.
+/// `out = f(a)` into a new tensor of `a`'s shape, over `params.n` items (elements, or vec4s
+/// for the kernels that take four per invocation).
 pub(crate) fn unary(
     kernel: &Kernel<ElementwiseParams>,
     a: &Tensor,
     params: ElementwiseParams,
 ) -> Result<Tensor> {
     let out = Tensor::empty(a.gpu(), a.shape(), DType::F32)?;
-    launch(kernel, params, &[a, &out], a.numel())?;
+    launch(kernel, params, &[a, &out], params.n as usize)?;
     Ok(out)
 }
 
-/// `out = f(a, b)` into a new tensor of `a`'s shape.
+/// `out = f(a, b)` into a new tensor of `a`'s shape, over `params.n` items.
 pub(crate) fn binary(
     kernel: &Kernel<ElementwiseParams>,
     a: &Tensor,
@@ -48,30 +49,13 @@ pub(crate) fn binary(
     params: ElementwiseParams,
 ) -> Result<Tensor> {
     let out = Tensor::empty(a.gpu(), a.shape(), DType::F32)?;
-    launch(kernel, params, &[a, b, &out], a.numel())?;
+    launch(kernel, params, &[a, b, &out], params.n as usize)?;
     Ok(out)
 }
 
-/// `unary` for the kernels that take four elements per invocation (`p.n` counts vec4s).
-fn unary4(kernel: &Kernel<ElementwiseParams>, a: &Tensor, alpha: f32) -> Result<Tensor> {
-    let n4 = a.numel().div_ceil(4);
-    let out = Tensor::empty(a.gpu(), a.shape(), DType::F32)?;
-    launch(kernel, params(n4, alpha, 0.0), &[a, &out], n4)?;
-    Ok(out)
-}
-
-/// `binary` for the kernels that take four elements per invocation (`p.n` counts vec4s).
-fn binary4(
-    kernel: &Kernel<ElementwiseParams>,
-    a: &Tensor,
-    b: &Tensor,
-    alpha: f32,
-    beta: f32,
-) -> Result<Tensor> {
-    let n4 = a.numel().div_ceil(4);
-    let out = Tensor::empty(a.gpu(), a.shape(), DType::F32)?;
-    launch(kernel, params(n4, alpha, beta), &[a, b, &out], n4)?;
-    Ok(out)
+/// The vec4 count of `t` (buffers are 16-byte multiples, so the last vec4 is in bounds).
+fn vec4s(t: &Tensor) -> usize {
+    t.numel().div_ceil(4)
 }
 
 /// Writes `value` into every element of `t` (in place).
@@ -81,7 +65,7 @@ pub(crate) fn fill(t: &Tensor, value: f32) -> Result<()> {
 
 /// `alpha * a + beta * b` (no autograd).
 pub fn add_scaled_forward(a: &Tensor, b: &Tensor, alpha: f32, beta: f32) -> Result<Tensor> {
-    binary4(&k::ADD_SCALED, a, b, alpha, beta)
+    binary(&k::ADD_SCALED, a, b, params(vec4s(a), alpha, beta))
 }
 
 /// Gradients of `alpha * a + beta * b`: `(alpha * dy, beta * dy)` (a factor of 1 costs no
@@ -92,7 +76,7 @@ pub fn add_scaled_backward(dy: &Tensor, alpha: f32, beta: f32) -> Result<(Tensor
 
 /// `alpha * a` (no autograd).
 pub fn scale_forward(a: &Tensor, alpha: f32) -> Result<Tensor> {
-    unary4(&k::SCALE, a, alpha)
+    unary(&k::SCALE, a, params(vec4s(a), alpha, 0.0))
 }
 
 /// Gradient of `alpha * a`: `alpha * dy`.
@@ -105,7 +89,7 @@ pub fn scale_backward(dy: &Tensor, alpha: f32) -> Result<Tensor> {
 
 /// `a * b` element-wise (no autograd).
 pub fn mul_forward(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    binary4(&k::MUL, a, b, 0.0, 0.0)
+    binary(&k::MUL, a, b, params(vec4s(a), 0.0, 0.0))
 }
 
 /// Gradients of `a * b`: `(dy * b, dy * a)`, each only where `needs` says so.
@@ -123,12 +107,12 @@ pub fn mul_backward(
 
 /// `max(x, 0)` (no autograd).
 pub fn relu_forward(x: &Tensor) -> Result<Tensor> {
-    unary4(&k::RELU_FORWARD, x, 0.0)
+    unary(&k::RELU_FORWARD, x, params(vec4s(x), 0.0, 0.0))
 }
 
 /// Gradient of ReLU from its output `y`: `dy` where `y > 0`.
 pub fn relu_backward(dy: &Tensor, y: &Tensor) -> Result<Tensor> {
-    binary4(&k::RELU_BACKWARD, y, dy, 0.0, 0.0)
+    binary(&k::RELU_BACKWARD, y, dy, params(vec4s(dy), 0.0, 0.0))
 }
 
 /// `1 / (1 + exp(-x))` (no autograd).

@@ -102,7 +102,10 @@ impl Batches {
         for (slot, e) in batch.iter().enumerate() {
             // Four elements per invocation without a Grad Mult, one with it.
             let n = match &e.structured {
-                None => e.w.numel().div_ceil(4),
+                None => {
+                    buffers.extend([e.w.buffer(), e.g.buffer(), e.m.buffer()]);
+                    e.w.numel().div_ceil(4)
+                }
                 Some((factors, identity)) => {
                     let co = e.w.shape()[0];
                     rows[slot] = ((e.w.numel() / co) as u32, co as u32);
@@ -111,9 +114,6 @@ impl Batches {
                     e.w.numel()
                 }
             };
-            if e.structured.is_none() {
-                buffers.extend([e.w.buffer(), e.g.buffer(), e.m.buffer()]);
-            }
             counts[slot] = n as u32;
             starts[slot] = total;
             decays[slot] = e.weight_decay;
