@@ -57,16 +57,17 @@ fn gemm_col2im(ids: Ids) {
     let c = (i / (p.w * p.h)) % p.ci;
     let n = i / (p.w * p.h * p.ci);
     let pixels = p.n * p.oh * p.ow;
+    // Only taps with ky = iy + pad (mod stride) reach row iy, so the loops start at the first
+    // such tap and step by the stride: a stride-2 3x3 visits 4 taps, not 9, and no tap pays
+    // for a signed remainder.
     var sum = 0.0;
-    for (var ky = 0u; ky < p.k; ky++) {
-        let ty = i32(iy + p.pad) - i32(ky);
-        if ty < 0 || ty % i32(p.stride) != 0 { continue; }
-        let oy = u32(ty) / p.stride;
+    let ry = iy + p.pad;
+    let rx = ix + p.pad;
+    for (var ky = ry % p.stride; ky < p.k && ky <= ry; ky += p.stride) {
+        let oy = (ry - ky) / p.stride;
         if oy >= p.oh { continue; }
-        for (var kx = 0u; kx < p.k; kx++) {
-            let tx = i32(ix + p.pad) - i32(kx);
-            if tx < 0 || tx % i32(p.stride) != 0 { continue; }
-            let ox = u32(tx) / p.stride;
+        for (var kx = rx % p.stride; kx < p.k && kx <= rx; kx += p.stride) {
+            let ox = (rx - kx) / p.stride;
             if ox >= p.ow { continue; }
             let tap = (c * p.k + ky) * p.k + kx;
             let q = (n * p.oh + oy) * p.ow + ox;

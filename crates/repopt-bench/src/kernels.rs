@@ -42,6 +42,12 @@ pub struct KernelResult {
     /// Whether `gflops` holds GB/s (memory-bound kernel).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub memory_bound: bool,
+    /// GFLOP/s of the FMA probe around this measurement: the mean of the probe timed just
+    /// before and just after its case. A shared host's speed drifts by tens of percent
+    /// within one run, so a kernel is rated against the probe of its own minutes rather
+    /// than one taken at the start. `None` for memory-bound kernels.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probe_gflops: Option<f64>,
 }
 
 /// A convolution problem: batch, channels in and out, square image, kernel, stride.
@@ -83,10 +89,13 @@ fn fill(gpu: &Gpu, shape: &[usize], seed: u32) -> Result<Tensor> {
     Tensor::from_slice(gpu, &data, shape)
 }
 
-/// Times conv forward, input gradient and weight gradient for each case.
+/// Times conv forward, input gradient and weight gradient for each case, with the FMA probe
+/// between cases (see [`KernelResult::probe_gflops`]).
 pub fn conv(gpu: &Gpu, cases: &[ConvCase], budget: TimingBudget) -> Result<Vec<KernelResult>> {
     let mut out = Vec::new();
+    let mut before = peak(gpu, budget)?.gflops;
     for c in cases {
+        let first = out.len();
         let cfg = Conv2dConfig::same(c.k, c.stride);
         let x = fill(gpu, &[c.n, c.ci, c.hw, c.hw], 1)?;
         let w = fill(gpu, &[c.co, c.ci, c.k, c.k], 2)?;
@@ -102,6 +111,7 @@ pub fn conv(gpu: &Gpu, cases: &[ConvCase], budget: TimingBudget) -> Result<Vec<K
                 ms,
                 gflops: flops / (ms / 1e3) / 1e9,
                 memory_bound: false,
+                probe_gflops: None,
             })
         };
         let directions = [
@@ -127,15 +137,22 @@ pub fn conv(gpu: &Gpu, cases: &[ConvCase], budget: TimingBudget) -> Result<Vec<K
                 record(format!("{name}_{label}{suffix}"), t.median_s * 1e3);
             }
         }
+        let after = peak(gpu, budget)?.gflops;
+        for k in &mut out[first..] {
+            k.probe_gflops = Some((before + after) / 2.0);
+        }
+        before = after;
     }
     Ok(out)
 }
 
-/// Times the engine's matrix product at `m = n = k = size`.
+/// Times the engine's matrix product at `m = n = k = size`, between two runs of the FMA probe.
 pub fn matmul(gpu: &Gpu, size: usize, budget: TimingBudget) -> Result<KernelResult> {
     let a = fill(gpu, &[size, size], 4)?;
     let b = fill(gpu, &[size, size], 5)?;
+    let before = peak(gpu, budget)?.gflops;
     let t = time_gpu(gpu, budget, || no_grad(|| ops::matmul(&a, &b)).map(drop))?;
+    let after = peak(gpu, budget)?.gflops;
     let flops = 2.0 * (size as f64).powi(3);
     Ok(KernelResult {
         kernel: "matmul".into(),
@@ -143,6 +160,7 @@ pub fn matmul(gpu: &Gpu, size: usize, budget: TimingBudget) -> Result<KernelResu
         ms: t.median_s * 1e3,
         gflops: flops / t.median_s / 1e9,
         memory_bound: false,
+        probe_gflops: Some((before + after) / 2.0),
     })
 }
 
@@ -206,6 +224,7 @@ pub fn batch_norm(
         ms: t.median_s * 1e3,
         gflops: 4.0 * bytes / t.median_s / 1e9,
         memory_bound: true,
+        probe_gflops: None,
     };
     // Forward + backward: the forward's 4 passes, then the gradient reduction reading x
     // and dy and the input gradient reading both and writing dx.
@@ -222,6 +241,7 @@ pub fn batch_norm(
         ms: t.median_s * 1e3,
         gflops: 9.0 * bytes / t.median_s / 1e9,
         memory_bound: true,
+        probe_gflops: None,
     };
     Ok(vec![fwd, bwd])
 }

@@ -90,17 +90,20 @@ pub(crate) fn run(a: &Tensor, b: &Tensor, s: &ConvShape, direction: Direction) -
         }
         Direction::BackwardInput => {
             let (dy, w) = (a, b);
+            // dy is moved to [Co][P] either way; the pixel-major product reads it transposed,
+            // so the rows a subgroup loads lie next to each other rather than Co apart
+            // (measured the same or slightly faster than moving it to [P][Co]).
+            let dyp = Tensor::empty(gpu, &[s.co, pixels], DType::F32)?;
+            launch(&k::FROM_NCHW, &params, (dy, &dyp), dy.numel())?;
             let pixel_major = transposed_keeps_more_busy(gpu, taps, pixels);
             let params = GemmConvParams {
                 pixel_major: pixel_major as u32,
                 ..params
             };
-            let dyp = Tensor::empty(gpu, &[s.co, pixels], DType::F32)?;
-            launch(&k::FROM_NCHW, &params, (dy, &dyp), dy.numel())?;
             let dcols = Tensor::empty(gpu, &[taps, pixels], DType::F32)?;
             if pixel_major {
                 // dcols^T [P][K] = dy^T [P][Co] x W [Co][K].
-                let (dl, wl) = (Layout::row_major(s.co), Layout::row_major(taps));
+                let (dl, wl) = (Layout::transposed(pixels), Layout::row_major(taps));
                 matmul_batched_into((&dyp, dl), (w, wl), &dcols, [pixels, taps, s.co], 1)?;
             } else {
                 // dcols [K][P] = W^T [K][Co] x dy [Co][P].
