@@ -173,8 +173,8 @@ pub(crate) struct Tuner {
     choices: Mutex<BTreeMap<String, ConvAlgorithm>>,
 }
 
-/// Timed samples per variant after warming up; the fastest counts (the least disturbed by
-/// other work on a shared machine).
+/// Timed samples per variant after warming up, in interleaved rounds; the fastest counts (the
+/// least disturbed by other work on a shared machine).
 const TIMED_RUNS: usize = 3;
 
 /// Shortest sample: a variant that runs faster is launched several times back to back
@@ -242,27 +242,35 @@ impl Tuner {
         {
             return Ok(*a);
         }
-        let mut best = (f64::INFINITY, candidates[0]);
+        // The first run compiles a variant's kernels; the second says how long one takes.
+        let mut repeats = Vec::with_capacity(candidates.len());
         for &a in candidates {
-            // The first run compiles the variant's kernels; the second says how long one takes.
             run(a)?;
             sync()?;
             let start = Instant::now();
             run(a)?;
             sync()?;
             let once = start.elapsed().as_secs_f64();
-            let repeats = ((SAMPLE_SECONDS / once.max(1e-9)).ceil() as usize).clamp(1, MAX_REPEATS);
-            let mut fastest = f64::INFINITY;
-            for _ in 0..TIMED_RUNS {
+            repeats.push(((SAMPLE_SECONDS / once.max(1e-9)).ceil() as usize).clamp(1, MAX_REPEATS));
+        }
+        // Then rounds that time every variant once each, so that a shared host slowing down
+        // or speeding up part-way weighs on all of them alike rather than on whichever was
+        // being timed at that moment.
+        let mut fastest = vec![f64::INFINITY; candidates.len()];
+        for _ in 0..TIMED_RUNS {
+            for (i, &a) in candidates.iter().enumerate() {
                 let start = Instant::now();
-                for _ in 0..repeats {
+                for _ in 0..repeats[i] {
                     run(a)?;
                 }
                 sync()?;
-                fastest = fastest.min(start.elapsed().as_secs_f64() / repeats as f64);
+                fastest[i] = fastest[i].min(start.elapsed().as_secs_f64() / repeats[i] as f64);
             }
-            if fastest < best.0 {
-                best = (fastest, a);
+        }
+        let mut best = (f64::INFINITY, candidates[0]);
+        for (&t, &a) in fastest.iter().zip(candidates) {
+            if t < best.0 {
+                best = (t, a);
             }
         }
         let mut map = self.choices.lock().expect("tuner lock");
@@ -394,5 +402,32 @@ mod tests {
             ConvAlgorithm::Direct
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn measuring_times_the_variants_in_interleaved_rounds() {
+        let tuner = Tuner::new(Tuning::Measure { cache: None }, None);
+        let three = [
+            ConvAlgorithm::Direct,
+            ConvAlgorithm::Winograd,
+            ConvAlgorithm::Gemm,
+        ];
+        let calls = std::cell::RefCell::new(Vec::new());
+        // Each run takes longer than a sample, so every timed sample is a single run.
+        let run = |a| -> Result<()> {
+            calls.borrow_mut().push(a);
+            std::thread::sleep(std::time::Duration::from_millis(25));
+            Ok(())
+        };
+        tuner
+            .choose(|| "interleaved".into(), &three, run, || Ok(()))
+            .unwrap();
+        let calls = calls.into_inner();
+        // Two untimed runs per variant, one after the other, then the rounds.
+        let mut want: Vec<ConvAlgorithm> = three.iter().flat_map(|&a| [a, a]).collect();
+        for _ in 0..TIMED_RUNS {
+            want.extend(three);
+        }
+        assert_eq!(calls, want);
     }
 }
