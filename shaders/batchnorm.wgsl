@@ -390,3 +390,94 @@ fn bn_backward_input4(ids: Ids) {
         w = walk_next(w, stride, hw);
     }
 }
+
+// ---- a RepVGG block's output: y = max(bn_0(x0) + bn_1(x1) [+ bn_2(x2)], 0) ----------------
+// The block's batch-normalised branches summed and rectified in one pass, where apart they
+// take three applies, two sums and a ReLU: six dispatches, and five tensors written and read
+// back. Each branch brings its own statistics (from `bn_stats`) and affine parameters, and
+// its terms are added in the order the separate passes add them. `p.relu` holds the number
+// of branches: 2 where the block has no identity branch (the third set is then bound to the
+// second's buffers and not read). Grid: as `bn_apply`'s.
+
+@group(0) @binding(1) var<storage, read> br_x0: array<f32>;
+@group(0) @binding(2) var<storage, read> br_x1: array<f32>;
+@group(0) @binding(3) var<storage, read> br_x2: array<f32>;
+@group(0) @binding(4) var<storage, read> br_st0: array<f32>;
+@group(0) @binding(5) var<storage, read> br_st1: array<f32>;
+@group(0) @binding(6) var<storage, read> br_st2: array<f32>;
+@group(0) @binding(7) var<storage, read> br_g0: array<f32>;
+@group(0) @binding(8) var<storage, read> br_g1: array<f32>;
+@group(0) @binding(9) var<storage, read> br_g2: array<f32>;
+@group(0) @binding(10) var<storage, read> br_b0: array<f32>;
+@group(0) @binding(11) var<storage, read> br_b1: array<f32>;
+@group(0) @binding(12) var<storage, read> br_b2: array<f32>;
+@group(0) @binding(13) var<storage, read_write> br_y: array<f32>;
+
+// Channel c's (mean, invstd, gamma, beta) of each branch.
+struct Branches {
+    a: vec4<f32>,
+    b: vec4<f32>,
+    c: vec4<f32>,
+}
+
+fn branches_of(c: u32) -> Branches {
+    let a = vec4<f32>(br_st0[c], br_st0[p.c + c], br_g0[c], br_b0[c]);
+    let b = vec4<f32>(br_st1[c], br_st1[p.c + c], br_g1[c], br_b1[c]);
+    let d = vec4<f32>(br_st2[c], br_st2[p.c + c], br_g2[c], br_b2[c]);
+    return Branches(a, b, d);
+}
+
+@compute @workgroup_size(256)
+fn bn_sum_relu(ids: Ids) {
+    let count = p.n * p.hw;
+    let piece = chunk_of(group_index(ids), count);
+    let c = piece.x;
+    if c >= p.c { return; }
+    let q = branches_of(c);
+    let third = p.relu == 3u;
+    let stride = walk_start(256u, p.hw);
+    var e = piece.y + local_index(ids);
+    var w = walk_start(e, p.hw);
+    for (var k = 0u; k < CHUNK_STEPS; k++) {
+        if e < count {
+            let at = walk_at(w, c, p.hw);
+            var v = (br_x0[at] - q.a.x) * q.a.y * q.a.z + q.a.w;
+            v += (br_x1[at] - q.b.x) * q.b.y * q.b.z + q.b.w;
+            if third { v += (br_x2[at] - q.c.x) * q.c.y * q.c.z + q.c.w; }
+            br_y[at] = max(v, 0.0);
+        }
+        e += 256u;
+        w = walk_next(w, stride, p.hw);
+    }
+}
+
+// `bn_sum_relu` four values at a time, where HW is a multiple of 4. Grid: as `bn_apply4`'s.
+@group(0) @binding(1) var<storage, read> br4_x0: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> br4_x1: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> br4_x2: array<vec4<f32>>;
+@group(0) @binding(13) var<storage, read_write> br4_y: array<vec4<f32>>;
+
+@compute @workgroup_size(256)
+fn bn_sum_relu4(ids: Ids) {
+    let hw = p.hw / 4u;
+    let count = p.n * hw;
+    let piece = chunk_of(group_index(ids), count);
+    let c = piece.x;
+    if c >= p.c { return; }
+    let q = branches_of(c);
+    let third = p.relu == 3u;
+    let stride = walk_start(256u, hw);
+    var e = piece.y + local_index(ids);
+    var w = walk_start(e, hw);
+    for (var k = 0u; k < CHUNK_STEPS; k++) {
+        if e < count {
+            let at = walk_at(w, c, hw);
+            var v = (br4_x0[at] - q.a.x) * q.a.y * q.a.z + q.a.w;
+            v += (br4_x1[at] - q.b.x) * q.b.y * q.b.z + q.b.w;
+            if third { v += (br4_x2[at] - q.c.x) * q.c.y * q.c.z + q.c.w; }
+            br4_y[at] = max(v, vec4<f32>(0.0));
+        }
+        e += 256u;
+        w = walk_next(w, stride, hw);
+    }
+}

@@ -180,13 +180,12 @@ impl Block {
                 one_bn,
                 identity,
             } => {
-                let mut sum = dense_bn
-                    .forward(&ops::conv2d(x, dense, c3)?, training, false)?
-                    .add(&one_bn.forward(&ops::conv2d(x, one, c1)?, training, false)?)?;
+                let (y3, y1) = (ops::conv2d(x, dense, c3)?, ops::conv2d(x, one, c1)?);
+                let mut branches = vec![dense_bn.branch(&y3), one_bn.branch(&y1)];
                 if let Some(id) = identity {
-                    sum = sum.add(&id.forward(x, training, false)?)?;
+                    branches.push(id.branch(x));
                 }
-                sum.relu()?
+                ops::batch_norm2d_sum_relu(&branches, training)?
             }
             BlockKind::Csla {
                 conv,

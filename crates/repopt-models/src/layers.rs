@@ -1,7 +1,7 @@
 //! The layers blocks are made of: batch norm with its running statistics, and the
 //! squeeze-excitation gate.
 
-use repopt_tensor::ops::{self, BatchNormStats};
+use repopt_tensor::ops::{self, BatchNormStats, BnBranch};
 use repopt_tensor::{Gpu, Result, Tensor};
 
 use crate::init::Init;
@@ -34,6 +34,17 @@ impl BatchNorm {
     /// Normalises `x` (batch statistics when training), then ReLU if `relu`.
     pub fn forward(&self, x: &Tensor, training: bool, relu: bool) -> Result<Tensor> {
         ops::batch_norm2d(x, &self.weight, &self.bias, &self.stats, training, relu)
+    }
+
+    /// This layer applied to `x` as one branch of a sum
+    /// ([`ops::batch_norm2d_sum_relu`]).
+    pub fn branch<'a>(&'a self, x: &'a Tensor) -> BnBranch<'a> {
+        BnBranch {
+            x,
+            gamma: &self.weight,
+            beta: &self.bias,
+            stats: &self.stats,
+        }
     }
 
     /// The batch norm in eval mode as `scale * x + shift` per channel, in f64 (as

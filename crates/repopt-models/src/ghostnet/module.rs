@@ -167,12 +167,14 @@ impl GhostModule {
         match &self.cheap {
             Cheap::Target { kernel, bn } => Ok(bn.forward(&dw(kernel)?, training, relu)?),
             Cheap::Csla { layer, bn } => Ok(bn.forward(&layer.forward(&x1)?, training, relu)?),
-            Cheap::Rep { kernel, bn, fusion } => {
-                let y = bn
-                    .forward(&dw(kernel)?, training, false)?
-                    .add(&fusion.forward(&x1, training, false)?)?;
-                Ok(if relu { y.relu()? } else { y })
+            Cheap::Rep { kernel, bn, fusion } if relu => {
+                let cheap = dw(kernel)?;
+                let branches = [bn.branch(&cheap), fusion.branch(&x1)];
+                Ok(ops::batch_norm2d_sum_relu(&branches, training)?)
             }
+            Cheap::Rep { kernel, bn, fusion } => Ok(bn
+                .forward(&dw(kernel)?, training, false)?
+                .add(&fusion.forward(&x1, training, false)?)?),
             Cheap::Deploy { kernel, bias } => {
                 let y = dw(kernel)?.add_channels(bias)?;
                 Ok(if relu { y.relu()? } else { y })

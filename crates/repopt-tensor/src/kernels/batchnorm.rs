@@ -11,7 +11,7 @@ crate::params! {
         c: u32,
         /// Spatial size per channel.
         hw: u32,
-        /// 1: `y = max(bn(x), 0)`.
+        /// 1: `y = max(bn(x), 0)`; in the branch sum, the number of branches (2 or 3).
         relu: u32,
         /// Weight of the batch in the running statistics.
         momentum: f32,
@@ -48,6 +48,17 @@ kernels! {
         /// `dx` from the saved input, statistics and the channel sums.
         BACKWARD_INPUT = bn_backward_input(
             read x, read st, read gamma, read beta, read dy, read sums_gamma, read sums_beta, write dx
+        );
+        /// A RepVGG block's output: its two or three branches normalised, summed and
+        /// rectified in one pass.
+        SUM_RELU = bn_sum_relu(
+            read br_x0, read br_x1, read br_x2, read br_st0, read br_st1, read br_st2,
+            read br_g0, read br_g1, read br_g2, read br_b0, read br_b1, read br_b2, write br_y
+        );
+        /// [`SUM_RELU`] four values at a time (HW a multiple of 4).
+        SUM_RELU4 = bn_sum_relu4(
+            read br4_x0, read br4_x1, read br4_x2, read br_st0, read br_st1, read br_st2,
+            read br_g0, read br_g1, read br_g2, read br_b0, read br_b1, read br_b2, write br4_y
         );
         /// [`BACKWARD_INPUT`] four values at a time (HW a multiple of 4).
         BACKWARD_INPUT4 = bn_backward_input4(

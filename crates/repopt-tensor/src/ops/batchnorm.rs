@@ -61,31 +61,7 @@ pub fn batch_norm2d(
     training: bool,
     relu: bool,
 ) -> Result<Tensor> {
-    expect_rank("batch_norm2d", "input", x, 4)?;
-    let [n, c, h, w] = [x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]];
-    for (what, t) in [
-        ("weight", gamma),
-        ("bias", beta),
-        ("running_mean", &stats.running_mean),
-        ("running_var", &stats.running_var),
-    ] {
-        x.same_gpu("batch_norm2d", t)?;
-        if t.shape() != [c] {
-            return Err(Error::shape(
-                "batch_norm2d",
-                format!("{what} must have shape [{c}], got {:?}", t.shape()),
-            ));
-        }
-    }
-    if training && n * h * w < 2 {
-        return Err(Error::shape(
-            "batch_norm2d",
-            format!(
-                "training needs more than one value per channel, input is {:?}",
-                x.shape()
-            ),
-        ));
-    }
+    check("batch_norm2d", x, gamma, beta, stats, training)?;
     let (y, saved) = batch_norm2d_forward(x, gamma, beta, stats, training, relu)?;
     let (xs, gs, bs) = (x.detach(), gamma.detach(), beta.detach());
     let needs = [
@@ -104,7 +80,50 @@ pub fn batch_norm2d(
     ))
 }
 
-fn bn_params(x: &Tensor, relu: bool, training: bool, stats: Option<&BatchNormStats>) -> BnParams {
+/// Checks one layer's operands for `op`: a 4-D input, parameters and statistics of one value
+/// per channel on the same device, and more than one value per channel to train on.
+pub(super) fn check(
+    op: &'static str,
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    stats: &BatchNormStats,
+    training: bool,
+) -> Result<()> {
+    expect_rank(op, "input", x, 4)?;
+    let [n, c, h, w] = [x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]];
+    for (what, t) in [
+        ("weight", gamma),
+        ("bias", beta),
+        ("running_mean", &stats.running_mean),
+        ("running_var", &stats.running_var),
+    ] {
+        x.same_gpu(op, t)?;
+        if t.shape() != [c] {
+            return Err(Error::shape(
+                op,
+                format!("{what} must have shape [{c}], got {:?}", t.shape()),
+            ));
+        }
+    }
+    if training && n * h * w < 2 {
+        return Err(Error::shape(
+            op,
+            format!(
+                "training needs more than one value per channel, input is {:?}",
+                x.shape()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+pub(super) fn bn_params(
+    x: &Tensor,
+    relu: bool,
+    training: bool,
+    stats: Option<&BatchNormStats>,
+) -> BnParams {
     let s = x.shape();
     BnParams {
         n: s[0] as u32,
@@ -141,6 +160,34 @@ pub fn batch_norm2d_forward(
 ) -> Result<(Tensor, BatchNormSaved)> {
     let gpu = x.gpu();
     let params = bn_params(x, relu, training, Some(stats));
+    let saved = statistics(x, stats, training)?;
+    let y = Tensor::empty(gpu, x.shape(), DType::F32)?;
+    let (apply, pieces) = elementwise(&params, &k::APPLY, &k::APPLY4);
+    gpu.launch(
+        apply,
+        &params,
+        &[
+            x.buffer(),
+            saved.buffer(),
+            gamma.buffer(),
+            beta.buffer(),
+            y.buffer(),
+        ],
+        gpu.grid(pieces),
+    )?;
+    let saved = BatchNormSaved {
+        stats: saved,
+        training,
+        relu,
+    };
+    Ok((y, saved))
+}
+
+/// What a forward normalises with, `[mean(C), 1 / std(C)]`: the batch's statistics in
+/// training mode (moving the running ones towards them), else the running ones.
+pub(super) fn statistics(x: &Tensor, stats: &BatchNormStats, training: bool) -> Result<Tensor> {
+    let gpu = x.gpu();
+    let params = bn_params(x, false, training, Some(stats));
     let c = params.c as usize;
     let saved = Tensor::empty(gpu, &[2 * c], DType::F32)?;
     if training {
@@ -167,26 +214,7 @@ pub fn batch_norm2d_forward(
             gpu.grid(groups(c, 64)),
         )?;
     }
-    let y = Tensor::empty(gpu, x.shape(), DType::F32)?;
-    let (apply, pieces) = elementwise(&params, &k::APPLY, &k::APPLY4);
-    gpu.launch(
-        apply,
-        &params,
-        &[
-            x.buffer(),
-            saved.buffer(),
-            gamma.buffer(),
-            beta.buffer(),
-            y.buffer(),
-        ],
-        gpu.grid(pieces),
-    )?;
-    let saved = BatchNormSaved {
-        stats: saved,
-        training,
-        relu,
-    };
-    Ok((y, saved))
+    Ok(saved)
 }
 
 /// `by4`, the four-at-a-time twin, where a plane's length is a multiple of 4 (a vec4 never
@@ -202,7 +230,7 @@ fn variant<'k>(
 /// The elementwise passes' kernel, scalar or four values at a time where a plane's length
 /// allows (each then touches a quarter of the elements), and its workgroups: each channel
 /// in pieces of `CHUNK` units (see `bn_apply` in `shaders/batchnorm.wgsl`).
-fn elementwise<'k>(
+pub(super) fn elementwise<'k>(
     p: &BnParams,
     scalar: &'k Kernel<BnParams>,
     by4: &'k Kernel<BnParams>,

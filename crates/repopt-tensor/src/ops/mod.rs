@@ -10,6 +10,7 @@
 //! launchers.
 
 pub mod batchnorm;
+pub mod bn_sum;
 pub mod channels;
 pub mod conv;
 pub mod depthwise;
@@ -24,6 +25,7 @@ pub mod reduce;
 pub use batchnorm::{
     BatchNormSaved, BatchNormStats, batch_norm2d, batch_norm2d_backward, batch_norm2d_forward,
 };
+pub use bn_sum::{BnBranch, batch_norm2d_sum_relu};
 pub use conv::{
     Conv2dConfig, Direction, conv2d, conv2d_backward_input, conv2d_backward_weight, conv2d_with,
 };
