@@ -183,3 +183,42 @@ fn clip_coefficient() {
     out2[0] = norm;
     out3[0] = min(1.0, p.alpha / (norm + 1e-6));
 }
+
+// ---- a CSLA / Hyper-Search block's sum: out = x0 * s0[c] + x1 * s1[c] (+ x2 * s2[c]) ---------
+// Two or three branches scaled per channel and summed in one pass, where apart they take
+// three scales and two sums. The terms are added in the order the separate passes add them.
+// `p.alpha` is 1 where the third branch counts (else it is bound to the second's buffers
+// and not read).
+@group(0) @binding(1) var<storage, read> ss_x0: array<f32>;
+@group(0) @binding(2) var<storage, read> ss_x1: array<f32>;
+@group(0) @binding(3) var<storage, read> ss_x2: array<f32>;
+@group(0) @binding(4) var<storage, read> ss_s0: array<f32>;
+@group(0) @binding(5) var<storage, read> ss_s1: array<f32>;
+@group(0) @binding(6) var<storage, read> ss_s2: array<f32>;
+@group(0) @binding(7) var<storage, read_write> ss_out: array<f32>;
+
+@compute @workgroup_size(256)
+fn scaled_sum(ids: Ids) {
+    let i = flat_index(ids, 256u);
+    if i >= p.n { return; }
+    let c = (i / p.hw) % p.c;
+    var v = ss_x0[i] * ss_s0[c] + ss_x1[i] * ss_s1[c];
+    if p.alpha == 1.0 { v += ss_x2[i] * ss_s2[c]; }
+    ss_out[i] = v;
+}
+
+// `scaled_sum` four elements at a time, where HW is a multiple of 4 (`p.n` counts vec4s).
+@group(0) @binding(1) var<storage, read> ss4_x0: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> ss4_x1: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> ss4_x2: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read_write> ss4_out: array<vec4<f32>>;
+
+@compute @workgroup_size(256)
+fn scaled_sum4(ids: Ids) {
+    let i = flat_index(ids, 256u);
+    if i >= p.n { return; }
+    let c = (4u * i / p.hw) % p.c;
+    var v = ss4_x0[i] * ss_s0[c] + ss4_x1[i] * ss_s1[c];
+    if p.alpha == 1.0 { v += ss4_x2[i] * ss_s2[c]; }
+    ss4_out[i] = v;
+}

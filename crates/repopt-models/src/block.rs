@@ -195,13 +195,12 @@ impl Block {
                 scale_identity,
                 bn,
             } => {
-                let mut sum = ops::conv2d(x, conv, c3)?
-                    .scale_channels(scale_conv)?
-                    .add(&ops::conv2d(x, conv_1x1, c1)?.scale_channels(scale_1x1)?)?;
+                let (y3, y1) = (ops::conv2d(x, conv, c3)?, ops::conv2d(x, conv_1x1, c1)?);
+                let mut branches = vec![(&y3, scale_conv), (&y1, scale_1x1)];
                 if let Some(u) = scale_identity {
-                    sum = sum.add(&x.scale_channels(u)?)?;
+                    branches.push((x, u));
                 }
-                bn.forward(&sum, training, true)?
+                bn.forward(&Tensor::scaled_sum(&branches)?, training, true)?
             }
             BlockKind::Deploy { weight, bias } => {
                 ops::conv2d(x, weight, c3)?.add_channels(bias)?.relu()?

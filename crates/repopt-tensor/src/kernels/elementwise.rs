@@ -52,6 +52,14 @@ kernels! {
         SCALE_CHANNELS4 = scale_channels4(read src4, read per_channel, write out3_4);
         /// [`ADD_CHANNELS`] four elements at a time (HW a multiple of 4; `n` counts vec4s).
         ADD_CHANNELS4 = add_channels4(read src4, read per_channel, write out3_4);
+        /// `out = x0 * s0[c] + x1 * s1[c] (+ x2 * s2[c] where alpha is 1)`.
+        SCALED_SUM = scaled_sum(
+            read ss_x0, read ss_x1, read ss_x2, read ss_s0, read ss_s1, read ss_s2, write ss_out
+        );
+        /// [`SCALED_SUM`] four elements at a time (HW a multiple of 4; `n` counts vec4s).
+        SCALED_SUM4 = scaled_sum4(
+            read ss4_x0, read ss4_x1, read ss4_x2, read ss_s0, read ss_s1, read ss_s2, write ss4_out
+        );
         /// `out[n, c, h, w] = a[n, c, h, w] * b[n, c]`.
         SCALE_PLANES = scale_planes(read a, read b, write out3);
         /// `out = a * b[0]`.

@@ -1,13 +1,14 @@
 //! Per-channel and per-plane broadcasts over `[N, C, H, W]`: a channel scale (constant or
-//! trainable), a channel bias, and a per-sample channel gate (squeeze-excitation).
+//! trainable), a sum of channel-scaled branches (a CSLA or Hyper-Search block), a channel
+//! bias, and a per-sample channel gate (squeeze-excitation).
 
-use super::elementwise::{binary, mul_forward};
+use super::elementwise::{binary, launch, mul_forward};
 use super::expect_rank;
 use super::reduce::{channel_reduce, sum_rows};
 use crate::error::{Error, Result};
 use crate::kernels::Kernel;
 use crate::kernels::elementwise::{self as k, ElementwiseParams};
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor};
 
 /// `[N, C, H, W]` dims of a rank-4 tensor.
 pub(crate) fn nchw(t: &Tensor) -> (usize, usize, usize, usize) {
@@ -61,6 +62,30 @@ pub fn scale_channels_backward(
             .then(|| channel_reduce(dy, Some(x), n, c, h * w))
             .transpose()?,
     ])
+}
+
+/// `sum over k of x_k[n, c, h, w] * s_k[c]` for two or three `(x_k, s_k)` branches of one
+/// shape, in one pass (no autograd).
+pub fn scaled_sum_forward(branches: &[(&Tensor, &Tensor)]) -> Result<Tensor> {
+    let (x0, s0) = branches[0];
+    let (x1, s1) = branches[1];
+    let (x2, s2) = branches.get(2).copied().unwrap_or(branches[1]);
+    let mut params = planes(x0);
+    params.alpha = (branches.len() == 3) as u32 as f32;
+    let kernel = if params.hw.is_multiple_of(4) {
+        params.n /= 4;
+        &k::SCALED_SUM4
+    } else {
+        &k::SCALED_SUM
+    };
+    let out = Tensor::empty(x0.gpu(), x0.shape(), DType::F32)?;
+    launch(
+        kernel,
+        params,
+        &[x0, x1, x2, s0, s1, s2, &out],
+        params.n as usize,
+    )?;
+    Ok(out)
 }
 
 /// `x[n, c, h, w] + bias[c]` (no autograd).
@@ -134,6 +159,63 @@ impl Tensor {
             "scale_channels",
             move |g| Ok(scale_channels_backward(g, &x, &s, needs)?.to_vec()),
         ))
+    }
+
+    /// `sum over k of x_k[n, c, h, w] * s_k[c]` over two or three `(x_k, s_k)` branches
+    /// of one shape: the branch sum of a CSLA or Hyper-Search block, in one pass where
+    /// [`scale_channels`](Self::scale_channels) and `add` take one per scale and one per sum.
+    ///
+    /// ```no_run
+    /// use repopt_tensor::{Gpu, Tensor};
+    /// let gpu = Gpu::from_env()?;
+    /// let a = Tensor::from_slice(&gpu, &[1.0, 2.0], &[1, 2, 1, 1])?;
+    /// let b = Tensor::from_slice(&gpu, &[3.0, 4.0], &[1, 2, 1, 1])?;
+    /// let (sa, sb) = (Tensor::full(&gpu, &[2], 2.0)?, Tensor::full(&gpu, &[2], 0.5)?);
+    /// let y = Tensor::scaled_sum(&[(&a, &sa), (&b, &sb)])?;
+    /// assert_eq!(y.to_vec()?, vec![3.5, 6.0]);
+    /// # Ok::<(), repopt_tensor::Error>(())
+    /// ```
+    pub fn scaled_sum(branches: &[(&Tensor, &Tensor)]) -> Result<Tensor> {
+        const OP: &str = "scaled_sum";
+        if !(2..=3).contains(&branches.len()) {
+            return Err(Error::shape(
+                OP,
+                format!("needs two or three branches, got {}", branches.len()),
+            ));
+        }
+        let x0 = branches[0].0;
+        for (i, &(x, s)) in branches.iter().enumerate() {
+            let c = x.shape().get(1).copied().unwrap_or(0);
+            check(OP, "scale", x, s, &[c])?;
+            x0.same_gpu(OP, x)?;
+            if x.shape() != x0.shape() {
+                return Err(Error::shape(
+                    OP,
+                    format!(
+                        "branch {i} has shape {:?}, branch 0 {:?}",
+                        x.shape(),
+                        x0.shape()
+                    ),
+                ));
+            }
+        }
+        let out = scaled_sum_forward(branches)?;
+        let kept: Vec<(Tensor, Tensor)> = branches
+            .iter()
+            .map(|(x, s)| (x.detach(), s.detach()))
+            .collect();
+        let needs: Vec<[bool; 2]> = branches
+            .iter()
+            .map(|(x, s)| [x.requires_grad(), s.requires_grad()])
+            .collect();
+        let inputs: Vec<&Tensor> = branches.iter().flat_map(|&(x, s)| [x, s]).collect();
+        Ok(Tensor::from_op(out, &inputs, OP, move |g| {
+            let mut grads = Vec::with_capacity(2 * kept.len());
+            for ((x, s), needs) in kept.iter().zip(&needs) {
+                grads.extend(scale_channels_backward(g, x, s, *needs)?);
+            }
+            Ok(grads)
+        }))
     }
 
     /// `self[n, c, h, w] + bias[c]`: a per-channel bias (a convolution's bias term).

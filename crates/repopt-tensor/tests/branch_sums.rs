@@ -1,7 +1,8 @@
-//! RepVGG's branch sum, `max(bn_0(x_0) + bn_1(x_1) [+ bn_2(x_2)], 0)`, in one pass: against
-//! the f64 CPU reference (output, running statistics, every gradient) on awkward shapes in
-//! both kernel families, in evaluation mode, by finite differences, its dispatch count, and
-//! its refusals.
+//! The block sums that run in one pass: RepVGG's `max(bn_0(x_0) + bn_1(x_1) [+ bn_2(x_2)], 0)`
+//! and the CSLA / Hyper-Search block's `x_0 s_0 + x_1 s_1 [+ x_2 s_2]` (channel scales).
+//! Each against the f64 CPU reference (outputs, running statistics, every gradient) on
+//! awkward shapes in both kernel families, by finite differences, its dispatch count, and its
+//! refusals; the RepVGG sum in evaluation mode too.
 
 use repopt_tensor::ops::{self, BatchNormStats, BnBranch};
 use repopt_tensor::testing::reference as cpu;
@@ -208,17 +209,31 @@ fn branch_sum_gradients_match_finite_differences() {
 }
 
 #[test]
-fn branch_sum_is_one_pass_after_the_statistics() {
-    let gpu = gpu();
+fn each_sum_is_one_pass() {
+    // A device of its own: the other tests' dispatches would count on the shared one.
+    let gpu = Gpu::from_env().unwrap();
     let s = [4, 6, 5, 5];
     let branches: Vec<Branch> = (0..3).map(|b| Branch::new(&gpu, s, 700 + b)).collect();
     let views: Vec<BnBranch> = branches.iter().map(Branch::view).collect();
+    let scales: Vec<Tensor> = (0..3)
+        .map(|k| Tensor::from_slice(&gpu, &data(6, 710 + k), &[6]).unwrap())
+        .collect();
     for count in [2, 3] {
         let before = gpu.counters().dispatches;
         let y = ops::batch_norm2d_sum_relu(&views[..count], true).unwrap();
         // One statistics dispatch per branch and one pass; apart, each branch's apply, the
         // sums and the ReLU are 2 * count more.
         assert_eq!(gpu.counters().dispatches - before, count as u64 + 1);
+        drop(y);
+        let pairs: Vec<(&Tensor, &Tensor)> = branches
+            .iter()
+            .map(|b| &b.x)
+            .zip(&scales)
+            .take(count)
+            .collect();
+        let before = gpu.counters().dispatches;
+        let y = Tensor::scaled_sum(&pairs).unwrap();
+        assert_eq!(gpu.counters().dispatches - before, 1);
         drop(y);
     }
 }
@@ -231,8 +246,7 @@ fn branch_sum_refuses_bad_branches_by_name() {
     let odd = Branch::new(&gpu, [2, 3, 4, 5], 802);
     let err = |v: &[BnBranch]| {
         ops::batch_norm2d_sum_relu(v, true)
-            .err()
-            .expect("refused")
+            .expect_err("refused")
             .to_string()
     };
     let msg = err(&[a.view()]);
@@ -248,4 +262,104 @@ fn branch_sum_refuses_bad_branches_by_name() {
     };
     let msg = err(&[a.view(), bad]);
     assert!(msg.contains("weight must have shape [3]"), "{msg}");
+}
+
+#[test]
+fn scaled_sum_matches_reference_with_its_gradients() {
+    for (family, gpu) in kernel_families() {
+        for (i, &s) in SHAPES.iter().enumerate() {
+            for count in [2, 3] {
+                let c = s[1];
+                let hw = s[2] * s[3];
+                let len: usize = s.iter().product();
+                let xd: Vec<Vec<f32>> = (0..count)
+                    .map(|k| data(len, 900 + 7 * i as u64 + k))
+                    .collect();
+                let sd: Vec<Vec<f32>> = (0..count)
+                    .map(|k| data(c, 950 + 7 * i as u64 + k))
+                    .collect();
+                let xs: Vec<Tensor> = xd
+                    .iter()
+                    .map(|d| Tensor::parameter(&gpu, d, &s).unwrap())
+                    .collect();
+                let ss: Vec<Tensor> = sd
+                    .iter()
+                    .map(|d| Tensor::parameter(&gpu, d, &[c]).unwrap())
+                    .collect();
+                let branches: Vec<(&Tensor, &Tensor)> = xs.iter().zip(&ss).collect();
+                let y = Tensor::scaled_sum(&branches).unwrap();
+                let dyd = data(len, 990 + i as u64);
+                let dy = Tensor::from_slice(&gpu, &dyd, &s).unwrap();
+                y.mul(&dy).unwrap().sum().unwrap().backward().unwrap();
+                let ch = |j: usize| (j / hw) % c;
+                let want: Vec<f64> = (0..len)
+                    .map(|j| {
+                        (0..count as usize)
+                            .map(|k| xd[k][j] as f64 * sd[k][ch(j)] as f64)
+                            .sum()
+                    })
+                    .collect();
+                let what = format!("{family} {s:?} {count} branches");
+                assert_close(
+                    &format!("{what} y"),
+                    &y.to_vec().unwrap(),
+                    &want,
+                    1e-5,
+                    1e-5,
+                );
+                for k in 0..count as usize {
+                    let dx: Vec<f64> = (0..len)
+                        .map(|j| dyd[j] as f64 * sd[k][ch(j)] as f64)
+                        .collect();
+                    let mut ds = vec![0.0; c];
+                    for j in 0..len {
+                        ds[ch(j)] += dyd[j] as f64 * xd[k][j] as f64;
+                    }
+                    let got = |t: &Tensor| t.grad().unwrap().to_vec().unwrap();
+                    assert_close(&format!("{what} dx{k}"), &got(&xs[k]), &dx, 1e-5, 1e-5);
+                    assert_close(&format!("{what} ds{k}"), &got(&ss[k]), &ds, 1e-4, 1e-4);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn scaled_sum_gradients_match_finite_differences() {
+    for (s, count) in [([2usize, 3, 2, 3], 3), ([2, 2, 2, 2], 2), ([1, 2, 2, 2], 3)] {
+        let c = s[1];
+        let mut inputs = Vec::new();
+        for k in 0..count as u64 {
+            inputs.push((data(s.iter().product(), 1000 + k), s.to_vec()));
+            inputs.push((data(c, 1010 + k), vec![c]));
+        }
+        gradcheck(
+            &format!("scaled_sum {s:?} {count} branches"),
+            &inputs,
+            |t| {
+                let branches: Vec<(&Tensor, &Tensor)> =
+                    (0..count).map(|k| (&t[2 * k], &t[2 * k + 1])).collect();
+                Tensor::scaled_sum(&branches)
+            },
+            6,
+            1e-2,
+            1e-2,
+        );
+    }
+}
+
+#[test]
+fn scaled_sum_refuses_bad_branches_by_name() {
+    let gpu = gpu();
+    let x = Tensor::from_slice(&gpu, &data(2 * 3 * 16, 1100), &[2, 3, 4, 4]).unwrap();
+    let odd = Tensor::from_slice(&gpu, &data(2 * 3 * 20, 1101), &[2, 3, 4, 5]).unwrap();
+    let s = Tensor::full(&gpu, &[3], 0.5).unwrap();
+    let short = Tensor::full(&gpu, &[2], 0.5).unwrap();
+    let err = |v: &[(&Tensor, &Tensor)]| Tensor::scaled_sum(v).expect_err("refused").to_string();
+    let msg = err(&[(&x, &s)]);
+    assert!(msg.contains("two or three branches, got 1"), "{msg}");
+    let msg = err(&[(&x, &s), (&odd, &s)]);
+    assert!(msg.contains("branch 1 has shape [2, 3, 4, 5]"), "{msg}");
+    let msg = err(&[(&x, &s), (&x, &short)]);
+    assert!(msg.contains("scale must be [3]"), "{msg}");
 }
