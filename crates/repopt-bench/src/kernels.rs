@@ -128,6 +128,13 @@ pub fn conv(gpu: &Gpu, cases: &[ConvCase], budget: TimingBudget) -> Result<Vec<K
         }
         algorithms.push((ConvAlgorithm::Gemm, "_gemm"));
         algorithms.push((ConvAlgorithm::Implicit, "_implicit"));
+        // The same product on f16 operands: what halving the bytes gathered buys, beside it.
+        if gpu
+            .features()
+            .contains(repopt_tensor::wgpu::Features::SHADER_F16)
+        {
+            algorithms.push((ConvAlgorithm::ImplicitF16, "_implicit_f16"));
+        }
         for (algorithm, suffix) in algorithms {
             for (direction, operands, label) in directions {
                 let t = time_gpu(gpu, budget, || {

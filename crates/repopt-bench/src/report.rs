@@ -106,10 +106,15 @@ pub fn targets(
                 ));
             }
         }
-        // A 3x3 direction counts with its faster algorithm (what the tuner picks), rated by
-        // the direct convolution's FLOPs.
+        // A 3x3 direction counts with its faster algorithm (what the tuner picks, which
+        // excludes f16 operands), rated by the direct convolution's FLOPs.
         let mut best: Vec<(String, &str, f64, &str)> = Vec::new();
-        for k in kernels.iter().filter(|k| k.kernel.starts_with("conv3x3")) {
+        let exact = |k: &&KernelResult| !k.kernel.ends_with("_f16");
+        for k in kernels
+            .iter()
+            .filter(|k| k.kernel.starts_with("conv3x3"))
+            .filter(exact)
+        {
             let (name, algorithm) = ["winograd", "gemm", "implicit"]
                 .into_iter()
                 .find_map(|a| Some((k.kernel.strip_suffix(&format!("_{a}"))?, a)))

@@ -120,7 +120,11 @@ impl Gpu {
             device,
             queue,
             &limits,
-            (subgroup_kernels, options.plan_only),
+            (
+                subgroup_kernels,
+                features.contains(wgpu::Features::SHADER_F16),
+                options.plan_only,
+            ),
             trims,
         );
         // Plans launch nothing, so there is nothing to measure: they use the fixed choices.

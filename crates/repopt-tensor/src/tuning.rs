@@ -56,6 +56,12 @@ pub enum ConvAlgorithm {
     /// memory (`shaders/conv_implicit.wgsl`): the GPU-shaped kernel, every shape whose
     /// tensors fit one buffer on adapters with workgroups of 256.
     Implicit,
+    /// [`ConvAlgorithm::Implicit`] on operands rounded to f16 and stored as f16 (half the
+    /// bytes the product gathers), summed in f32 (`shaders/conv_implicit_f16.wgsl`): where
+    /// the adapter has `SHADER_F16`. Its results differ from the f32 algorithms' by the
+    /// operands' rounding (relative 2^-12 each), so measuring never picks it; only
+    /// [`Tuning::Force`] runs it.
+    ImplicitF16,
 }
 
 impl ConvAlgorithm {
@@ -66,6 +72,7 @@ impl ConvAlgorithm {
             ConvAlgorithm::Winograd => "winograd",
             ConvAlgorithm::Gemm => "gemm",
             ConvAlgorithm::Implicit => "implicit",
+            ConvAlgorithm::ImplicitF16 => "implicit-f16",
         }
     }
 
@@ -75,6 +82,7 @@ impl ConvAlgorithm {
             "winograd" => Some(ConvAlgorithm::Winograd),
             "gemm" => Some(ConvAlgorithm::Gemm),
             "implicit" => Some(ConvAlgorithm::Implicit),
+            "implicit-f16" => Some(ConvAlgorithm::ImplicitF16),
             _ => None,
         }
     }
@@ -99,8 +107,8 @@ pub enum Tuning {
 
 impl Tuning {
     /// Reads [`TUNE_ENV`]: `off` (or `0`) for [`Tuning::Fixed`], `on` (or `1`) for
-    /// [`Tuning::Measure`] with the default cache file, `direct`, `winograd` or `gemm` to
-    /// force one; `default` when unset.
+    /// [`Tuning::Measure`] with the default cache file, `direct`, `winograd`, `gemm`,
+    /// `implicit` or `implicit-f16` to force one; `default` when unset.
     ///
     /// ```
     /// use repopt_tensor::{tuning::Tuning, Gpu, GpuOptions};
@@ -121,7 +129,10 @@ impl Tuning {
                 .ok_or_else(|| {
                     Error::invalid(
                         TUNE_ENV,
-                        format!("'{other}': expected off, on, direct, winograd, gemm or implicit"),
+                        format!(
+                            "'{other}': expected off, on, direct, winograd, gemm, implicit or \
+                             implicit-f16"
+                        ),
                     )
                 }),
         }

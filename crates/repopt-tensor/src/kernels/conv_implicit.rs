@@ -1,5 +1,7 @@
-//! `shaders/conv_implicit.wgsl`: convolution as an implicit matrix product on workgroup
-//! tiles, every direction; reads [`ImplicitGemmParams`].
+//! `shaders/conv_implicit.wgsl` and `shaders/conv_implicit_f16.wgsl`: convolution as an
+//! implicit matrix product on workgroup tiles, every direction, on f32 or f16 operands (the
+//! product's body, `shaders/conv_implicit_product.wgsl`, is shared); reads
+//! [`ImplicitGemmParams`].
 
 use super::{kernels, shader};
 
@@ -43,7 +45,10 @@ crate::params! {
     }
 }
 
-shader!(SHADER, "conv_implicit.wgsl", ImplicitGemmParams, trusted: false, subgroups: false);
+shader!(SHADER, "conv_implicit.wgsl", ImplicitGemmParams, trusted: false, f16: false,
+    library: "conv_implicit_product.wgsl");
+shader!(F16_SHADER, "conv_implicit_f16.wgsl", ImplicitGemmParams, trusted: false, f16: true,
+    library: "conv_implicit_product.wgsl");
 
 kernels! {
     KERNELS = SHADER: ImplicitGemmParams {
@@ -52,5 +57,14 @@ kernels! {
         IMPLICIT_GEMM = implicit_gemm(read a, read b, write c);
         /// The weight gradient's partial products summed over the splits of K.
         SUM_SPLITS = implicit_sum_splits(read partial, write summed);
+    }
+}
+
+kernels! {
+    F16_KERNELS = F16_SHADER: ImplicitGemmParams {
+        /// [`IMPLICIT_GEMM`] on operands stored as f16, summed in f32.
+        IMPLICIT_GEMM_F16 = implicit_gemm(read a, read b, write c);
+        /// Both operands of one direction rounded to f16, two elements per invocation.
+        TO_HALF = to_half(read a_full, read b_full, write a_half, write b_half);
     }
 }

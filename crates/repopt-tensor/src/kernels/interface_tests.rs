@@ -18,11 +18,14 @@ fn compile(shader: &Shader, subgroups: bool) -> (naga::Module, ModuleInfo) {
     let what = format!("{} (subgroup prelude: {subgroups})", shader.name);
     let module = naga::front::wgsl::parse_str(&text)
         .unwrap_or_else(|e| panic!("{what}: {}", e.emit_to_string(&text)));
-    let caps = if subgroups {
+    let mut caps = if subgroups {
         Capabilities::SUBGROUP
     } else {
         Capabilities::empty()
     };
+    if shader.needs_f16 {
+        caps |= Capabilities::SHADER_FLOAT16;
+    }
     let info = Validator::new(ValidationFlags::all(), caps)
         .subgroup_stages(ShaderStages::COMPUTE)
         .subgroup_operations(SubgroupOperationSet::all())

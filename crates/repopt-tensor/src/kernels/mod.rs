@@ -125,18 +125,39 @@ pub struct Shader {
     pub trusted: bool,
     /// Whether the file uses subgroup operations (compiled only where they run).
     pub needs_subgroups: bool,
+    /// Whether the file uses `f16` (compiled only where the adapter has `SHADER_F16`).
+    pub needs_f16: bool,
+    /// A file of kernels and functions several files share, appended after this file's text
+    /// (name in `shaders/`, text): each including file declares the operands the shared code
+    /// reads, e.g. as `f32` or as `f16`.
+    pub library: Option<(&'static str, &'static str)>,
 }
 
 impl Shader {
-    /// The full text the file compiles as: a prelude, the shared helpers, the generated
-    /// parameter block, then `body` (the file's text, or a replacement from disk).
+    /// The full text the file compiles as: its `enable` directives (WGSL wants them before
+    /// any declaration), a prelude, the shared helpers, the generated parameter block, then
+    /// `body` (the file's text, or a replacement from disk) and the library's text.
     pub fn full_source(&self, subgroups: bool, body: &str) -> String {
+        let library = self.library.map_or("", |(_, text)| text);
+        self.assemble(subgroups, body, library)
+    }
+
+    pub(crate) fn assemble(&self, subgroups: bool, body: &str, library: &str) -> String {
         let prelude = if subgroups {
             PRELUDE_SUBGROUP
         } else {
             PRELUDE_PLAIN
         };
-        format!("{prelude}{COMMON}{}{body}", self.params.wgsl)
+        let (enables, rest): (Vec<&str>, Vec<&str>) = body
+            .lines()
+            .partition(|line| line.trim_start().starts_with("enable "));
+        let mut text = enables.join("\n");
+        text.push('\n');
+        text.push_str(&format!("{prelude}{COMMON}{}", self.params.wgsl));
+        text.push_str(&rest.join("\n"));
+        text.push('\n');
+        text.push_str(library);
+        text
     }
 }
 
@@ -150,6 +171,25 @@ macro_rules! shader {
             params: &<$params as $crate::kernels::Params>::LAYOUT,
             trusted: $trusted,
             needs_subgroups: $subgroups,
+            needs_f16: false,
+            library: None,
+        };
+    };
+    // A file that uses `f16` and appends the shared `$library`.
+    ($ident:ident, $file:literal, $params:ty, trusted: $trusted:expr, f16: $f16:expr,
+     library: $library:literal) => {
+        #[doc = concat!("`shaders/", $file, "` with `shaders/", $library, "`")]
+        pub const $ident: $crate::kernels::Shader = $crate::kernels::Shader {
+            name: $file,
+            source: include_str!(concat!("../../../../shaders/", $file)),
+            params: &<$params as $crate::kernels::Params>::LAYOUT,
+            trusted: $trusted,
+            needs_subgroups: false,
+            needs_f16: $f16,
+            library: Some((
+                $library,
+                include_str!(concat!("../../../../shaders/", $library)),
+            )),
         };
     };
 }
@@ -253,6 +293,7 @@ pub const SHADERS: &[&Shader] = &[
     &conv::SUBGROUP_SHADER,
     &conv_gemm::SHADER,
     &conv_implicit::SHADER,
+    &conv_implicit::F16_SHADER,
     &depthwise::SHADER,
     &dropout::SHADER,
     &matmul::SHADER,
@@ -275,6 +316,7 @@ pub fn all() -> impl Iterator<Item = &'static KernelInfo> {
         conv::SUBGROUP_KERNELS,
         conv_gemm::KERNELS,
         conv_implicit::KERNELS,
+        conv_implicit::F16_KERNELS,
         depthwise::KERNELS,
         dropout::KERNELS,
         matmul::KERNELS,

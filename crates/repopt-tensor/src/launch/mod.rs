@@ -87,6 +87,8 @@ pub(crate) struct Recorder {
     pub(crate) queue: wgpu::Queue,
     /// Use the subgroup kernel family.
     pub(crate) subgroup_kernels: bool,
+    /// The device was opened with `SHADER_F16`.
+    shader_f16: bool,
     /// Record nothing, read back zeros (memory planning).
     pub(crate) plan_only: bool,
     max_per_dim: u32,
@@ -161,7 +163,7 @@ impl Recorder {
         device: wgpu::Device,
         queue: wgpu::Queue,
         limits: &wgpu::Limits,
-        (subgroup_kernels, plan_only): (bool, bool),
+        (subgroup_kernels, shader_f16, plan_only): (bool, bool, bool),
         pool_trims: Arc<AtomicU64>,
     ) -> Self {
         let batch = Batch::new(&device, limits.min_uniform_buffer_offset_alignment as u64);
@@ -169,6 +171,7 @@ impl Recorder {
             device,
             queue,
             subgroup_kernels,
+            shader_f16,
             plan_only,
             max_per_dim: limits.max_compute_workgroups_per_dimension,
             pipelines: PipelineCache::default(),
@@ -215,6 +218,12 @@ impl Recorder {
             return Err(Error::Launch {
                 kernel: info.to_string(),
                 message: "needs subgroup operations, which this device does not use".into(),
+            });
+        }
+        if info.shader.needs_f16 && !self.shader_f16 {
+            return Err(Error::Launch {
+                kernel: info.to_string(),
+                message: "needs f16 in shaders (SHADER_F16), which this adapter lacks".into(),
             });
         }
         let (pipeline, new_pipeline) =

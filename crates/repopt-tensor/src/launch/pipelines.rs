@@ -32,12 +32,18 @@ fn checks_forced() -> bool {
 /// Kernel developers can point `REPOPT_SHADER_DIR` at a copy of `shaders/` to try kernel
 /// changes without rebuilding; files missing there fall back to the embedded source.
 fn source_of(shader: &Shader, subgroups: bool) -> String {
-    if let Some(dir) = std::env::var_os("REPOPT_SHADER_DIR")
-        && let Ok(text) = std::fs::read_to_string(std::path::Path::new(&dir).join(shader.name))
-    {
-        return shader.full_source(subgroups, &text);
-    }
-    shader.full_source(subgroups, shader.source)
+    let dir = std::env::var_os("REPOPT_SHADER_DIR");
+    let read = |name: &str, embedded: &'static str| {
+        dir.as_ref()
+            .and_then(|d| std::fs::read_to_string(std::path::Path::new(d).join(name)).ok())
+            .map_or(
+                std::borrow::Cow::Borrowed(embedded),
+                std::borrow::Cow::Owned,
+            )
+    };
+    let body = read(shader.name, shader.source);
+    let library = shader.library.map(|(name, text)| read(name, text));
+    shader.assemble(subgroups, &body, library.as_deref().unwrap_or(""))
 }
 
 /// The bind group layout a kernel declares: its parameters as a uniform with a dynamic

@@ -7,7 +7,9 @@
 //! each gathering only the taps that reach its pixels. It is written for GPUs' memory
 //! hierarchy (shared memory, register tiles, many resident workgroups); on CPU adapters it
 //! measured 3 to 16 times slower than the best of the other algorithms, so the tuner
-//! measures it only elsewhere (`tune.rs`), and forcing it runs it anywhere.
+//! measures it only elsewhere (`tune.rs`), and forcing it runs it anywhere. Its f16 form
+//! (`shaders/conv_implicit_f16.wgsl`, the same body) first rounds both operands to f16 in
+//! one pass and then gathers half the bytes; it runs only when forced (`implicit-f16`).
 
 use super::ConvShape;
 use super::winograd::Direction;
@@ -101,8 +103,15 @@ pub(crate) fn applies(gpu: &Gpu, s: &ConvShape) -> bool {
 }
 
 /// Runs one direction on its two operands: `(x, w)` for the forward, `(dy, w)` for the
-/// input gradient, `(x, dy)` for the weight gradient; the caller has checked [`applies`].
-pub(crate) fn run(a: &Tensor, b: &Tensor, s: &ConvShape, direction: Direction) -> Result<Tensor> {
+/// input gradient, `(x, dy)` for the weight gradient; with `half`, on the operands rounded to
+/// f16 (the caller has checked [`applies`], and `SHADER_F16` for `half`).
+pub(crate) fn run(
+    a: &Tensor,
+    b: &Tensor,
+    s: &ConvShape,
+    direction: Direction,
+    half: bool,
+) -> Result<Tensor> {
     let gpu = a.gpu();
     let [gm, gn, gk] = product(s, direction);
     let (split_count, per) = splits(s, direction);
@@ -148,12 +157,31 @@ pub(crate) fn run(a: &Tensor, b: &Tensor, s: &ConvShape, direction: Direction) -
         depth(s, direction) as u32,
     ];
     let target = partial.as_ref().unwrap_or(&out);
-    gpu.launch(
-        &k::IMPLICIT_GEMM,
-        &params,
-        &[b.buffer(), a.buffer(), target.buffer()],
-        grid,
-    )?;
+    if half {
+        // The kernel's operands (A, B) = (b, a), each as f16 pairs packed in u32 words.
+        let pairs = |t: &Tensor| t.numel().div_ceil(2);
+        let a_half = Tensor::empty(gpu, &[pairs(b)], DType::U32)?;
+        let b_half = Tensor::empty(gpu, &[pairs(a)], DType::U32)?;
+        gpu.launch(
+            &k::TO_HALF,
+            &params,
+            &[b.buffer(), a.buffer(), a_half.buffer(), b_half.buffer()],
+            gpu.grid(groups(pairs(a).max(pairs(b)), 64)),
+        )?;
+        gpu.launch(
+            &k::IMPLICIT_GEMM_F16,
+            &params,
+            &[a_half.buffer(), b_half.buffer(), target.buffer()],
+            grid,
+        )?;
+    } else {
+        gpu.launch(
+            &k::IMPLICIT_GEMM,
+            &params,
+            &[b.buffer(), a.buffer(), target.buffer()],
+            grid,
+        )?;
+    }
     if let Some(partial) = partial {
         gpu.launch(
             &k::SUM_SPLITS,

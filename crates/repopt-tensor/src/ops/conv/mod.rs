@@ -323,6 +323,15 @@ pub fn conv2d_with(
                  operands that fit one buffer), not kernel {}, stride {}, padding {}",
                 s.k, cfg.stride, cfg.padding
             ),
+            ConvAlgorithm::Implicit => IMPLICIT_NEEDS.to_string(),
+            ConvAlgorithm::ImplicitF16 => format!(
+                "{IMPLICIT_NEEDS}, and f16 in shaders (SHADER_F16; this adapter: {})",
+                if a.gpu().features().contains(wgpu::Features::SHADER_F16) {
+                    "yes"
+                } else {
+                    "no"
+                }
+            ),
             _ => "the patches of this convolution do not fit one buffer for matrix products"
                 .to_string(),
         };
@@ -330,6 +339,9 @@ pub fn conv2d_with(
     }
     tune::run_with(algorithm, a, b, &s, direction)
 }
+
+const IMPLICIT_NEEDS: &str = "the implicit product needs workgroups of 256 invocations with \
+     16 KiB of workgroup memory, and tensors that fit one buffer and the grid";
 
 fn check_output(op: &'static str, dy: &Tensor, s: &ConvShape) -> Result<()> {
     if dy.shape() != s.output_shape() {

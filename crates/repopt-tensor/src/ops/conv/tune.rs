@@ -1,6 +1,6 @@
 //! Which algorithm computes one direction of a convolution: the direct kernels of `plan`,
 //! Winograd where it applies, matrix products (`gemm`), or the workgroup-tiled implicit
-//! product (`implicit`), as the device's
+//! product (`implicit`, on f32 operands or on f16 ones), as the device's
 //! [`Tuning`](crate::tuning::Tuning) decides.
 //! Measured choices are keyed by everything the kernels' speed depends on: direction,
 //! kernel family and shape.
@@ -38,14 +38,17 @@ pub(crate) fn run(a: &Tensor, b: &Tensor, s: &ConvShape, direction: Direction) -
         .to_lowercase()
     };
     let mut choices = candidates(gpu, s);
-    // The implicit product is shaped for GPUs: on a CPU adapter (lavapipe) its workgroups of
-    // 256 with a barrier every 16 steps of K measured 3 to 16 times slower than the best of
-    // the other algorithms at every A0 and B1 stage shape, so measuring it there would only
-    // lengthen every first run. Forcing it still runs it.
-    if matches!(gpu.tuning(), Tuning::Measure { .. })
-        && gpu.adapter().device_type == wgpu::DeviceType::Cpu
-    {
-        choices.retain(|&a| a != ConvAlgorithm::Implicit);
+    if matches!(gpu.tuning(), Tuning::Measure { .. }) {
+        // f16 operands change the results, which the fastest kernel must not: only forcing
+        // runs them.
+        choices.retain(|&a| a != ConvAlgorithm::ImplicitF16);
+        // The implicit product is shaped for GPUs: on a CPU adapter (lavapipe) its
+        // workgroups of 256 with a barrier every 16 steps of K measured 3 to 16 times slower
+        // than the best of the other algorithms at every A0 and B1 stage shape, so measuring
+        // it there would only lengthen every first run. Forcing it still runs it.
+        if gpu.adapter().device_type == wgpu::DeviceType::Cpu {
+            choices.retain(|&a| a != ConvAlgorithm::Implicit);
+        }
     }
     let algorithm = gpu.inner.tuner.choose(
         key,
@@ -67,6 +70,9 @@ pub(crate) fn candidates(gpu: &Gpu, s: &ConvShape) -> Vec<ConvAlgorithm> {
     }
     if implicit::applies(gpu, s) {
         out.push(ConvAlgorithm::Implicit);
+        if gpu.features().contains(wgpu::Features::SHADER_F16) {
+            out.push(ConvAlgorithm::ImplicitF16);
+        }
     }
     out
 }
@@ -83,7 +89,8 @@ pub(crate) fn run_with(
     match (algorithm, direction) {
         (ConvAlgorithm::Winograd, _) => winograd::run(a, b, s, direction),
         (ConvAlgorithm::Gemm, _) => gemm::run(a, b, s, direction),
-        (ConvAlgorithm::Implicit, _) => implicit::run(a, b, s, direction),
+        (ConvAlgorithm::Implicit, _) => implicit::run(a, b, s, direction, false),
+        (ConvAlgorithm::ImplicitF16, _) => implicit::run(a, b, s, direction, true),
         (ConvAlgorithm::Direct, Direction::Forward) => {
             super::run(&plan::forward(gpu, s), a, b, &s.output_shape())
         }
