@@ -44,11 +44,15 @@ fn g_col(a: f32, b: f32, c: f32) -> vec4<f32> {
 fn winograd_weights(ids: Ids) {
     let i = flat_index(ids, 64u);
     if i >= p.co * p.ci { return; }
-    let o = i / p.ci;
-    let c = i - o * p.ci;
+    // Invocations enumerate the pairs in the order the transform is stored, so that the
+    // writes (16 per pair) are contiguous and the reads (9) strided: `[o][c]`, or `[c][o]`
+    // when weights_input_major (measured: the other way round made this kernel 1.3x slower).
+    let input_major = p.weights_input_major == 1u;
+    let o = select(i / p.ci, i % p.co, input_major);
+    let c = select(i % p.ci, i / p.co, input_major);
     var g: array<f32, 9>;
     if p.flip == 0u {
-        let base = i * 9u;
+        let base = (o * p.ci + c) * 9u;
         for (var t = 0u; t < 9u; t++) { g[t] = wsrc[base + t]; }
     } else {
         // The original weight is [ci, co, 3, 3] in this launch's terms; rotate its taps.

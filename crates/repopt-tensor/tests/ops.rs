@@ -524,6 +524,77 @@ fn linear_and_matmul_match_reference_and_finite_differences() {
     );
 }
 
+/// The subgroup family reads an invocation's columns of B in one vec2 or vec4 load where
+/// they are adjacent and aligned, element by element elsewhere: each shape here runs the
+/// form named, and matches the reference.
+#[test]
+fn matmul_reads_b_in_vectors_exactly_where_aligned() {
+    use repopt_tensor::{AdapterSelector, Gpu, GpuOptions};
+    let gpu = Gpu::new(GpuOptions {
+        adapter: AdapterSelector::from_env(),
+        ..Default::default()
+    })
+    .unwrap();
+    gpu.set_profiling(true);
+    let vec = "matmul_subgroup_vec.wgsl";
+    let scalar = "matmul_subgroup.wgsl";
+    // (m, k, n, transposed B, the form expected); batched products are checked in
+    // `ops/linear.rs`.
+    for (i, &(m, k, n, transposed, want)) in [
+        (3usize, 17usize, 10usize, false, (vec, "matmul")),
+        (1, 1, 2, false, (vec, "matmul")),
+        (7, 33, 200, false, (vec, "matmul_wide")),
+        (17, 5, 252, false, (vec, "matmul_wide")),
+        (6, 5, 260, false, (vec, "matmul")),
+        // n odd or not a multiple of 4, or B's columns strided: element by element.
+        (33, 64, 257, false, (scalar, "matmul")),
+        (5, 9, 510, false, (scalar, "matmul_wide")),
+        (5, 8, 12, true, (scalar, "matmul")),
+        (9, 7, 256, true, (scalar, "matmul_wide")),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let ad = data(m * k, 900 + i as u64);
+        let bd = data(k * n, 950 + i as u64);
+        let a = Tensor::from_slice(&gpu, &ad, &[m, k]).unwrap();
+        let before = gpu.kernel_profile();
+        let (got, want_c) = if transposed {
+            // B given as [n, k] and read transposed, as `linear` reads its weight.
+            let bt = Tensor::from_slice(&gpu, &bd, &[n, k]).unwrap();
+            let bias = Tensor::zeros(&gpu, &[n]).unwrap();
+            let got = ops::linear(&a, &bt, &bias).unwrap().to_vec().unwrap();
+            let zeros = vec![0.0; n];
+            (got, cpu::linear(&f64s(&ad), m, k, &f64s(&bd), n, &zeros))
+        } else {
+            let b = Tensor::from_slice(&gpu, &bd, &[k, n]).unwrap();
+            let got = ops::matmul(&a, &b).unwrap().to_vec().unwrap();
+            (got, cpu::matmul(&f64s(&ad), &f64s(&bd), m, k, n))
+        };
+        let what = format!("matmul {m}x{k}x{n} transposed {transposed}");
+        assert_close(&what, &got, &want_c, 1e-4, 1e-4);
+        if !gpu.uses_subgroup_kernels() {
+            continue;
+        }
+        let calls = |name: &str| {
+            let count = |p: &[repopt_tensor::KernelTime]| {
+                p.iter()
+                    .filter(|t| t.kernel == name)
+                    .map(|t| t.calls)
+                    .sum::<u64>()
+            };
+            count(&gpu.kernel_profile()) - count(&before)
+        };
+        let name = format!("{}::{}", want.0, want.1);
+        assert_eq!(
+            calls(&name),
+            1,
+            "{what}: expected {name}: {:?}",
+            gpu.kernel_profile()
+        );
+    }
+}
+
 #[test]
 fn cross_entropy_matches_reference_and_finite_differences() {
     for (family, gpu) in kernel_families() {

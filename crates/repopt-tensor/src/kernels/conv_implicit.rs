@@ -45,9 +45,9 @@ crate::params! {
     }
 }
 
-shader!(SHADER, "conv_implicit.wgsl", ImplicitGemmParams, trusted: false, f16: false,
+shader!(SHADER, "conv_implicit.wgsl", ImplicitGemmParams, trusted: false, subgroups: false, f16: false,
     library: "conv_implicit_product.wgsl");
-shader!(F16_SHADER, "conv_implicit_f16.wgsl", ImplicitGemmParams, trusted: false, f16: true,
+shader!(F16_SHADER, "conv_implicit_f16.wgsl", ImplicitGemmParams, trusted: false, subgroups: false, f16: true,
     library: "conv_implicit_product.wgsl");
 
 kernels! {

@@ -1,4 +1,6 @@
-//! `shaders/matmul.wgsl` and `shaders/matmul_subgroup.wgsl`; both read [`MatmulParams`].
+//! `shaders/matmul.wgsl`, and `shaders/matmul_subgroup.wgsl` and
+//! `shaders/matmul_subgroup_vec.wgsl` (one body, `shaders/matmul_subgroup_body.wgsl`, reading
+//! B element by element or in vec2/vec4 loads); all read [`MatmulParams`].
 
 use super::{kernels, shader};
 
@@ -34,7 +36,10 @@ crate::params! {
 }
 
 shader!(SHADER, "matmul.wgsl", MatmulParams, trusted: true, subgroups: false);
-shader!(SUBGROUP_SHADER, "matmul_subgroup.wgsl", MatmulParams, trusted: true, subgroups: true);
+shader!(SUBGROUP_SHADER, "matmul_subgroup.wgsl", MatmulParams, trusted: true, subgroups: true,
+    f16: false, library: "matmul_subgroup_body.wgsl");
+shader!(SUBGROUP_VEC_SHADER, "matmul_subgroup_vec.wgsl", MatmulParams, trusted: true,
+    subgroups: true, f16: false, library: "matmul_subgroup_body.wgsl");
 
 kernels! {
     KERNELS = SHADER: MatmulParams {
@@ -49,5 +54,14 @@ kernels! {
         MATMUL_SUBGROUP = matmul(read a, read b, read bias, write c);
         /// The same with four columns per invocation.
         MATMUL_SUBGROUP_WIDE = matmul_wide(read a, read b, read bias, write c);
+    }
+}
+
+kernels! {
+    SUBGROUP_VEC_KERNELS = SUBGROUP_VEC_SHADER: MatmulParams {
+        /// [`MATMUL_SUBGROUP`] reading each invocation's two columns of B in one load.
+        MATMUL_SUBGROUP_PAIRS = matmul(read a, read b2, read bias, write c);
+        /// [`MATMUL_SUBGROUP_WIDE`] reading each invocation's four columns of B in one load.
+        MATMUL_SUBGROUP_QUADS = matmul_wide(read a, read b4, read bias, write c);
     }
 }

@@ -161,7 +161,8 @@ impl Shader {
     }
 }
 
-/// Declares a [`Shader`] constant for a file in `shaders/`.
+/// Declares a [`Shader`] constant for a file in `shaders/`, optionally with the `library`
+/// file appended to it (see [`Shader::library`]).
 macro_rules! shader {
     ($ident:ident, $file:literal, $params:ty, trusted: $trusted:expr, subgroups: $subgroups:expr) => {
         #[doc = concat!("`shaders/", $file, "`")]
@@ -175,16 +176,15 @@ macro_rules! shader {
             library: None,
         };
     };
-    // A file that uses `f16` and appends the shared `$library`.
-    ($ident:ident, $file:literal, $params:ty, trusted: $trusted:expr, f16: $f16:expr,
-     library: $library:literal) => {
+    ($ident:ident, $file:literal, $params:ty, trusted: $trusted:expr, subgroups: $subgroups:expr,
+     f16: $f16:expr, library: $library:literal) => {
         #[doc = concat!("`shaders/", $file, "` with `shaders/", $library, "`")]
         pub const $ident: $crate::kernels::Shader = $crate::kernels::Shader {
             name: $file,
             source: include_str!(concat!("../../../../shaders/", $file)),
             params: &<$params as $crate::kernels::Params>::LAYOUT,
             trusted: $trusted,
-            needs_subgroups: false,
+            needs_subgroups: $subgroups,
             needs_f16: $f16,
             library: Some((
                 $library,
@@ -298,6 +298,7 @@ pub const SHADERS: &[&Shader] = &[
     &dropout::SHADER,
     &matmul::SHADER,
     &matmul::SUBGROUP_SHADER,
+    &matmul::SUBGROUP_VEC_SHADER,
     &batchnorm::SHADER,
     &reduce::SHADER,
     &loss::SHADER,
@@ -321,6 +322,7 @@ pub fn all() -> impl Iterator<Item = &'static KernelInfo> {
         dropout::KERNELS,
         matmul::KERNELS,
         matmul::SUBGROUP_KERNELS,
+        matmul::SUBGROUP_VEC_KERNELS,
         batchnorm::KERNELS,
         reduce::KERNELS,
         loss::KERNELS,

@@ -27,6 +27,8 @@ crate::params! {
         tile_major: u32,
         /// 1: the products are stored `[k][tile][o]` rather than `[k][o][tile]`.
         products_tile_major: u32,
+        /// 1: the weights' transform is stored `[k][c][o]` rather than `[k][o][c]`.
+        weights_input_major: u32,
     }
 }
 
@@ -34,7 +36,7 @@ shader!(SHADER, "winograd.wgsl", WinogradParams, trusted: false, subgroups: fals
 
 kernels! {
     KERNELS = SHADER: WinogradParams {
-        /// `u[k][o][c] = (G g G^T)[k]` for every channel pair.
+        /// `u[k][o][c] = (G g G^T)[k]` for every channel pair (or `u[k][c][o]`).
         WEIGHTS = winograd_weights(read wsrc, write u);
         /// `v[k][c][tile] = (B^T d B)[k]` for every channel and 4x4 input tile.
         INPUTS = winograd_inputs(read x, write v);

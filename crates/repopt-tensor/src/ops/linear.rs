@@ -154,11 +154,19 @@ fn launch_matmul(p: &MatmulParams, buffers: [&Tensor; 4], batch: usize) -> Resul
     let (m, n) = (p.m as usize, p.n as usize);
     let rows_per_group = matmul_block(gpu).0;
     let (wide, columns_per_group) = column_form(gpu, n);
+    // An invocation's columns of B adjacent, and each pair (quad) of them aligned.
+    let aligned = |to: u32| p.sbn == 1 && [p.n, p.sbk, p.batch_b].iter().all(|v| v % to == 0);
     let kernel = if !subgroups {
         &k::MATMUL
     } else if wide {
         // As many columns busy with twice as many per invocation: more FMAs per load.
-        &k::MATMUL_SUBGROUP_WIDE
+        if aligned(4) {
+            &k::MATMUL_SUBGROUP_QUADS
+        } else {
+            &k::MATMUL_SUBGROUP_WIDE
+        }
+    } else if aligned(2) {
+        &k::MATMUL_SUBGROUP_PAIRS
     } else {
         &k::MATMUL_SUBGROUP
     };
@@ -347,4 +355,54 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
         "linear",
         move |g| Ok(linear_backward(g, &xd, &wd, needs)?.to_vec()),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Gpu;
+
+    /// Batched products (the Winograd convolution's) read B in vectors where it is aligned,
+    /// and both forms give the f64 product.
+    #[test]
+    fn batched_products_read_b_in_vectors_where_aligned() {
+        let gpu = Gpu::from_env().unwrap();
+        gpu.set_profiling(true);
+        let (m, k, batch) = (5, 3, 3);
+        for (n, kernel) in [
+            (256usize, "matmul_subgroup_vec.wgsl::matmul_wide"),
+            (258, "matmul_subgroup_vec.wgsl::matmul"),
+            (257, "matmul_subgroup.wgsl::matmul"),
+        ] {
+            let value = |i: usize, seed: usize| ((i * 7 + seed * 13) % 23) as f32 / 11.0 - 1.0;
+            let ad: Vec<f32> = (0..batch * m * k).map(|i| value(i, 1)).collect();
+            let bd: Vec<f32> = (0..batch * k * n).map(|i| value(i, 2)).collect();
+            let a = Tensor::from_slice(&gpu, &ad, &[batch * m * k]).unwrap();
+            let b = Tensor::from_slice(&gpu, &bd, &[batch * k * n]).unwrap();
+            let c = Tensor::empty(&gpu, &[batch * m * n], DType::F32).unwrap();
+            let calls = |g: &Gpu| {
+                g.kernel_profile()
+                    .iter()
+                    .filter(|t| t.kernel == kernel)
+                    .map(|t| t.calls)
+                    .sum::<u64>()
+            };
+            let before = calls(&gpu);
+            let layouts = (Layout::row_major(k), Layout::row_major(n));
+            matmul_batched_into((&a, layouts.0), (&b, layouts.1), &c, [m, n, k], batch).unwrap();
+            let got = c.to_vec().unwrap();
+            for z in 0..batch {
+                for (i, j) in (0..m).flat_map(|i| (0..n).map(move |j| (i, j))) {
+                    let want: f64 = (0..k)
+                        .map(|t| ad[(z * m + i) * k + t] as f64 * bd[(z * k + t) * n + j] as f64)
+                        .sum();
+                    let g = got[(z * m + i) * n + j] as f64;
+                    assert!((g - want).abs() <= 1e-5 + 1e-5 * want.abs(), "n {n} z {z}");
+                }
+            }
+            if gpu.uses_subgroup_kernels() {
+                assert_eq!(calls(&gpu) - before, 1, "n {n}: {kernel}");
+            }
+        }
+    }
 }

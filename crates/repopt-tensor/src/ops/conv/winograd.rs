@@ -73,6 +73,7 @@ pub(crate) fn run(a: &Tensor, b: &Tensor, s: &ConvShape, direction: Direction) -
         flip: (direction == Direction::BackwardInput) as u32,
         tile_major: (direction == Direction::BackwardWeight) as u32,
         products_tile_major: 0,
+        weights_input_major: 0,
     };
     // Every direction transforms an activation's 4x4 input tiles: x, or dy for dx.
     let v = Tensor::empty(gpu, &[POSITIONS, ci, tile_count], DType::F32)?;
@@ -85,6 +86,13 @@ pub(crate) fn run(a: &Tensor, b: &Tensor, s: &ConvShape, direction: Direction) -
     if direction == Direction::BackwardWeight {
         return weight_gradient(&v, b, &params, tile_count);
     }
+    let tile_rows = transposed_keeps_more_busy(gpu, co, tile_count);
+    // With tiles as the product's rows the weights are its B, read along output channels:
+    // stored [k][c][o], each invocation's columns are adjacent and read in one load.
+    let params = WinogradParams {
+        weights_input_major: tile_rows as u32,
+        ..params
+    };
     let u = Tensor::empty(gpu, &[POSITIONS, co, ci], DType::F32)?;
     gpu.launch(
         &k::WEIGHTS,
@@ -93,9 +101,9 @@ pub(crate) fn run(a: &Tensor, b: &Tensor, s: &ConvShape, direction: Direction) -
         gpu.grid(groups(co * ci, 64)),
     )?;
     let m = Tensor::empty(gpu, &[POSITIONS, co, tile_count], DType::F32)?;
-    let params = if transposed_keeps_more_busy(gpu, co, tile_count) {
+    let params = if tile_rows {
         // M[k]^T = V[k]^T U[k]^T: tiles as the product's rows, stored [k][tile][o].
-        let (vt, ut) = (Layout::transposed(tile_count), Layout::transposed(ci));
+        let (vt, ut) = (Layout::transposed(tile_count), Layout::row_major(co));
         matmul_batched_into((&v, vt), (&u, ut), &m, [tile_count, co, ci], POSITIONS)?;
         WinogradParams {
             products_tile_major: 1,
