@@ -165,20 +165,18 @@ impl Shader {
 /// file appended to it (see [`Shader::library`]).
 macro_rules! shader {
     ($ident:ident, $file:literal, $params:ty, trusted: $trusted:expr, subgroups: $subgroups:expr) => {
-        #[doc = concat!("`shaders/", $file, "`")]
-        pub const $ident: $crate::kernels::Shader = $crate::kernels::Shader {
-            name: $file,
-            source: include_str!(concat!("../../../../shaders/", $file)),
-            params: &<$params as $crate::kernels::Params>::LAYOUT,
-            trusted: $trusted,
-            needs_subgroups: $subgroups,
-            needs_f16: false,
-            library: None,
-        };
+        $crate::kernels::shader!(@make $ident, $file, $params, $trusted, $subgroups, false, None,
+            concat!("`shaders/", $file, "`"));
     };
     ($ident:ident, $file:literal, $params:ty, trusted: $trusted:expr, subgroups: $subgroups:expr,
      f16: $f16:expr, library: $library:literal) => {
-        #[doc = concat!("`shaders/", $file, "` with `shaders/", $library, "`")]
+        $crate::kernels::shader!(@make $ident, $file, $params, $trusted, $subgroups, $f16,
+            Some(($library, include_str!(concat!("../../../../shaders/", $library)))),
+            concat!("`shaders/", $file, "` with `shaders/", $library, "`"));
+    };
+    (@make $ident:ident, $file:literal, $params:ty, $trusted:expr, $subgroups:expr, $f16:expr,
+     $library:expr, $doc:expr) => {
+        #[doc = $doc]
         pub const $ident: $crate::kernels::Shader = $crate::kernels::Shader {
             name: $file,
             source: include_str!(concat!("../../../../shaders/", $file)),
@@ -186,10 +184,7 @@ macro_rules! shader {
             trusted: $trusted,
             needs_subgroups: $subgroups,
             needs_f16: $f16,
-            library: Some((
-                $library,
-                include_str!(concat!("../../../../shaders/", $library)),
-            )),
+            library: $library,
         };
     };
 }
