@@ -143,64 +143,73 @@ fn sgd_step_multi(ids: Ids) {
     }
 }
 
-// ---- with the RepOptimizer's structured Grad Mult: seven tensors, one element each --------
+// ---- with the RepOptimizer's structured Grad Mult: seven tensors, four elements each -------
 // Tensor t is a [rows_t, row_t / 9, 3, 3] kernel with factors f (see `structured_mult` in
-// optim.wgsl); bit t of `identity` adds the identity branch's 1.
+// optim.wgsl); bit t of `identity` adds the identity branch's 1. Four elements per
+// invocation as without a Grad Mult: on lavapipe every scalar load is a gather, and one
+// element each made this the slowest pass of a RepOpt-VGG step (2.6x the time per element
+// of the dense Grad Mult's vec4 kernel, which moves more bytes). A row holds at least 9
+// elements, so the four lie in at most two output channels.
 
-@group(0) @binding(1) var<storage, read_write> cw0: array<f32>;
-@group(0) @binding(2) var<storage, read> cg0: array<f32>;
+@group(0) @binding(1) var<storage, read_write> cw0: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> cg0: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> cf0: array<f32>;
-@group(0) @binding(4) var<storage, read_write> cm0: array<f32>;
-@group(0) @binding(5) var<storage, read_write> cw1: array<f32>;
-@group(0) @binding(6) var<storage, read> cg1: array<f32>;
+@group(0) @binding(4) var<storage, read_write> cm0: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read_write> cw1: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read> cg1: array<vec4<f32>>;
 @group(0) @binding(7) var<storage, read> cf1: array<f32>;
-@group(0) @binding(8) var<storage, read_write> cm1: array<f32>;
-@group(0) @binding(9) var<storage, read_write> cw2: array<f32>;
-@group(0) @binding(10) var<storage, read> cg2: array<f32>;
+@group(0) @binding(8) var<storage, read_write> cm1: array<vec4<f32>>;
+@group(0) @binding(9) var<storage, read_write> cw2: array<vec4<f32>>;
+@group(0) @binding(10) var<storage, read> cg2: array<vec4<f32>>;
 @group(0) @binding(11) var<storage, read> cf2: array<f32>;
-@group(0) @binding(12) var<storage, read_write> cm2: array<f32>;
-@group(0) @binding(13) var<storage, read_write> cw3: array<f32>;
-@group(0) @binding(14) var<storage, read> cg3: array<f32>;
+@group(0) @binding(12) var<storage, read_write> cm2: array<vec4<f32>>;
+@group(0) @binding(13) var<storage, read_write> cw3: array<vec4<f32>>;
+@group(0) @binding(14) var<storage, read> cg3: array<vec4<f32>>;
 @group(0) @binding(15) var<storage, read> cf3: array<f32>;
-@group(0) @binding(16) var<storage, read_write> cm3: array<f32>;
-@group(0) @binding(17) var<storage, read_write> cw4: array<f32>;
-@group(0) @binding(18) var<storage, read> cg4: array<f32>;
+@group(0) @binding(16) var<storage, read_write> cm3: array<vec4<f32>>;
+@group(0) @binding(17) var<storage, read_write> cw4: array<vec4<f32>>;
+@group(0) @binding(18) var<storage, read> cg4: array<vec4<f32>>;
 @group(0) @binding(19) var<storage, read> cf4: array<f32>;
-@group(0) @binding(20) var<storage, read_write> cm4: array<f32>;
-@group(0) @binding(21) var<storage, read_write> cw5: array<f32>;
-@group(0) @binding(22) var<storage, read> cg5: array<f32>;
+@group(0) @binding(20) var<storage, read_write> cm4: array<vec4<f32>>;
+@group(0) @binding(21) var<storage, read_write> cw5: array<vec4<f32>>;
+@group(0) @binding(22) var<storage, read> cg5: array<vec4<f32>>;
 @group(0) @binding(23) var<storage, read> cf5: array<f32>;
-@group(0) @binding(24) var<storage, read_write> cm5: array<f32>;
-@group(0) @binding(25) var<storage, read_write> cw6: array<f32>;
-@group(0) @binding(26) var<storage, read> cg6: array<f32>;
+@group(0) @binding(24) var<storage, read_write> cm5: array<vec4<f32>>;
+@group(0) @binding(25) var<storage, read_write> cw6: array<vec4<f32>>;
+@group(0) @binding(26) var<storage, read> cg6: array<vec4<f32>>;
 @group(0) @binding(27) var<storage, read> cf6: array<f32>;
-@group(0) @binding(28) var<storage, read_write> cm6: array<f32>;
+@group(0) @binding(28) var<storage, read_write> cm6: array<vec4<f32>>;
 
-struct ScalarUpdate {
-    w: f32,
-    buf: f32,
-}
-
-// `structured_mult` of optim.wgsl with the identity flag passed in.
-fn mult_of(each: f32, centre_term: f32, identity: bool, c: u32, r: u32) -> f32 {
-    let d = r / 9u;
-    var m = each;
-    if r - d * 9u == 4u {
-        m += centre_term;
-        if identity && c == d { m += 1.0; }
+// `structured_mult` of optim.wgsl with the identity flag passed in, for the four elements
+// from `e` (vec4 index `e / 4`): factors `lo` (each, centre term) of channel `c`, `hi` of `c + 1`.
+fn mults_of(lo: vec2<f32>, hi: vec2<f32>, identity: bool, c: u32, e: u32, row: u32) -> vec4<f32> {
+    var out = vec4<f32>(0.0);
+    let r0 = e - c * row;
+    for (var j = 0u; j < 4u; j++) {
+        let next = r0 + j >= row;
+        let f = select(lo, hi, next);
+        let cj = c + u32(next);
+        let r = r0 + j - select(0u, row, next);
+        let d = r / 9u;
+        var m = f.x;
+        if r - d * 9u == 4u {
+            m += f.y;
+            if identity && cj == d { m += 1.0; }
+        }
+        out[j] = m;
     }
-    return m;
+    return out;
 }
 
-fn sgd_mult(w: f32, g: f32, m: f32, old: f32, weight_decay: f32) -> ScalarUpdate {
+fn sgd_mult(w: vec4<f32>, g: vec4<f32>, m: vec4<f32>, old: vec4<f32>, weight_decay: f32) -> Update {
     var d = g * m + weight_decay * w;
     var buf = d;
     if p.first == 0u { buf = p.momentum * old + (1.0 - p.dampening) * d; }
     if p.nesterov == 1u { d = d + p.momentum * buf; } else { d = buf; }
-    return ScalarUpdate(w - p.lr * d, buf);
+    return Update(w - p.lr * d, buf);
 }
 
-// Grid: the tensors' blocks of 256 elements, end to end (folded over x and y).
+// Grid: the tensors' blocks of 256 vec4, end to end (folded over x and y).
 @compute @workgroup_size(256)
 fn sgd_step_conv3x3_multi(ids: Ids) {
     let g = group_index(ids);
@@ -209,9 +218,12 @@ fn sgd_step_conv3x3_multi(ids: Ids) {
     switch t {
         case 0u: {
             if i < p.n_0 {
-                let c = i / p.row_0;
-                let r = i - c * p.row_0;
-                let m = mult_of(cf0[c], cf0[p.rows_0 + c], (p.identity & 1u) != 0u, c, r);
+                let e = 4u * i;
+                let c = min(e / p.row_0, p.rows_0 - 1u);
+                let c1 = min(c + 1u, p.rows_0 - 1u);
+                let lo = vec2<f32>(cf0[c], cf0[p.rows_0 + c]);
+                let hi = vec2<f32>(cf0[c1], cf0[p.rows_0 + c1]);
+                let m = mults_of(lo, hi, (p.identity & 1u) != 0u, c, e, p.row_0);
                 let u = sgd_mult(cw0[i], cg0[i], m, cm0[i], p.wd_0);
                 cw0[i] = u.w;
                 cm0[i] = u.buf;
@@ -219,9 +231,12 @@ fn sgd_step_conv3x3_multi(ids: Ids) {
         }
         case 1u: {
             if i < p.n_1 {
-                let c = i / p.row_1;
-                let r = i - c * p.row_1;
-                let m = mult_of(cf1[c], cf1[p.rows_1 + c], (p.identity & 2u) != 0u, c, r);
+                let e = 4u * i;
+                let c = min(e / p.row_1, p.rows_1 - 1u);
+                let c1 = min(c + 1u, p.rows_1 - 1u);
+                let lo = vec2<f32>(cf1[c], cf1[p.rows_1 + c]);
+                let hi = vec2<f32>(cf1[c1], cf1[p.rows_1 + c1]);
+                let m = mults_of(lo, hi, (p.identity & 2u) != 0u, c, e, p.row_1);
                 let u = sgd_mult(cw1[i], cg1[i], m, cm1[i], p.wd_1);
                 cw1[i] = u.w;
                 cm1[i] = u.buf;
@@ -229,9 +244,12 @@ fn sgd_step_conv3x3_multi(ids: Ids) {
         }
         case 2u: {
             if i < p.n_2 {
-                let c = i / p.row_2;
-                let r = i - c * p.row_2;
-                let m = mult_of(cf2[c], cf2[p.rows_2 + c], (p.identity & 4u) != 0u, c, r);
+                let e = 4u * i;
+                let c = min(e / p.row_2, p.rows_2 - 1u);
+                let c1 = min(c + 1u, p.rows_2 - 1u);
+                let lo = vec2<f32>(cf2[c], cf2[p.rows_2 + c]);
+                let hi = vec2<f32>(cf2[c1], cf2[p.rows_2 + c1]);
+                let m = mults_of(lo, hi, (p.identity & 4u) != 0u, c, e, p.row_2);
                 let u = sgd_mult(cw2[i], cg2[i], m, cm2[i], p.wd_2);
                 cw2[i] = u.w;
                 cm2[i] = u.buf;
@@ -239,9 +257,12 @@ fn sgd_step_conv3x3_multi(ids: Ids) {
         }
         case 3u: {
             if i < p.n_3 {
-                let c = i / p.row_3;
-                let r = i - c * p.row_3;
-                let m = mult_of(cf3[c], cf3[p.rows_3 + c], (p.identity & 8u) != 0u, c, r);
+                let e = 4u * i;
+                let c = min(e / p.row_3, p.rows_3 - 1u);
+                let c1 = min(c + 1u, p.rows_3 - 1u);
+                let lo = vec2<f32>(cf3[c], cf3[p.rows_3 + c]);
+                let hi = vec2<f32>(cf3[c1], cf3[p.rows_3 + c1]);
+                let m = mults_of(lo, hi, (p.identity & 8u) != 0u, c, e, p.row_3);
                 let u = sgd_mult(cw3[i], cg3[i], m, cm3[i], p.wd_3);
                 cw3[i] = u.w;
                 cm3[i] = u.buf;
@@ -249,9 +270,12 @@ fn sgd_step_conv3x3_multi(ids: Ids) {
         }
         case 4u: {
             if i < p.n_4 {
-                let c = i / p.row_4;
-                let r = i - c * p.row_4;
-                let m = mult_of(cf4[c], cf4[p.rows_4 + c], (p.identity & 16u) != 0u, c, r);
+                let e = 4u * i;
+                let c = min(e / p.row_4, p.rows_4 - 1u);
+                let c1 = min(c + 1u, p.rows_4 - 1u);
+                let lo = vec2<f32>(cf4[c], cf4[p.rows_4 + c]);
+                let hi = vec2<f32>(cf4[c1], cf4[p.rows_4 + c1]);
+                let m = mults_of(lo, hi, (p.identity & 16u) != 0u, c, e, p.row_4);
                 let u = sgd_mult(cw4[i], cg4[i], m, cm4[i], p.wd_4);
                 cw4[i] = u.w;
                 cm4[i] = u.buf;
@@ -259,9 +283,12 @@ fn sgd_step_conv3x3_multi(ids: Ids) {
         }
         case 5u: {
             if i < p.n_5 {
-                let c = i / p.row_5;
-                let r = i - c * p.row_5;
-                let m = mult_of(cf5[c], cf5[p.rows_5 + c], (p.identity & 32u) != 0u, c, r);
+                let e = 4u * i;
+                let c = min(e / p.row_5, p.rows_5 - 1u);
+                let c1 = min(c + 1u, p.rows_5 - 1u);
+                let lo = vec2<f32>(cf5[c], cf5[p.rows_5 + c]);
+                let hi = vec2<f32>(cf5[c1], cf5[p.rows_5 + c1]);
+                let m = mults_of(lo, hi, (p.identity & 32u) != 0u, c, e, p.row_5);
                 let u = sgd_mult(cw5[i], cg5[i], m, cm5[i], p.wd_5);
                 cw5[i] = u.w;
                 cm5[i] = u.buf;
@@ -269,9 +296,12 @@ fn sgd_step_conv3x3_multi(ids: Ids) {
         }
         case 6u: {
             if i < p.n_6 {
-                let c = i / p.row_6;
-                let r = i - c * p.row_6;
-                let m = mult_of(cf6[c], cf6[p.rows_6 + c], (p.identity & 64u) != 0u, c, r);
+                let e = 4u * i;
+                let c = min(e / p.row_6, p.rows_6 - 1u);
+                let c1 = min(c + 1u, p.rows_6 - 1u);
+                let lo = vec2<f32>(cf6[c], cf6[p.rows_6 + c]);
+                let hi = vec2<f32>(cf6[c1], cf6[p.rows_6 + c1]);
+                let m = mults_of(lo, hi, (p.identity & 64u) != 0u, c, e, p.row_6);
                 let u = sgd_mult(cw6[i], cg6[i], m, cm6[i], p.wd_6);
                 cw6[i] = u.w;
                 cm6[i] = u.buf;

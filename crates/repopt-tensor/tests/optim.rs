@@ -370,12 +370,15 @@ fn tensors_without_grad_mults_eight_to_a_dispatch_match_one_kernel_each() {
 #[test]
 fn structured_grad_mults_seven_to_a_dispatch_match_one_kernel_each() {
     let gpu = gpu();
-    // 3x3 kernels of awkward shapes (3 input channels: rows of 27; 1 output channel; rows
-    // not a multiple of 256 and one channel spanning several workgroups), with and without
-    // the identity branch, mixed with tensors without a Grad Mult.
+    // 3x3 kernels of awkward shapes (3 input channels: rows of 27; 1 input channel: rows of
+    // 9, so a vec4 of elements can span two output channels, and sizes not a multiple of 4;
+    // 1 output channel; rows not a multiple of 256 and one channel spanning several
+    // workgroups), with and without the identity branch, mixed with tensors without a Grad
+    // Mult.
     let shapes: Vec<Vec<usize>> = (0..16)
         .map(|i| vec![1 + 7 * i % 20, [3, 5, 16, 33][i % 4], 3, 3])
         .chain([vec![48, 48, 3, 3], vec![2, 300, 3, 3], vec![16], vec![5, 2]])
+        .chain([vec![7, 1, 3, 3], vec![1, 1, 3, 3], vec![3, 2, 3, 3]])
         .collect();
     let build = || -> Vec<ParamSpec> {
         shapes
@@ -402,6 +405,6 @@ fn structured_grad_mults_seven_to_a_dispatch_match_one_kernel_each() {
             })
             .collect()
     };
-    // 18 structured: 7 + 7 + 4; the two without a Grad Mult in one.
+    // 21 structured: 7 + 7 + 7; the two without a Grad Mult in one.
     batched_matches_one_kernel_each(&build, 4);
 }

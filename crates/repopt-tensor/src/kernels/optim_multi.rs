@@ -21,21 +21,21 @@ crate::params! {
         momentum: f32,
         /// Dampening.
         dampening: f32,
-        /// Tensor 0: vec4 count without a Grad Mult, element count with one (0 where the slot is unused).
+        /// Tensor 0: vec4 count (0 where the slot is unused).
         n_0: u32,
-        /// Tensor 1: vec4 count without a Grad Mult, element count with one (0 where the slot is unused).
+        /// Tensor 1: vec4 count (0 where the slot is unused).
         n_1: u32,
-        /// Tensor 2: vec4 count without a Grad Mult, element count with one (0 where the slot is unused).
+        /// Tensor 2: vec4 count (0 where the slot is unused).
         n_2: u32,
-        /// Tensor 3: vec4 count without a Grad Mult, element count with one (0 where the slot is unused).
+        /// Tensor 3: vec4 count (0 where the slot is unused).
         n_3: u32,
-        /// Tensor 4: vec4 count without a Grad Mult, element count with one (0 where the slot is unused).
+        /// Tensor 4: vec4 count (0 where the slot is unused).
         n_4: u32,
-        /// Tensor 5: vec4 count without a Grad Mult, element count with one (0 where the slot is unused).
+        /// Tensor 5: vec4 count (0 where the slot is unused).
         n_5: u32,
-        /// Tensor 6: vec4 count without a Grad Mult, element count with one (0 where the slot is unused).
+        /// Tensor 6: vec4 count (0 where the slot is unused).
         n_6: u32,
-        /// Tensor 7: vec4 count without a Grad Mult, element count with one (0 where the slot is unused).
+        /// Tensor 7: vec4 count (0 where the slot is unused).
         n_7: u32,
         /// Tensor 1's first workgroup (tensor 0 starts at 0; unused slots at the grid's end).
         start_1: u32,

@@ -100,20 +100,17 @@ impl Batches {
         let mut total = 0u32;
         let mut buffers = Vec::with_capacity(4 * slots);
         for (slot, e) in batch.iter().enumerate() {
-            // Four elements per invocation without a Grad Mult, one with it.
-            let n = match &e.structured {
-                None => {
-                    buffers.extend([e.w.buffer(), e.g.buffer(), e.m.buffer()]);
-                    e.w.numel().div_ceil(4)
-                }
+            // Four elements per invocation (the pool's buffers are whole vec4s).
+            match &e.structured {
+                None => buffers.extend([e.w.buffer(), e.g.buffer(), e.m.buffer()]),
                 Some((factors, identity)) => {
                     let co = e.w.shape()[0];
                     rows[slot] = ((e.w.numel() / co) as u32, co as u32);
                     p.identity |= (*identity as u32) << slot;
                     buffers.extend([e.w.buffer(), e.g.buffer(), factors.buffer(), e.m.buffer()]);
-                    e.w.numel()
                 }
-            };
+            }
+            let n = e.w.numel().div_ceil(4);
             counts[slot] = n as u32;
             starts[slot] = total;
             decays[slot] = e.weight_decay;
