@@ -144,12 +144,11 @@ fn sgd_step_multi(ids: Ids) {
 }
 
 // ---- with the RepOptimizer's structured Grad Mult: seven tensors, four elements each -------
-// Tensor t is a [rows_t, row_t / 9, 3, 3] kernel with factors f (see `structured_mult` in
-// optim.wgsl); bit t of `identity` adds the identity branch's 1. Four elements per
-// invocation as without a Grad Mult: on lavapipe every scalar load is a gather, and one
-// element each made this the slowest pass of a RepOpt-VGG step (2.6x the time per element
-// of the dense Grad Mult's vec4 kernel, which moves more bytes). A row holds at least 9
-// elements, so the four lie in at most two output channels.
+// Tensor t is a [rows_t, row_t / 9, 3, 3] kernel with factors f (`mults_of`, in
+// grad_mult4.wgsl, appended to this file); bit t of `identity` adds the identity branch's
+// 1. Four elements per invocation as without a Grad Mult: on lavapipe every scalar load is
+// a gather, and one element each made this the slowest pass of a RepOpt-VGG step (2.6x the
+// time per element of the dense Grad Mult's vec4 kernel, which moves more bytes).
 
 @group(0) @binding(1) var<storage, read_write> cw0: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> cg0: array<vec4<f32>>;
@@ -179,27 +178,6 @@ fn sgd_step_multi(ids: Ids) {
 @group(0) @binding(26) var<storage, read> cg6: array<vec4<f32>>;
 @group(0) @binding(27) var<storage, read> cf6: array<f32>;
 @group(0) @binding(28) var<storage, read_write> cm6: array<vec4<f32>>;
-
-// `structured_mult` of optim.wgsl with the identity flag passed in, for the four elements
-// from `e` (vec4 index `e / 4`): factors `lo` (each, centre term) of channel `c`, `hi` of `c + 1`.
-fn mults_of(lo: vec2<f32>, hi: vec2<f32>, identity: bool, c: u32, e: u32, row: u32) -> vec4<f32> {
-    var out = vec4<f32>(0.0);
-    let r0 = e - c * row;
-    for (var j = 0u; j < 4u; j++) {
-        let next = r0 + j >= row;
-        let f = select(lo, hi, next);
-        let cj = c + u32(next);
-        let r = r0 + j - select(0u, row, next);
-        let d = r / 9u;
-        var m = f.x;
-        if r - d * 9u == 4u {
-            m += f.y;
-            if identity && cj == d { m += 1.0; }
-        }
-        out[j] = m;
-    }
-    return out;
-}
 
 fn sgd_mult(w: vec4<f32>, g: vec4<f32>, m: vec4<f32>, old: vec4<f32>, weight_decay: f32) -> Update {
     var d = g * m + weight_decay * w;

@@ -5,7 +5,9 @@
 use repopt_tensor::Tensor;
 use repopt_tensor::ops::{self, Conv2dConfig};
 use repopt_tensor::testing::reference as cpu;
-use repopt_tensor::testing::{assert_close, conv_variants, data, f64s, gradcheck_on};
+use repopt_tensor::testing::{
+    assert_close, conv_variants, data, f64s, gradcheck_on, launches_on_this_thread,
+};
 
 /// (input [N, Ci, H, W], Co, k, stride): batch 1, odd sizes, stride 2 with odd input,
 /// channel counts that are not multiples of 16 and pixel counts not multiples of 64.
@@ -186,9 +188,9 @@ fn forced_variants_run_where_they_apply_and_only_there() {
                 _ if variant == "implicit" => 1,
                 _ => direct,
             };
-            let before = gpu.dispatch_count();
+            let before = launches_on_this_thread();
             let y = ops::conv2d(&x, &w, Conv2dConfig::same(3, stride)).unwrap();
-            let launched = gpu.dispatch_count() - before;
+            let launched = launches_on_this_thread() - before;
             assert_eq!(launched, want, "{variant} stride {stride}");
             assert_eq!(y.shape(), &[2, 3, 7usize.div_ceil(stride), 6 / stride]);
         }
@@ -312,8 +314,8 @@ fn measuring_skips_the_implicit_product_on_cpu_adapters_only() {
     .unwrap();
     let x = Tensor::from_slice(&forced, &data(2 * 8 * 6 * 6, 1), &[2, 8, 6, 6]).unwrap();
     let w = Tensor::from_slice(&forced, &data(8 * 8 * 9, 2), &[8, 8, 3, 3]).unwrap();
-    let before = forced.dispatch_count();
+    let before = launches_on_this_thread();
     ops::conv2d(&x, &w, Conv2dConfig::same(3, 1)).unwrap();
-    assert_eq!(forced.dispatch_count() - before, 1);
+    assert_eq!(launches_on_this_thread() - before, 1);
     let _ = std::fs::remove_file(&file);
 }

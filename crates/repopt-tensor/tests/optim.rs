@@ -6,7 +6,7 @@ use repopt_tensor::optim::{
     clip_grad_norm,
 };
 use repopt_tensor::testing::reference as cpu;
-use repopt_tensor::testing::{assert_close, data, f64s, gpu};
+use repopt_tensor::testing::{assert_close, data, f64s, gpu, launches_on_this_thread};
 
 /// Runs `steps` updates with fresh gradients each step and compares with the reference.
 fn check_sgd(len: usize, mult: bool, config: SgdConfig, kernels: UpdateKernels) {
@@ -241,7 +241,15 @@ fn clip_grad_norm_scales_to_the_limit_only_when_above_it() {
 #[test]
 fn structured_grad_mults_match_dense_ones() {
     let gpu = gpu();
-    for (co, ci, identity) in [(4usize, 4usize, true), (5, 3, false), (17, 17, true)] {
+    // Rows of 36, 27 and 153 elements, and of 9 and 18, where four consecutive elements can
+    // lie in two output channels.
+    for (co, ci, identity) in [
+        (4usize, 4usize, true),
+        (5, 3, false),
+        (17, 17, true),
+        (7, 1, true),
+        (3, 2, false),
+    ] {
         let shape = [co, ci, 3, 3];
         let len = co * ci * 9;
         let f: Vec<f32> = data(2 * co, 70).iter().map(|v| 1.0 + v).collect();
@@ -318,9 +326,9 @@ fn batched_matches_one_kernel_each(build: &dyn Fn() -> Vec<ParamSpec>, dispatche
             pa.tensor.set_grad(g.clone()).unwrap();
             pb.tensor.set_grad(g).unwrap();
         }
-        let before = gpu.dispatch_count();
+        let before = launches_on_this_thread();
         batched.step(0.05).unwrap();
-        let launched = gpu.dispatch_count() - before;
+        let launched = launches_on_this_thread() - before;
         single.step(0.05).unwrap();
         if step == 2 {
             assert_eq!(launched, dispatches);

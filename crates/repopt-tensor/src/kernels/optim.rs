@@ -40,7 +40,8 @@ crate::params! {
     }
 }
 
-shader!(SHADER, "optim.wgsl", OptimParams, trusted: false, subgroups: false);
+shader!(SHADER, "optim.wgsl", OptimParams, trusted: false, subgroups: false,
+    f16: false, library: "grad_mult4.wgsl");
 
 kernels! {
     KERNELS = SHADER: OptimParams {

@@ -100,7 +100,8 @@ crate::params! {
     }
 }
 
-shader!(SHADER, "optim_multi.wgsl", MultiSgdParams, trusted: false, subgroups: false);
+shader!(SHADER, "optim_multi.wgsl", MultiSgdParams, trusted: false, subgroups: false,
+    f16: false, library: "grad_mult4.wgsl");
 
 kernels! {
     KERNELS = SHADER: MultiSgdParams {

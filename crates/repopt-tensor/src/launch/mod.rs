@@ -22,6 +22,19 @@ use self::pipelines::{BindGroupCache, PipelineCache};
 use crate::error::{Error, Result};
 use crate::kernels::{Kernel, KernelInfo, Params};
 
+thread_local! {
+    /// Launches this thread recorded, on any device. A device's own count also holds what
+    /// other threads launched on it meanwhile (tests share one device across threads), so
+    /// what one piece of code launches is counted here.
+    static LAUNCHED_HERE: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Kernel launches this thread has recorded so far, on any device (planned ones included).
+#[cfg(feature = "testing")]
+pub(crate) fn launched_on_this_thread() -> u64 {
+    LAUNCHED_HERE.with(std::cell::Cell::get)
+}
+
 /// What the host has done on a device since it was opened: deterministic counts of the
 /// work that costs host time per step, for benchmarks and for tests that a steady training
 /// step creates nothing.
@@ -212,6 +225,7 @@ impl Recorder {
         check_buffers(info, buffers)?;
         if self.plan_only {
             self.batch.lock().expect("batch lock").counters.dispatches += 1;
+            LAUNCHED_HERE.with(|n| n.set(n.get() + 1));
             return Ok(());
         }
         if info.shader.needs_subgroups && !self.subgroup_kernels {
@@ -255,6 +269,7 @@ impl Recorder {
         }
         let c = &mut batch.counters;
         c.dispatches += 1;
+        LAUNCHED_HERE.with(|n| n.set(n.get() + 1));
         c.pipelines_created += new_pipeline as u64;
         c.bind_groups_created += new_group as u64;
         c.encode_seconds += clock.elapsed().as_secs_f64() - (c.submit_seconds - submitted);

@@ -134,7 +134,7 @@ pub(crate) fn launch_fused_step(
                 conv3x3_kernel,
                 params,
                 &buffers,
-                [groups(row, 256), co as u32, 1],
+                gpu.grid(groups(params.n4 as usize, 256)),
             )
         }
         other => {

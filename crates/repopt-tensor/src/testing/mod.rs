@@ -38,6 +38,22 @@ pub fn gpu() -> Gpu {
     .clone()
 }
 
+/// Kernel launches this thread has recorded so far, on any device. Tests count what a piece
+/// of code launches with this rather than with [`Gpu::dispatch_count`], which also counts
+/// the launches of tests running on other threads on the same device.
+///
+/// ```no_run
+/// use repopt_tensor::{Tensor, testing};
+/// let gpu = testing::gpu();
+/// let x = Tensor::from_slice(&gpu, &[1.0, -2.0], &[2]).unwrap();
+/// let before = testing::launches_on_this_thread();
+/// let _y = x.relu().unwrap();
+/// assert_eq!(testing::launches_on_this_thread() - before, 1);
+/// ```
+pub fn launches_on_this_thread() -> u64 {
+    crate::launch::launched_on_this_thread()
+}
+
 /// Every kernel family this machine can run: the default device (subgroup kernels where the
 /// adapter has them) and, when that differs, one forced onto the plain kernels.
 pub fn kernel_families() -> Vec<(&'static str, Gpu)> {
