@@ -3,25 +3,25 @@
 // this file). Element (c, d, h, w) gets f[c], plus f[co + c] at the centre tap, plus 1 at the
 // centre where c == d with the identity branch (`structured_mult` in optim.wgsl, per element).
 // A row (ci * 9 elements) holds at least 9, so four consecutive elements lie in at most two
-// output channels.
+// output channels, and at most one of them is a centre tap. Finding that one element rather
+// than testing each of the four measured 1.1-1.2x faster for the whole step on lavapipe.
 
 // The multipliers of elements e .. e + 3 of a kernel with `row` elements per output channel:
 // `c` is element e's channel, `lo` its factors (each, centre term), `hi` those of c + 1.
 fn mults_of(lo: vec2<f32>, hi: vec2<f32>, identity: bool, c: u32, e: u32, row: u32) -> vec4<f32> {
-    var out = vec4<f32>(0.0);
     let r0 = e - c * row;
-    for (var j = 0u; j < 4u; j++) {
-        let next = r0 + j >= row;
-        let f = select(lo, hi, next);
-        let cj = c + u32(next);
-        let r = r0 + j - select(0u, row, next);
-        let d = r / 9u;
-        var m = f.x;
-        if r - d * 9u == 4u {
-            m += f.y;
-            if identity && cj == d { m += 1.0; }
-        }
-        out[j] = m;
+    let next = vec4<u32>(r0) + vec4<u32>(0u, 1u, 2u, 3u) >= vec4<u32>(row);
+    var m = select(vec4<f32>(lo.x), vec4<f32>(hi.x), next);
+    // Taps repeat every 9 elements (rows are multiples of 9): at most one of the four is a
+    // centre tap, element jc, if jc < 4.
+    let jc = (13u - e % 9u) % 9u;
+    if jc < 4u {
+        let crossed = r0 + jc >= row;
+        let r = r0 + jc - select(0u, row, crossed);
+        let f = select(lo, hi, crossed);
+        var add = f.y;
+        if identity && c + u32(crossed) == r / 9u { add += 1.0; }
+        m[jc] += add;
     }
-    return out;
+    return m;
 }
