@@ -4,7 +4,8 @@
 // centre where c == d with the identity branch (`structured_mult` in optim.wgsl, per element).
 // A row (ci * 9 elements) holds at least 9, so four consecutive elements lie in at most two
 // output channels, and at most one of them is a centre tap. Finding that one element rather
-// than testing each of the four measured 1.1-1.2x faster for the whole step on lavapipe.
+// than testing each of the four made the update 1.1-1.2x faster on lavapipe (`repopt bench
+// update`, its structured row).
 
 // The multipliers of elements e .. e + 3 of a kernel with `row` elements per output channel:
 // `c` is element e's channel, `lo` its factors (each, centre term), `hi` those of c + 1.
