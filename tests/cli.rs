@@ -204,6 +204,55 @@ fn pipeline_runs_the_main_job_end_to_end_on_a_slice_of_fashion_mnist() {
     assert!(stderr(&again).contains("reused"), "{}", stderr(&again));
 }
 
+/// Seeds trained at once, each on its own device, give the same runs bit for bit as seeds
+/// trained one after another.
+#[test]
+fn pipeline_seeds_trained_at_once_match_seeds_trained_in_turn() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |jobs: &str| {
+        let out = dir.path().join(format!("jobs{jobs}"));
+        let mut args = [
+            &TINY_PIPELINE[..],
+            &["--jobs", jobs, "--no-ptq", "--out", out.to_str().unwrap()],
+        ]
+        .concat();
+        assert_eq!(args[1..3], ["--seeds", "0"]);
+        args[2] = "0,1";
+        let o = repopt(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        out
+    };
+    let (together, in_turn) = (run("2"), run("1"));
+    let report = |out: &std::path::Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap()
+    };
+    assert_eq!(report(&together)["jobs"], 2);
+    assert_eq!(report(&in_turn)["jobs"], 1);
+    let table = std::fs::read_to_string(together.join("results.md")).unwrap();
+    assert!(table.contains("trained 2 at a time"), "{table}");
+    for key in ["repopt", "target", "repvgg"] {
+        for seed in [0, 1] {
+            let model = format!("{key}-seed{seed}/model.safetensors");
+            // The tensors' bytes, after the header (whose metadata names the run's paths).
+            let tensors = |out: &std::path::Path| {
+                let bytes = std::fs::read(out.join(&model)).unwrap();
+                let header = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+                bytes[8 + header..].to_vec()
+            };
+            let (a, b) = (tensors(&together), tensors(&in_turn));
+            assert!(
+                !a.is_empty() && a == b,
+                "{model} differs between --jobs 2 and --jobs 1"
+            );
+        }
+    }
+    let seeds = |out: &std::path::Path| report(out)["rows"].clone();
+    let (a, b) = (seeds(&together), seeds(&in_turn));
+    for (ra, rb) in a.as_array().unwrap().iter().zip(b.as_array().unwrap()) {
+        assert_eq!(ra["top1"], rb["top1"]);
+    }
+}
+
 #[test]
 fn scales_inspect_lists_the_tensors_of_a_ghostnet_file() {
     let Some(dir) = official_scales("scales_inspect_lists_the_tensors_of_a_ghostnet_file") else {

@@ -340,7 +340,7 @@ pub fn run(cmd: &TrainCmd, adapter: &str) -> anyhow::Result<()> {
 }
 
 /// The progress bar, drawn by rank 0 alone in a distributed launch.
-pub fn observer(label: &str) -> Box<dyn repopt::train::trainer::Observer> {
+pub fn observer(label: &str) -> Box<dyn repopt::train::trainer::Observer + Send> {
     if repopt::train::dist::world().is_root() {
         Box::new(ProgressReporter::new(label))
     } else {

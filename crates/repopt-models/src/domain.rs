@@ -266,6 +266,8 @@ pub const WARMUP_EPOCHS: Domain<u64> = Domain::closed(0, 100_000);
 pub const BATCH: Domain<usize> = Domain::closed(1, 1 << 16);
 /// Loader threads (0: one per core).
 pub const WORKERS: Domain<usize> = Domain::closed(0, 1024);
+/// Runs a pipeline trains at once (`--jobs`).
+pub const JOBS: Domain<usize> = Domain::closed(1, 64);
 /// Image counts of `train_limit` and `test_limit`.
 pub const IMAGE_LIMIT: Domain<usize> = Domain::at_least(1);
 /// Steps between logged losses, and the step count of `stop_after_steps`.

@@ -42,7 +42,9 @@ pub(crate) struct GpuInner {
     pub(crate) features: wgpu::Features,
     pub(crate) recorder: Recorder,
     pub(crate) pool: Mutex<BufferPool>,
-    pub(crate) tuner: Tuner,
+    pub(crate) tuner: Arc<Tuner>,
+    /// What it was opened with, for [`Gpu::open_another`].
+    options: GpuOptions,
 }
 
 /// A device (one adapter, one queue) plus the engine's caches: compiled kernels, a buffer
@@ -76,6 +78,33 @@ impl PartialEq for Gpu {
 impl Gpu {
     /// Opens the adapter `options.adapter` selects, with the adapter's real limits.
     pub fn new(options: GpuOptions) -> Result<Gpu> {
+        Gpu::open(options, None)
+    }
+
+    /// Opens a second device on this one's adapter, with the same options and sharing its
+    /// kernel choices (measured ones included), but with its own queue, kernels, buffer pool
+    /// and memory accounting. Independent work on two devices can overlap where one device
+    /// leaves the adapter idle: a software adapter runs one device's dispatches one after
+    /// another, each split over the cores and joined, so a small model's step leaves cores
+    /// waiting that a second device's work can use.
+    ///
+    /// ```no_run
+    /// use repopt_tensor::{Gpu, GpuOptions};
+    /// let gpu = Gpu::new(GpuOptions::default())?;
+    /// let second = gpu.open_another()?;
+    /// assert_ne!(gpu, second);
+    /// assert_eq!(gpu.adapter().index, second.adapter().index);
+    /// # Ok::<(), repopt_tensor::Error>(())
+    /// ```
+    pub fn open_another(&self) -> Result<Gpu> {
+        let options = GpuOptions {
+            adapter: AdapterSelector::Index(self.inner.summary.index),
+            ..self.inner.options.clone()
+        };
+        Gpu::open(options, Some(self.inner.tuner.clone()))
+    }
+
+    fn open(options: GpuOptions, tuner: Option<Arc<Tuner>>) -> Result<Gpu> {
         let instance = instance();
         let adapters = enumerate(&instance);
         let summaries: Vec<_> = adapters
@@ -128,12 +157,14 @@ impl Gpu {
             trims,
         );
         // Plans launch nothing, so there is nothing to measure: they use the fixed choices.
-        let tuning = if options.plan_only {
-            Tuning::Fixed
-        } else {
-            options.tuning
-        };
-        let tuner = Tuner::new(tuning, Tuning::default_cache_file(&summary));
+        let tuner = tuner.unwrap_or_else(|| {
+            let tuning = if options.plan_only {
+                Tuning::Fixed
+            } else {
+                options.tuning.clone()
+            };
+            Arc::new(Tuner::new(tuning, Tuning::default_cache_file(&summary)))
+        });
         Ok(Gpu {
             inner: Arc::new(GpuInner {
                 tuner,
@@ -142,6 +173,7 @@ impl Gpu {
                 features,
                 recorder,
                 pool: Mutex::new(pool),
+                options,
             }),
         })
     }

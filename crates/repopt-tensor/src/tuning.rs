@@ -285,6 +285,14 @@ impl Tuner {
             }
         }
         let mut map = self.choices.lock().expect("tuner lock");
+        // Devices opened with `Gpu::open_another` share this tuner: where two measured the
+        // same shape at once, the first choice stands for both, so that every run on this
+        // machine (and a resumed one) makes the same choice.
+        if let Some(&a) = map.get(&key)
+            && candidates.contains(&a)
+        {
+            return Ok(a);
+        }
         map.insert(key, best.1);
         if let Some(file) = &self.file {
             // A cache that cannot be written only costs a re-measurement next time.

@@ -319,3 +319,52 @@ fn measuring_skips_the_implicit_product_on_cpu_adapters_only() {
     assert_eq!(launches_on_this_thread() - before, 1);
     let _ = std::fs::remove_file(&file);
 }
+
+#[test]
+fn a_second_device_shares_the_kernel_choices_and_gives_the_same_results() {
+    use repopt_tensor::tuning::Tuning;
+    use repopt_tensor::{AdapterSelector, Gpu, GpuOptions};
+    let file = std::env::temp_dir().join(format!("repopt-tune-two-{}.txt", std::process::id()));
+    let _ = std::fs::remove_file(&file);
+    let gpu = Gpu::new(GpuOptions {
+        adapter: AdapterSelector::from_env(),
+        tuning: Tuning::Measure {
+            cache: Some(file.clone()),
+        },
+        ..Default::default()
+    })
+    .unwrap();
+    let step = |g: &Gpu| {
+        let x = Tensor::parameter(g, &data(2 * 8 * 6 * 6, 1), &[2, 8, 6, 6]).unwrap();
+        let w = Tensor::parameter(g, &data(8 * 8 * 9, 2), &[8, 8, 3, 3]).unwrap();
+        let before = launches_on_this_thread();
+        let y = ops::conv2d(&x, &w, Conv2dConfig::same(3, 1)).unwrap();
+        y.sum().unwrap().backward().unwrap();
+        let launched = launches_on_this_thread() - before;
+        let grads = (x.grad().unwrap(), w.grad().unwrap());
+        (
+            y.to_vec().unwrap(),
+            grads.0.to_vec().unwrap(),
+            grads.1.to_vec().unwrap(),
+            launched,
+        )
+    };
+    step(&gpu); // measures the shape's directions
+    let measured = gpu.tuned_choices();
+    assert!(!measured.is_empty());
+    let again = step(&gpu);
+
+    let second = gpu.open_another().unwrap();
+    assert_ne!(gpu, second, "a device of its own");
+    assert_eq!(second.adapter().index, gpu.adapter().index);
+    assert_eq!(second.tuned_choices(), measured, "the choices are shared");
+    let live = gpu.memory().live_bytes;
+    let other = step(&second);
+    // Nothing measured again: the same launches and the same bits as the first device's
+    // second step, and the second device's tensors counted on its own pool.
+    assert_eq!(second.tuned_choices(), measured);
+    assert_eq!(other, again);
+    assert_eq!(gpu.memory().live_bytes, live);
+    assert!(second.memory().peak_live_bytes > 0);
+    let _ = std::fs::remove_file(&file);
+}

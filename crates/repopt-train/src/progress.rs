@@ -17,7 +17,7 @@
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use crate::evaluate::EvalResult;
 use crate::trainer::Observer;
@@ -42,12 +42,13 @@ pub struct ProgressReporter {
 }
 
 enum Output {
-    Bar(Option<ProgressBar>),
+    /// The bar, once started, drawn alone or among the bars of runs going on beside it.
+    Bar(Option<ProgressBar>, Option<MultiProgress>),
     Lines(Lines),
 }
 
 struct Lines {
-    out: Box<dyn Write>,
+    out: Box<dyn Write + Send>,
     every: Duration,
     total: u64,
     first: u64,
@@ -61,10 +62,27 @@ impl ProgressReporter {
     /// A reporter labelled `label`: a bar when stderr is a terminal, lines on stderr at
     /// most [`LINE_INTERVAL`] apart otherwise.
     pub fn new(label: impl Into<String>) -> Self {
+        Self::on_terminal(label, None)
+    }
+
+    /// Like [`ProgressReporter::new`], for one of several runs going on at once: on a
+    /// terminal its bar is drawn among theirs (one line each) rather than over them.
+    ///
+    /// ```
+    /// use repopt_train::progress::{ProgressGroup, ProgressReporter};
+    /// let group = ProgressGroup::default();
+    /// let (a, b) = (ProgressReporter::among("seed 0", &group), ProgressReporter::among("seed 1", &group));
+    /// # let _ = (a, b);
+    /// ```
+    pub fn among(label: impl Into<String>, group: &ProgressGroup) -> Self {
+        Self::on_terminal(label, Some(group.0.clone()))
+    }
+
+    fn on_terminal(label: impl Into<String>, group: Option<MultiProgress>) -> Self {
         if std::io::stderr().is_terminal() {
             ProgressReporter {
                 label: label.into(),
-                output: Output::Bar(None),
+                output: Output::Bar(None, group),
             }
         } else {
             Self::lines(label, Box::new(std::io::stderr()), LINE_INTERVAL)
@@ -72,7 +90,7 @@ impl ProgressReporter {
     }
 
     /// A reporter writing lines to `out`, at most `every` apart.
-    pub fn lines(label: impl Into<String>, out: Box<dyn Write>, every: Duration) -> Self {
+    pub fn lines(label: impl Into<String>, out: Box<dyn Write + Send>, every: Duration) -> Self {
         let now = Instant::now();
         ProgressReporter {
             label: label.into(),
@@ -89,6 +107,11 @@ impl ProgressReporter {
         }
     }
 }
+
+/// The bars of runs going on at once, drawn one line each on a terminal (see
+/// [`ProgressReporter::among`]).
+#[derive(Clone, Default)]
+pub struct ProgressGroup(MultiProgress);
 
 /// `h:mm:ss`.
 fn clock(d: Duration) -> String {
@@ -116,8 +139,12 @@ impl Lines {
 impl Observer for ProgressReporter {
     fn start(&mut self, _name: &str, total: u64, first: u64) {
         match &mut self.output {
-            Output::Bar(bar) => {
+            Output::Bar(bar, group) => {
                 let b = ProgressBar::new(total);
+                let b = match group {
+                    Some(g) => g.add(b),
+                    None => b,
+                };
                 b.set_style(
                     ProgressStyle::with_template(
                         "{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}",
@@ -140,7 +167,7 @@ impl Observer for ProgressReporter {
 
     fn step(&mut self, step: u64, epoch: u64, loss: f64, lr: f64, ips: f64) {
         match &mut self.output {
-            Output::Bar(bar) => {
+            Output::Bar(bar, _) => {
                 if let Some(b) = bar {
                     b.set_message(format!(
                         "epoch {epoch} loss {loss:.4} lr {lr:.4} {ips:.0} img/s"
@@ -169,7 +196,7 @@ impl Observer for ProgressReporter {
     }
 
     fn tick(&mut self, step: u64) {
-        if let Output::Bar(Some(b)) = &self.output {
+        if let Output::Bar(Some(b), _) = &self.output {
             b.set_position(step);
         }
     }
@@ -180,15 +207,15 @@ impl Observer for ProgressReporter {
             self.label, r.top1, r.top5, r.loss, r.images
         );
         match &mut self.output {
-            Output::Bar(Some(b)) => b.println(line),
-            Output::Bar(None) => eprintln!("{line}"),
+            Output::Bar(Some(b), _) => b.println(line),
+            Output::Bar(None, _) => eprintln!("{line}"),
             Output::Lines(l) => l.write(&line),
         }
     }
 
     fn finish(&mut self) {
         match &mut self.output {
-            Output::Bar(bar) => {
+            Output::Bar(bar, _) => {
                 if let Some(b) = bar.take() {
                     b.finish_and_clear();
                 }

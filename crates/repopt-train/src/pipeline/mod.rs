@@ -12,15 +12,17 @@ use crate::config::{OptimizerKind, ScalesSource, TrainConfig};
 use crate::error::{Result, TrainError};
 use crate::metrics::read_metrics;
 use crate::qat::{QatOptions, qat_config, qat_run_config};
-use crate::quantize::{QuantizeOptions, quantize_run};
+use crate::quantize::QuantizeOptions;
 use crate::report::plot_training;
 use crate::run_dir::{self, Start};
 use crate::search::{hyper_search, search_config};
-use crate::trainer::{Observer, RunSummary, files, open_on_root, train};
+use crate::trainer::{Observer, RunSummary, files, open_on_root};
 use repopt_models::quant::calibrate::Calibrator;
 
+mod seeds;
 mod table;
 
+use seeds::{Devices, SeedRun, Work, run_seeds};
 pub use table::{PtqResult, Report, Row, results_markdown};
 use table::{mean_std, write_report};
 
@@ -53,6 +55,11 @@ pub struct PipelineConfig {
     /// Quantization-aware training of every RepOpt-VGG run for this many epochs, reported
     /// beside PTQ (None: none).
     pub qat_epochs: Option<u64>,
+    /// How many of a model's seeds train at once, each on its own device of the adapter
+    /// (None: all of them on a CPU adapter, whose cores one small run leaves idle; one on
+    /// any other). Results do not depend on it; each run's images/s does, as the runs
+    /// share the adapter. A distributed run trains one at a time.
+    pub jobs: Option<usize>,
 }
 
 impl Default for PipelineConfig {
@@ -68,6 +75,7 @@ impl Default for PipelineConfig {
             out: PathBuf::from("runs/pipeline"),
             ptq: true,
             qat_epochs: None,
+            jobs: None,
         }
     }
 }
@@ -289,7 +297,9 @@ fn start_of(cfg: &TrainConfig, overwrite: bool) -> Result<Start> {
 /// Progress reporting for the runs of a pipeline, one observer per run.
 pub trait Reporter {
     /// The observer for run `label`.
-    fn observer(&mut self, label: &str) -> Box<dyn Observer>;
+    /// The observer for run `label`, which may report from another thread while other runs
+    /// go on (see [`PipelineConfig::jobs`]).
+    fn observer(&mut self, label: &str) -> Box<dyn Observer + Send>;
     /// A finished (or reused) run.
     fn done(&mut self, label: &str, summary: &RunSummary, reused: bool);
 }
@@ -304,7 +314,7 @@ pub trait Reporter {
 /// use repopt_train::trainer::{Observer, RunSummary, Silent};
 /// struct Quiet;
 /// impl Reporter for Quiet {
-///     fn observer(&mut self, _label: &str) -> Box<dyn Observer> { Box::new(Silent) }
+///     fn observer(&mut self, _label: &str) -> Box<dyn Observer + Send> { Box::new(Silent) }
 ///     fn done(&mut self, label: &str, s: &RunSummary, _reused: bool) {
 ///         println!("{label}: {:.2}%", s.best_top1);
 ///     }
@@ -367,6 +377,21 @@ pub fn run_pipeline(
     let mut architecture: Option<repopt_models::any::NetConfig> = None;
     let mut curves = Vec::new();
     let ghost = repopt_models::ghostnet::GhostConfig::is_ghostnet(&cfg.train.arch.preset);
+    let jobs = if world.is_distributed() {
+        1
+    } else {
+        cfg.jobs.unwrap_or(if gpu.adapter().is_software() {
+            cfg.seeds.len()
+        } else {
+            1
+        })
+    }
+    .clamp(1, cfg.seeds.len());
+    let quantize = (cfg.ptq && !ghost && world.is_root()).then(|| QuantizeOptions {
+        calibrators: Calibrator::all(),
+        ..Default::default()
+    });
+    let mut devices = Devices::new(gpu);
     for c in CONTENDERS {
         let mut runs = Vec::new();
         let mut ptq = PtqResult {
@@ -378,6 +403,7 @@ pub fn run_pipeline(
             qat_top1: Vec::new(),
             qat_mean: None,
         };
+        let mut planned = Vec::new();
         for &seed in &cfg.seeds {
             let run_cfg = TrainConfig {
                 mode: c.mode,
@@ -389,32 +415,34 @@ pub fn run_pipeline(
                 ..cfg.train.clone()
             };
             let label = format!("{} seed {seed}", c.key);
-            let summary = match finished(&run_cfg) {
+            let work = match finished(&run_cfg) {
                 Some(s) => {
                     reporter.done(&label, &s, true);
-                    s
+                    Work::Done(Box::new(s))
                 }
-                None => {
-                    let start = start_of(&run_cfg, overwrite)?;
-                    let mut obs = reporter.observer(&label);
-                    let s = train(gpu, &run_cfg, &start, obs.as_mut())?;
-                    reporter.done(&label, &s, false);
-                    s
-                }
+                None => Work::Train(start_of(&run_cfg, overwrite)?, reporter.observer(&label)),
             };
+            planned.push(SeedRun {
+                cfg: run_cfg,
+                label,
+                work,
+            });
+        }
+        let outs: Vec<PathBuf> = planned.iter().map(|r| r.cfg.out.clone()).collect();
+        let outcomes = run_seeds(
+            &mut devices,
+            planned,
+            jobs,
+            quantize.as_ref(),
+            &mut |label, s| reporter.done(label, s, false),
+        )?;
+        for ((&seed, out), outcome) in cfg.seeds.iter().zip(outs).zip(outcomes) {
+            let summary = outcome.summary;
             architecture.get_or_insert_with(|| summary.model.clone());
             if seed == first_seed {
-                curves.push((
-                    c.key.to_string(),
-                    read_metrics(&run_cfg.out.join(files::METRICS))?,
-                ));
+                curves.push((c.key.to_string(), read_metrics(&out.join(files::METRICS))?));
             }
-            if cfg.ptq && !ghost && world.is_root() {
-                let opts = QuantizeOptions {
-                    calibrators: Calibrator::all(),
-                    ..Default::default()
-                };
-                let q = quantize_run(gpu, &run_cfg.out, &opts)?;
+            if let Some(q) = outcome.quantized {
                 let best = q
                     .rows
                     .iter()
@@ -430,16 +458,10 @@ pub fn run_pipeline(
                 ptq.best_calibrator.push(best.calibrator.clone());
             }
             if let Some(epochs) = cfg.qat_epochs.filter(|_| !ghost) {
-                let out = cfg.out.join(format!("{}-seed{seed}-qat", c.key));
+                let qat_out = cfg.out.join(format!("{}-seed{seed}-qat", c.key));
                 let label = format!("{} seed {seed} QAT", c.key);
                 ptq.qat_top1.push(fine_tune(
-                    gpu,
-                    &run_cfg.out,
-                    out,
-                    epochs,
-                    overwrite,
-                    &label,
-                    reporter,
+                    gpu, &out, qat_out, epochs, overwrite, &label, reporter,
                 )?);
             }
             runs.push(summary);
@@ -486,6 +508,7 @@ pub fn run_pipeline(
         rows,
         scales,
         seconds: start.elapsed().as_secs_f64(),
+        jobs,
     };
     if let Some(root) = &root {
         write_report(root, &report)?;

@@ -75,6 +75,14 @@ pub struct Report {
     pub scales: PathBuf,
     /// Seconds the whole pipeline took.
     pub seconds: f64,
+    /// How many of a model's seeds trained at once (their images/s and seconds are each
+    /// run's while they shared the adapter).
+    #[serde(default = "one_job")]
+    pub jobs: usize,
+}
+
+fn one_job() -> usize {
+    1
 }
 
 pub(crate) fn mean_std(v: &[f64]) -> (f64, f64) {
@@ -147,7 +155,14 @@ pub fn results_markdown(report: &Report) -> String {
         "{}\nTop-1 is the mean ± sample standard deviation over {seeds} seed(s) on the {} test split.\n",
         markdown_table(&header, &rows),
         report.dataset
-    ) + if with_ptq {
+    ) + &if report.jobs > 1 {
+        format!(
+            "Each model's seeds trained {} at a time, each on its own device of the adapter: train images/s and seconds are per run while they shared it.\n",
+            report.jobs
+        )
+    } else {
+        String::new()
+    } + if with_ptq {
         "INT8: post-training quantization of the deploy form (weights per channel, activations per tensor, symmetric), calibrated on 512 training images; max calibration, and the best of six calibrators on the test split (named per seed).\n"
     } else {
         ""
