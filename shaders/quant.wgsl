@@ -46,23 +46,44 @@ fn passes(v: f32, inv: f32) -> bool {
 
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 
-// ---- one grid for the whole tensor --------------------------------------------------------
+// ---- one grid for the whole tensor, four values per invocation ----------------------------
+// p.n counts vec4s; buffers are allocated in 16-byte multiples, so the last vec4 is in
+// bounds (its padding lanes compute values nobody reads). Lane by lane the arithmetic is
+// the scalar form's. On lavapipe, where each invocation's load is a gather, this made
+// `repopt quantize` of a quick-pipeline run (six INT8 evaluations of 2,000 images) take
+// 5.46, 5.34 and 5.69 s against 6.53, 5.57 and 5.91 s, interleaved, with the same output.
 
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+@group(0) @binding(1) var<storage, read> xq4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> yq4: array<vec4<f32>>;
 
 @compute @workgroup_size(256)
 fn fake_quant_forward(ids: Ids) {
     let i = flat_index(ids, 256u);
-    if i < p.n { y[i] = fake_quant(x[i], p.scale, p.inv_scale); }
+    if i < p.n {
+        let v = xq4[i];
+        yq4[i] = vec4<f32>(
+            fake_quant(v.x, p.scale, p.inv_scale),
+            fake_quant(v.y, p.scale, p.inv_scale),
+            fake_quant(v.z, p.scale, p.inv_scale),
+            fake_quant(v.w, p.scale, p.inv_scale));
+    }
 }
 
-@group(0) @binding(2) var<storage, read> dy: array<f32>;
-@group(0) @binding(3) var<storage, read_write> dx: array<f32>;
+@group(0) @binding(2) var<storage, read> dyq4: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> dxq4: array<vec4<f32>>;
 
 @compute @workgroup_size(256)
 fn fake_quant_backward(ids: Ids) {
     let i = flat_index(ids, 256u);
-    if i < p.n { dx[i] = select(0.0, dy[i], passes(x[i], p.inv_scale)); }
+    if i < p.n {
+        let v = xq4[i];
+        let ok = vec4<bool>(
+            passes(v.x, p.inv_scale),
+            passes(v.y, p.inv_scale),
+            passes(v.z, p.inv_scale),
+            passes(v.w, p.inv_scale));
+        dxq4[i] = select(vec4<f32>(0.0), dyq4[i], ok);
+    }
 }
 
 // ---- one grid per channel (the first dimension), zp = 0 -------------------------------------

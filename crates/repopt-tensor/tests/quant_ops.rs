@@ -58,7 +58,17 @@ fn grid_inputs(len: usize, seed: u64, s: f32, (lo, hi): (f32, f32)) -> Vec<f32> 
         .collect()
 }
 
-const SIZES: &[&[usize]] = &[&[1], &[7], &[255], &[257], &[3, 5, 7], &[2, 1, 33, 17]];
+// Multiples of 4 and not, and more than one workgroup of four values per invocation.
+const SIZES: &[&[usize]] = &[
+    &[1],
+    &[7],
+    &[255],
+    &[257],
+    &[3, 5, 7],
+    &[2, 1, 33, 17],
+    &[2, 3, 4, 4],
+    &[4, 257],
+];
 
 #[test]
 fn fake_quant_per_tensor_matches_reference_exactly() {

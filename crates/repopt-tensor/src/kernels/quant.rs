@@ -49,10 +49,12 @@ shader!(SHADER, "quant.wgsl", QuantParams, trusted: false, subgroups: false);
 
 kernels! {
     KERNELS = SHADER: QuantParams {
-        /// `y = (clamp(round(x * inv_scale) + zero_point, qmin, qmax) - zero_point) * scale`.
-        FAKE_QUANT_FORWARD = fake_quant_forward(read x, write y);
-        /// `dx = dy` where `qmin <= round(x * inv_scale) + zero_point <= qmax`, else 0.
-        FAKE_QUANT_BACKWARD = fake_quant_backward(read x, read dy, write dx);
+        /// `y = (clamp(round(x * inv_scale) + zero_point, qmin, qmax) - zero_point) * scale`,
+        /// four values per invocation (`n` counts vec4s).
+        FAKE_QUANT_FORWARD = fake_quant_forward(read xq4, write yq4);
+        /// `dx = dy` where `qmin <= round(x * inv_scale) + zero_point <= qmax`, else 0, four
+        /// values per invocation (`n` counts vec4s).
+        FAKE_QUANT_BACKWARD = fake_quant_backward(read xq4, read dyq4, write dxq4);
         /// The per-tensor forward with channel `i / inner`'s scale from `scales`.
         FAKE_QUANT_CHANNELS_FORWARD = fake_quant_channels_forward(read x, read scales, write y3);
         /// The per-tensor backward with channel `i / inner`'s scale from `scales`.

@@ -169,8 +169,9 @@ pub fn fake_quant_per_tensor_forward(x: &Tensor, q: ActQuant) -> Result<Tensor> 
     let op = "fake_quant_per_tensor_forward";
     x.expect_dtype(op, DType::F32)?;
     let y = Tensor::empty(x.gpu(), x.shape(), DType::F32)?;
-    let p = q.params(as_u32(op, "elements", x.numel())?);
-    launch(&k::FAKE_QUANT_FORWARD, p, &[x, &y], x.numel())?;
+    as_u32(op, "elements", x.numel())?;
+    let n4 = x.numel().div_ceil(4);
+    launch(&k::FAKE_QUANT_FORWARD, q.params(n4 as u32), &[x, &y], n4)?;
     Ok(y)
 }
 
@@ -182,8 +183,9 @@ pub fn fake_quant_per_tensor_backward(dy: &Tensor, x: &Tensor, q: ActQuant) -> R
     dy.expect_dtype(op, DType::F32)?;
     expect_same_shape(op, dy, x)?;
     let dx = Tensor::empty(x.gpu(), x.shape(), DType::F32)?;
-    let p = q.params(as_u32(op, "elements", x.numel())?);
-    launch(&k::FAKE_QUANT_BACKWARD, p, &[x, dy, &dx], x.numel())?;
+    as_u32(op, "elements", x.numel())?;
+    let n4 = x.numel().div_ceil(4);
+    launch(&k::FAKE_QUANT_BACKWARD, q.params(n4 as u32), &[x, dy, &dx], n4)?;
     Ok(dx)
 }
 
