@@ -185,7 +185,12 @@ pub fn fake_quant_per_tensor_backward(dy: &Tensor, x: &Tensor, q: ActQuant) -> R
     let dx = Tensor::empty(x.gpu(), x.shape(), DType::F32)?;
     as_u32(op, "elements", x.numel())?;
     let n4 = x.numel().div_ceil(4);
-    launch(&k::FAKE_QUANT_BACKWARD, q.params(n4 as u32), &[x, dy, &dx], n4)?;
+    launch(
+        &k::FAKE_QUANT_BACKWARD,
+        q.params(n4 as u32),
+        &[x, dy, &dx],
+        n4,
+    )?;
     Ok(dx)
 }
 
