@@ -268,11 +268,13 @@ fn conv2d_with_gives_every_direction_by_every_algorithm() {
     }
 }
 
-#[test]
-fn measuring_skips_the_implicit_product_on_cpu_adapters_only() {
-    use repopt_tensor::tuning::{ConvAlgorithm, Tuning};
+/// A device that measures kernel choices on first use, caching them in a fresh temporary
+/// file named after `name` (returned, for the caller to remove).
+fn measuring_gpu(name: &str) -> (repopt_tensor::Gpu, std::path::PathBuf) {
+    use repopt_tensor::tuning::Tuning;
     use repopt_tensor::{AdapterSelector, Gpu, GpuOptions};
-    let file = std::env::temp_dir().join(format!("repopt-tune-cpu-{}.txt", std::process::id()));
+    let file = std::env::temp_dir().join(format!("repopt-tune-{name}-{}.txt", std::process::id()));
+    let _ = std::fs::remove_file(&file);
     let gpu = Gpu::new(GpuOptions {
         adapter: AdapterSelector::from_env(),
         tuning: Tuning::Measure {
@@ -281,6 +283,14 @@ fn measuring_skips_the_implicit_product_on_cpu_adapters_only() {
         ..Default::default()
     })
     .unwrap();
+    (gpu, file)
+}
+
+#[test]
+fn measuring_skips_the_implicit_product_on_cpu_adapters_only() {
+    use repopt_tensor::tuning::{ConvAlgorithm, Tuning};
+    use repopt_tensor::{AdapterSelector, Gpu, GpuOptions};
+    let (gpu, file) = measuring_gpu("cpu");
     // The profile names every kernel launched, the tuner's trial runs included.
     gpu.set_profiling(true);
     let x = Tensor::from_slice(&gpu, &data(2 * 8 * 6 * 6, 1), &[2, 8, 6, 6]).unwrap();
@@ -322,18 +332,8 @@ fn measuring_skips_the_implicit_product_on_cpu_adapters_only() {
 
 #[test]
 fn a_second_device_shares_the_kernel_choices_and_gives_the_same_results() {
-    use repopt_tensor::tuning::Tuning;
-    use repopt_tensor::{AdapterSelector, Gpu, GpuOptions};
-    let file = std::env::temp_dir().join(format!("repopt-tune-two-{}.txt", std::process::id()));
-    let _ = std::fs::remove_file(&file);
-    let gpu = Gpu::new(GpuOptions {
-        adapter: AdapterSelector::from_env(),
-        tuning: Tuning::Measure {
-            cache: Some(file.clone()),
-        },
-        ..Default::default()
-    })
-    .unwrap();
+    use repopt_tensor::Gpu;
+    let (gpu, file) = measuring_gpu("two");
     let step = |g: &Gpu| {
         let x = Tensor::parameter(g, &data(2 * 8 * 6 * 6, 1), &[2, 8, 6, 6]).unwrap();
         let w = Tensor::parameter(g, &data(8 * 8 * 9, 2), &[8, 8, 3, 3]).unwrap();

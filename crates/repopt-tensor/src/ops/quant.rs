@@ -169,9 +169,8 @@ pub fn fake_quant_per_tensor_forward(x: &Tensor, q: ActQuant) -> Result<Tensor> 
     let op = "fake_quant_per_tensor_forward";
     x.expect_dtype(op, DType::F32)?;
     let y = Tensor::empty(x.gpu(), x.shape(), DType::F32)?;
-    as_u32(op, "elements", x.numel())?;
-    let n4 = x.numel().div_ceil(4);
-    launch(&k::FAKE_QUANT_FORWARD, q.params(n4 as u32), &[x, &y], n4)?;
+    let n4 = as_u32(op, "elements", x.numel())?.div_ceil(4);
+    launch(&k::FAKE_QUANT_FORWARD, q.params(n4), &[x, &y], n4 as usize)?;
     Ok(y)
 }
 
@@ -183,13 +182,12 @@ pub fn fake_quant_per_tensor_backward(dy: &Tensor, x: &Tensor, q: ActQuant) -> R
     dy.expect_dtype(op, DType::F32)?;
     expect_same_shape(op, dy, x)?;
     let dx = Tensor::empty(x.gpu(), x.shape(), DType::F32)?;
-    as_u32(op, "elements", x.numel())?;
-    let n4 = x.numel().div_ceil(4);
+    let n4 = as_u32(op, "elements", x.numel())?.div_ceil(4);
     launch(
         &k::FAKE_QUANT_BACKWARD,
-        q.params(n4 as u32),
+        q.params(n4),
         &[x, dy, &dx],
-        n4,
+        n4 as usize,
     )?;
     Ok(dx)
 }

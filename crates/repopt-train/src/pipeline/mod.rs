@@ -296,7 +296,6 @@ fn start_of(cfg: &TrainConfig, overwrite: bool) -> Result<Start> {
 
 /// Progress reporting for the runs of a pipeline, one observer per run.
 pub trait Reporter {
-    /// The observer for run `label`.
     /// The observer for run `label`, which may report from another thread while other runs
     /// go on (see [`PipelineConfig::jobs`]).
     fn observer(&mut self, label: &str) -> Box<dyn Observer + Send>;

@@ -8,9 +8,7 @@
 //! would be alone, bit for bit: it depends only on its own settings and the kernel choices,
 //! which the devices share.
 
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
+use std::sync::{Mutex, mpsc};
 
 use repopt_tensor::Gpu;
 
@@ -87,22 +85,19 @@ pub(super) fn run_seeds(
     }
     let gpus = devices.first(jobs)?;
     let labels: Vec<String> = runs.iter().map(|r| r.label.clone()).collect();
-    let queue: Vec<Mutex<Option<SeedRun>>> =
-        runs.into_iter().map(|r| Mutex::new(Some(r))).collect();
-    let next = AtomicUsize::new(0);
+    let mut outcomes: Vec<Option<Result<SeedOutcome>>> = (0..runs.len()).map(|_| None).collect();
+    let queue = Mutex::new(runs.into_iter().enumerate());
     let (finished, trained) = mpsc::channel::<(usize, RunSummary)>();
-    let mut outcomes: Vec<Option<Result<SeedOutcome>>> = (0..queue.len()).map(|_| None).collect();
     std::thread::scope(|scope| {
         let workers: Vec<_> = gpus
             .iter()
             .map(|gpu| {
-                let (queue, next, finished) = (&queue, &next, finished.clone());
+                let (queue, finished) = (&queue, finished.clone());
                 scope.spawn(move || {
                     let mut mine = Vec::new();
                     loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(slot) = queue.get(i) else { break };
-                        let run = slot.lock().expect("seed queue").take().expect("taken once");
+                        let next = queue.lock().expect("seed queue").next();
+                        let Some((i, run)) = next else { break };
                         let outcome = one(gpu, run, quantize, &mut |s| {
                             // The receiver outlives the workers; a send cannot fail.
                             let _ = finished.send((i, s.clone()));
